@@ -1,0 +1,217 @@
+"""MNIST loading and checking, with NumPy only (no TensorFlow import unless it must download).
+
+Where the data comes from, in this order: an explicit path (``--data PATH``); the environment
+variable ``BNMNIST_DATA``; the Keras cache (``$KERAS_HOME/datasets/mnist.npz``, default
+``~/.keras``); else a download through Keras's own ``get_file`` with its checksum. A path may be a
+Keras-format ``mnist.npz`` (keys ``x_train y_train x_test y_test``) or a folder holding the four
+original IDX files, gzipped or not. Everything read is validated (IDX magic, dimensions, dtype,
+label range, matching counts) and every failure is a :class:`DataError` naming the file and what to
+do. NumPy files are read with ``allow_pickle=False``. Decoded data is cached per process.
+"""
+from __future__ import annotations
+
+import functools
+import gzip
+import hashlib
+import os
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import DataError
+
+ENV_VAR = "BNMNIST_DATA"
+KERAS_ORIGIN = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz"
+KERAS_SHA256 = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"
+IDX_FILES = {
+    "x_train": "train-images-idx3-ubyte",
+    "y_train": "train-labels-idx1-ubyte",
+    "x_test": "t10k-images-idx3-ubyte",
+    "y_test": "t10k-labels-idx1-ubyte",
+}
+HOW_TO_PASS = (f"pass a local copy with --data PATH or the environment variable {ENV_VAR} "
+               "(a Keras mnist.npz or a folder with the four MNIST IDX files)")
+
+
+@dataclass(frozen=True)
+class Mnist:
+    """The raw data set as stored: uint8 images (n, 28, 28) and uint8 labels (n,)."""
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    source: str
+
+    def fingerprint(self):
+        """SHA-256 over the four arrays: tells whether a resumed run sees the same data."""
+        h = hashlib.sha256()
+        for a in (self.x_train, self.y_train, self.x_test, self.y_test):
+            h.update(str(a.shape).encode())
+            h.update(np.ascontiguousarray(a).tobytes())
+        return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Split:
+    """The book's arrays: float32 pixels / 255 flattened to 784, int32 labels, the first
+    ``n_valid`` training images held out for validation."""
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_valid: np.ndarray
+    y_valid: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+
+
+def scale_images(images):
+    """The book's preprocessing: ``astype(float32).reshape(-1, 784) / 255``."""
+    return images.astype(np.float32).reshape(-1, 28 * 28) / 255.0
+
+
+def split(mnist, n_valid=5000):
+    if not 0 < n_valid < len(mnist.x_train):
+        raise DataError(f"{mnist.source}: {len(mnist.x_train)} training images are too few to hold "
+                        f"out {n_valid} for validation; use the full MNIST training set")
+    X = scale_images(mnist.x_train)
+    y = mnist.y_train.astype(np.int32)
+    return Split(X[n_valid:], y[n_valid:], X[:n_valid], y[:n_valid],
+                 scale_images(mnist.x_test), mnist.y_test.astype(np.int32))
+
+
+def keras_cache_path():
+    home = os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras")
+    return os.path.join(home, "datasets", "mnist.npz")
+
+
+def resolve(path=None):
+    """The local path to read (without reading it), or None when only a download remains."""
+    if path:
+        return str(path)
+    if os.environ.get(ENV_VAR):
+        return os.environ[ENV_VAR]
+    cached = keras_cache_path()
+    return cached if os.path.isfile(cached) else None
+
+
+def load(path=None, download=True):
+    """Load and validate MNIST from ``path`` or the default sources (see the module docstring)."""
+    local = resolve(path)
+    if local is None:
+        if not download:
+            raise DataError(f"no MNIST found (no --data, no {ENV_VAR}, nothing at "
+                            f"{keras_cache_path()}); {HOW_TO_PASS}")
+        local = _download()
+    if not os.path.exists(local):
+        raise DataError(f"{local}: no such file or folder; {HOW_TO_PASS}")
+    st = os.stat(local)
+    return _load_cached(os.path.realpath(local), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_cached(path, _mtime_ns, _size):
+    # Keyed on mtime and size too, so a file replaced on disk is read again.
+    if os.path.isdir(path):
+        arrays = {key: _read_idx(_find_idx(path, name), 3 if key.startswith("x") else 1)
+                  for key, name in IDX_FILES.items()}
+    else:
+        arrays = _read_npz(path)
+    return _checked(arrays, path)
+
+
+def _find_idx(folder, name):
+    for candidate in (name + ".gz", name, name.replace("-idx", ".idx")):
+        full = os.path.join(folder, candidate)
+        if os.path.isfile(full):
+            return full
+    raise DataError(f"{folder}: no {name}.gz (or {name}) in this folder; it needs the four MNIST "
+                    f"IDX files ({', '.join(n + '.gz' for n in IDX_FILES.values())})")
+
+
+def _read_bytes(path):
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror}); check the path and permissions") from None
+    if not raw:
+        raise DataError(f"{path}: the file is empty; download or copy it again")
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as e:
+            raise DataError(f"{path}: corrupt or truncated gzip data ({e}); "
+                            "download or copy the file again") from None
+    return raw
+
+
+def _read_idx(path, ndim):
+    raw = _read_bytes(path)
+    if len(raw) < 4:
+        raise DataError(f"{path}: too short to be an IDX file ({len(raw)} bytes); copy it again")
+    magic = int.from_bytes(raw[:4], "big")
+    want = 0x0800 + ndim
+    if magic != want:
+        raise DataError(f"{path}: IDX magic number is 0x{magic:08X}, expected 0x{want:08X} "
+                        f"(uint8, {ndim}-D); is this the right MNIST file?")
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"{path}: truncated IDX header; download or copy the file again")
+    dims = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
+    expected = header + int(np.prod(dims, dtype=np.int64))
+    if len(raw) != expected:
+        what = "truncated" if len(raw) < expected else "longer than its header says"
+        raise DataError(f"{path}: {what}: header says {'x'.join(map(str, dims))} "
+                        f"({expected} bytes), file has {len(raw)} bytes; download or copy it again")
+    return np.frombuffer(raw, np.uint8, offset=header).reshape(dims)
+
+
+def _read_npz(path):
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            missing = [k for k in IDX_FILES if k not in npz.files]
+            if missing:
+                raise DataError(f"{path}: missing arrays {', '.join(missing)}; a Keras mnist.npz "
+                                "holds x_train, y_train, x_test and y_test")
+            return {k: npz[k] for k in IDX_FILES}
+    except DataError:
+        raise
+    except ValueError as e:
+        if "pickle" in str(e):
+            raise DataError(f"{path}: holds pickled Python objects, which bnmnist refuses to load; "
+                            "use plain numeric arrays (a Keras mnist.npz)") from None
+        raise DataError(f"{path}: not a readable .npz file ({e}); download or copy it again") from None
+    except (OSError, EOFError, zlib.error, KeyError) as e:
+        raise DataError(f"{path}: not a readable .npz file ({e}); download or copy it again") from None
+    except Exception as e:  # zipfile.BadZipFile and friends: any unreadable archive
+        raise DataError(f"{path}: not a readable .npz file ({type(e).__name__}: {e}); "
+                        "download or copy it again") from None
+
+
+def _checked(a, source):
+    for part in ("train", "test"):
+        x, y = a["x_" + part], a["y_" + part]
+        if x.dtype != np.uint8 or x.ndim != 3 or x.shape[1:] != (28, 28):
+            raise DataError(f"{source}: x_{part} is {x.dtype} {x.shape}, expected uint8 (n, 28, 28)")
+        if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+            raise DataError(f"{source}: y_{part} is {y.dtype} {y.shape}, expected integer labels (n,)")
+        if len(x) != len(y):
+            raise DataError(f"{source}: {len(x)} {part} images but {len(y)} {part} labels; "
+                            "the image and label files must come from the same set")
+        if len(y) == 0:
+            raise DataError(f"{source}: the {part} set is empty")
+        if y.min() < 0 or y.max() > 9:
+            raise DataError(f"{source}: {part} labels must be 0-9, found {int(y.min())}..{int(y.max())}")
+    return Mnist(a["x_train"], a["y_train"].astype(np.uint8), a["x_test"],
+                 a["y_test"].astype(np.uint8), source)
+
+
+def _download():
+    """Keras's own download with its checksum; offline it fails with one clear line."""
+    try:
+        from keras.utils import get_file  # imports TensorFlow's Keras: only when downloading
+        return get_file("mnist.npz", origin=KERAS_ORIGIN, file_hash=KERAS_SHA256)
+    except Exception as e:  # any network, checksum or write failure
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DataError(f"could not download MNIST from {KERAS_ORIGIN} ({reason[:200]}); "
+                        f"if this machine is offline, {HOW_TO_PASS}") from None

@@ -1,0 +1,29 @@
+"""The package's own exceptions: each carries one line saying what is wrong and what to do.
+
+The command line turns any of them into that line on stderr and exit code 2, with no traceback;
+notebook users see them as ordinary exceptions (``ValueError`` subclasses where the input is bad).
+"""
+
+
+class BnmnistError(Exception):
+    """Base class: a problem the user can fix; ``str(err)`` is the whole message."""
+
+
+class ConfigError(BnmnistError, ValueError):
+    """A configuration value (flag) that makes no sense."""
+
+
+class DataError(BnmnistError, ValueError):
+    """An MNIST file that is missing, truncated, corrupt or of the wrong shape."""
+
+
+class RunFolderError(BnmnistError):
+    """A log or run folder that can't be created, written, or is not a bnmnist run."""
+
+
+class CheckpointError(BnmnistError, ValueError):
+    """A checkpoint that is missing, truncated, or belongs to another architecture."""
+
+
+class NumericalError(BnmnistError):
+    """Training diverged: the loss became NaN or infinite."""

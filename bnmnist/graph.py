@@ -1,0 +1,128 @@
+"""Build the book's network in a fresh ``tf.Graph`` and return named handles to it.
+
+The names are the book's, and every tensor a user fetches after a restore has an explicit one:
+
+====================  ============================================================
+``X:0``               float32 (None, 784) pixels scaled to [0, 1]
+``y:0``               int32 (None,) labels
+``training:0``        bool, ``placeholder_with_default(False)`` (batch-norm networks only)
+``dnn/logits:0``      float32 (None, 10)
+``dnn/probabilities:0`` softmax of the logits
+``eval/predictions:0``  int64 arg-max class
+``loss/loss:0``       mean cross-entropy
+``eval/accuracy:0``   mean of ``in_top_k(logits, y, 1)``
+``train/training_op`` the gradient-descent step (run it with ``UPDATE_OPS``)
+====================  ============================================================
+
+Variables: ``hidden1/kernel``, ``hidden1/bias``, ``batch_normalization/gamma|beta|moving_mean|
+moving_variance``, ``hidden2/...``, ``batch_normalization_1/...``, ``outputs/...``,
+``batch_normalization_2/...``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+import numpy as np
+import tensorflow as tf
+
+from . import layers
+from .seeding import TF1OpClock
+
+tf1 = tf.compat.v1
+
+TENSOR_NAMES = {
+    "X": "X:0", "y": "y:0", "training": "training:0", "logits": "dnn/logits:0",
+    "probabilities": "dnn/probabilities:0", "predictions": "eval/predictions:0",
+    "loss": "loss/loss:0", "accuracy": "eval/accuracy:0",
+}
+TRAINING_OP_NAME = "train/training_op"
+
+
+def leaky_relu(z, name=None):
+    """The chapter's plain network: ``tf.maximum(0.01 * z, z)``."""
+    return tf.maximum(0.01 * z, z, name=name)
+
+
+ACTIVATIONS = {"elu": tf.nn.elu, "leaky_relu": leaky_relu}
+
+
+@dataclass
+class Handles:
+    graph: tf.Graph
+    X: tf.Tensor
+    y: tf.Tensor
+    training: object           # tf.Tensor, or None for a network without batch norm
+    logits: tf.Tensor
+    probabilities: tf.Tensor
+    predictions: tf.Tensor
+    loss: tf.Tensor
+    accuracy: tf.Tensor
+    training_op: tf.Operation
+    extra_update_ops: list
+    init: tf.Operation
+    kernel_seeds: dict         # variable name -> op seed given to its initializer
+    model_variables: list      # every variable of the network, weights and moving statistics
+
+
+def build_graph(config):
+    """A fresh graph for ``config``, the way the book's cell builds it, seeded per ``config.seeding``."""
+    graph = tf.Graph()
+    with graph.as_default():
+        # the book's reset_graph(seed): graph-level seed (the NumPy seed is the trainer's business)
+        tf1.set_random_seed(config.seed)
+        clock = TF1OpClock(graph, config.seeding)
+        with clock.same_as_tf1():
+            X = tf1.placeholder(tf.float32, shape=(None, config.n_inputs), name="X")
+            y = tf1.placeholder(tf.int32, shape=(None), name="y")
+            training = (tf1.placeholder_with_default(False, shape=(), name="training")
+                        if config.batch_norm else None)
+        activation = ACTIVATIONS[config.activation]
+        n_bn = 0
+
+        def batch_norm(z):
+            nonlocal n_bn
+            name = "batch_normalization" + (f"_{n_bn}" if n_bn else "")
+            n_bn += 1
+            return layers.batch_normalization(z, training, config.momentum, name, clock)
+
+        with tf.name_scope("dnn"):
+            dense = partial(layers.dense, clock=clock, initializer=config.initializer)
+            z = X
+            for i, units in enumerate(config.hidden, start=1):
+                if config.batch_norm:
+                    z = batch_norm(dense(z, units, f"hidden{i}"))
+                    with clock.same_as_tf1():
+                        z = activation(z)
+                else:
+                    z = dense(z, units, f"hidden{i}", activation=activation)
+            logits = dense(z, config.n_outputs, "outputs")
+            if config.batch_norm:
+                logits = batch_norm(logits)
+            logits = tf.identity(logits, name="logits")
+            probabilities = tf.nn.softmax(logits, name="probabilities")
+        with tf.name_scope("loss"):
+            xentropy = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
+            loss = tf.reduce_mean(xentropy, name="loss")
+        with tf.name_scope("train"):
+            optimizer = tf1.train.GradientDescentOptimizer(config.learning_rate)
+            training_op = optimizer.minimize(loss, name="training_op")
+        with tf.name_scope("eval"):
+            correct = tf1.nn.in_top_k(logits, y, 1)
+            accuracy = tf.reduce_mean(tf.cast(correct, tf.float32), name="accuracy")
+            predictions = tf.argmax(logits, axis=1, name="predictions")
+        model_variables = tf1.global_variables()
+        init = tf1.variables_initializer(model_variables, name="init")
+        extra_update_ops = tf1.get_collection(tf1.GraphKeys.UPDATE_OPS)
+    return Handles(graph, X, y, training, logits, probabilities, predictions, loss, accuracy,
+                   training_op, extra_update_ops, init, dict(clock.seeds), model_variables)
+
+
+def variable_values(sess, graph):
+    """Name -> NumPy value of every global variable (for comparing runs bit for bit)."""
+    variables = graph.get_collection(tf1.GraphKeys.GLOBAL_VARIABLES)
+    return dict(zip((v.op.name for v in variables), sess.run(variables)))
+
+
+def all_finite(values):
+    return all(np.all(np.isfinite(v)) for v in values.values() if np.issubdtype(v.dtype, np.floating))

@@ -1,0 +1,167 @@
+"""Run folders and crash-safe checkpoints (no TensorFlow import here).
+
+A run lives in ``<logdir>/run-<UTC %Y%m%d%H%M%S>[-N]/`` holding ``config.json``, ``data.json``,
+``graph.meta``, the checkpoints ``model.ckpt-<epoch>.{index,data-*,meta}``, the ``checkpoint``
+state file, ``results.json`` when finished, and TensorBoard event files.
+
+Crash safety: a checkpoint's files are all written (TensorFlow writes the data to a temporary
+name and renames it; the ``.meta`` is a hard link of ``graph.meta``) *before* the ``checkpoint``
+state file, itself replaced atomically, names it; old checkpoints are deleted only after the state
+file has stopped naming them. So whenever the process is killed, the state file names complete
+checkpoints only.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import re
+import shutil
+import tempfile
+
+from .errors import RunFolderError
+
+CONFIG_FILE = "config.json"
+DATA_FILE = "data.json"
+RESULTS_FILE = "results.json"
+STATE_FILE = "checkpoint"
+GRAPH_META = "graph.meta"
+CKPT_BASENAME = "model.ckpt"
+_RUN_RE = re.compile(r"^run-\d{14}(-\d+)?$")
+
+
+def check_logdir(logdir):
+    """Create ``logdir`` if needed and prove it writable, before any training starts."""
+    try:
+        os.makedirs(logdir, exist_ok=True)
+    except OSError as e:
+        raise RunFolderError(f"cannot create log folder {logdir} ({e.strerror}); "
+                             "choose another with --logdir") from None
+    if not os.path.isdir(logdir):
+        raise RunFolderError(f"log folder {logdir} is not a folder; choose another with --logdir")
+    try:
+        with tempfile.TemporaryFile(dir=logdir):
+            pass
+    except OSError as e:
+        raise RunFolderError(f"cannot write in log folder {logdir} ({e.strerror}); "
+                             "choose another with --logdir or fix its permissions") from None
+
+
+def new_run_dir(logdir, now=None):
+    """Make and return a fresh ``run-<UTC timestamp>`` folder; ``os.mkdir`` is atomic, so two
+    runs started in the same second (or at once from two processes) get different folders."""
+    check_logdir(logdir)
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    base = os.path.join(logdir, "run-" + now.strftime("%Y%m%d%H%M%S"))
+    for n in range(10000):
+        path = base if n == 0 else f"{base}-{n}"
+        try:
+            os.mkdir(path)
+            return path
+        except FileExistsError:
+            continue
+    raise RunFolderError(f"could not find a free run folder name under {logdir}")
+
+
+def write_json_atomic(path, obj):
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def is_run_dir(path):
+    return os.path.isdir(path) and os.path.isfile(os.path.join(path, CONFIG_FILE))
+
+
+def list_runs(logdir):
+    if not os.path.isdir(logdir):
+        return []
+    return sorted((os.path.join(logdir, d) for d in os.listdir(logdir)
+                   if _RUN_RE.match(d) and is_run_dir(os.path.join(logdir, d))),
+                  key=lambda p: (os.path.basename(p)[:18], _suffix(p)))
+
+
+def _suffix(path):
+    tail = os.path.basename(path)[18:]
+    return int(tail[1:]) if tail else 0
+
+
+def latest_run(logdir="tf_logs"):
+    runs = list_runs(logdir)
+    if not runs:
+        raise RunFolderError(f"no runs under {logdir}/; train one with `python scripts/train.py`")
+    return runs[-1]
+
+
+def checkpoint_prefix(run_dir, epoch):
+    return os.path.join(run_dir, f"{CKPT_BASENAME}-{epoch}")
+
+
+def read_state(run_dir):
+    """Checkpoint prefixes the state file names, oldest first (absolute paths); [] if none."""
+    path = os.path.join(run_dir, STATE_FILE)
+    if not os.path.isfile(path):
+        return []
+    names = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            m = re.match(r'^all_model_checkpoint_paths:\s*"(.*)"\s*$', line.strip())
+            if m:
+                names.append(m.group(1))
+            m = re.match(r'^model_checkpoint_path:\s*"(.*)"\s*$', line.strip())
+            if m:
+                newest = m.group(1)
+    if names and names[-1] != newest:
+        names.append(newest)
+    return [p if os.path.isabs(p) else os.path.join(run_dir, p) for p in names]
+
+
+def write_state(run_dir, prefixes):
+    """Atomically replace the state file, in TensorFlow's text format with relative paths."""
+    rel = [os.path.basename(p) for p in prefixes]
+    text = f'model_checkpoint_path: "{rel[-1]}"\n' + "".join(
+        f'all_model_checkpoint_paths: "{r}"\n' for r in rel)
+    tmp = os.path.join(run_dir, f".{STATE_FILE}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, os.path.join(run_dir, STATE_FILE))
+
+
+def checkpoint_files(prefix):
+    folder, base = os.path.split(prefix)
+    return [os.path.join(folder, f) for f in os.listdir(folder)
+            if f == base + ".index" or f == base + ".meta" or f.startswith(base + ".data-")]
+
+
+def link_meta(run_dir, prefix):
+    """Give a checkpoint its ``.meta`` (the book's ``import_meta_graph`` recipe needs one)."""
+    src, dst = os.path.join(run_dir, GRAPH_META), prefix + ".meta"
+    tmp = dst + ".tmp"
+    if os.path.lexists(tmp):
+        os.remove(tmp)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+def commit_checkpoint(run_dir, prefix, keep):
+    """Name ``prefix`` newest in the state file, then delete checkpoints beyond ``keep``."""
+    kept = [p for p in read_state(run_dir) if p != prefix] + [prefix]
+    dropped, kept = kept[:-keep], kept[-keep:]
+    write_state(run_dir, kept)
+    for old in dropped:
+        for f in checkpoint_files(old):
+            os.remove(f)

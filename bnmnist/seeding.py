@@ -1,0 +1,92 @@
+"""TF1's op-level seeds, emulated on TF 2.x, so ``set_random_seed(42)`` gives the book's weights.
+
+Why this exists. A random op created without an explicit seed, in a graph whose graph-level seed
+is set, needs an op-level seed. TF 1.x took ``graph._last_id``: the id of the newest op in the
+graph just before the random op was made (ids count 1, 2, 3, ... in creation order). In the book's
+initializers that newest op is the ``stddev`` constant made right before ``TruncatedNormal``, so
+``hidden1/kernel`` got op seed 7, ``hidden2/kernel`` 95 and ``outputs/kernel`` 183. TF 2.x's
+``tf.compat.v1`` uses a per-graph counter (0, 1, 2, ...) instead: other weights, another table.
+
+The rule. We build the network on core ops (``tf.compat.v1.layers`` is gone under Keras 3), and
+our graph holds other ops than TF1's (resource variables, functional ``cond``), so its own ids
+can't be used. A :class:`TF1OpClock` instead counts the ops TF1's ``tf.layers`` code would have
+created for each construct of the architecture being built, and hands each kernel initializer the
+count at the moment TF1 would have drawn its seed:
+
+* ops we create exactly as TF1 did (placeholders, ``elu``, ``tf.maximum(0.01 * z, z)``) are
+  counted by watching our own graph grow;
+* a variable costs its initializer's ops, then ``VariableV2``, ``Assign`` and the ``read``
+  ``Identity`` (3);
+* a zeros/ones initializer is one ``Const`` below 1,000 elements, else ``shape``, ``value`` and
+  ``Fill`` (3), as ``array_ops.zeros``/``ones`` do;
+* a truncated-normal (He) initializer makes ``shape``, ``mean`` and ``stddev`` constants, draws
+  the seed, then ``TruncatedNormal``, ``Mul``, ``Add``; a uniform (Glorot) one makes ``shape``,
+  ``min`` and ``max``, draws, then ``RandomUniform``, ``Sub``, ``Mul``, ``Add``;
+* a dense layer is its kernel, its bias, ``MatMul`` and ``BiasAdd``;
+* a non-fused batch-norm layer is its four variables, ``moments`` (8 ops), two ``cond`` that pick
+  batch or moving statistics (7 each), two ``cond`` around the moving-average updates (13 each)
+  and the normalisation arithmetic (8).
+
+These counts were read from the op sequence ``tf.compat.v1.layers`` creates under tf-keras today,
+which matches TF1's with ids offset by one; ``tests/test_seeding.py`` rebuilds several other
+architectures (sizes from 7 to 1,200 units, one to three hidden layers, both initializers and
+activations, with and without batch norm) through tf-keras and checks every seed. With
+``seeding="tf2"`` the clock hands out no seeds and TF 2.x's own counter decides.
+"""
+from __future__ import annotations
+
+import contextlib
+
+VARIABLE_OPS = 3          # VariableV2, Assign, read Identity
+SMALL_CONSTANT = 1000     # array_ops.zeros/ones make a single Const below this many elements
+# ops an initializer creates before drawing its seed, and after (the random op and its scaling)
+RANDOM_INITIALIZER_OPS = {"he": (3, 3), "glorot_uniform": (3, 4)}
+DENSE_OPS = 2             # MatMul, BiasAdd
+BATCH_NORM_OPS = 8 + 2 * 7 + 2 * 13 + 8
+
+
+def constant_initializer_ops(n_elements):
+    return 1 if n_elements < SMALL_CONSTANT else 3
+
+
+class TF1OpClock:
+    """Counts the ops TF1 would hold in the graph the book's code builds; hands out op seeds."""
+
+    def __init__(self, graph, seeding="tf1"):
+        self.graph = graph
+        self.seeding = seeding
+        self.last_id = 0          # TF1 ids count from 1: the newest op's id is the op count
+        self.seeds = {}           # variable name -> op seed handed out (None under "tf2")
+
+    def count(self, n_ops):
+        self.last_id += n_ops
+
+    @contextlib.contextmanager
+    def same_as_tf1(self):
+        """Ops created in this block are the very ops TF1 created: count them as they appear."""
+        before = len(self.graph.get_operations())
+        yield
+        self.count(len(self.graph.get_operations()) - before)
+
+    def random_variable(self, name, initializer):
+        """Op seed for a randomly initialised variable (``None`` under TF 2.x seeding)."""
+        before, after = RANDOM_INITIALIZER_OPS[initializer]
+        self.count(before)
+        seed = self.last_id if self.seeding == "tf1" else None
+        self.count(after + VARIABLE_OPS)
+        self.seeds[name] = seed
+        return seed
+
+    def constant_variable(self, n_elements):
+        self.count(constant_initializer_ops(n_elements) + VARIABLE_OPS)
+
+    def dense(self, name, n_in, units, initializer):
+        seed = self.random_variable(name + "/kernel", initializer)
+        self.constant_variable(units)
+        self.count(DENSE_OPS)
+        return seed
+
+    def batch_norm(self, units):
+        for _ in ("gamma", "beta", "moving_mean", "moving_variance"):
+            self.constant_variable(units)
+        self.count(BATCH_NORM_OPS)

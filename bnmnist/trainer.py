@@ -1,0 +1,247 @@
+"""Session-based training: the book's ``shuffle_batch`` loop, checkpoints, logs and resume.
+
+Each step runs the training op together with ``UPDATE_OPS`` (the moving averages) and
+``training=True``, as the book does; after each epoch the validation accuracy is printed in the
+book's format (``0 Validation accuracy: 0.8952``), written to TensorBoard, and a checkpoint saved
+with everything that decides the rest of the run: the variables, the moving statistics, the NumPy
+random state that drives shuffling, the epoch and the table so far. A run killed at any moment
+and resumed therefore ends bit-identical to one that never stopped.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import tensorflow as tf
+
+from . import runs
+from .errors import CheckpointError, NumericalError, RunFolderError
+from .graph import build_graph
+
+tf1 = tf.compat.v1
+RUN_STATE = "run_state"
+
+
+class TrainingInterrupted(Exception):
+    """Ctrl-C stopped the run cleanly after its last completed epoch."""
+
+    def __init__(self, run_dir, epochs_done):
+        super().__init__(f"interrupted; {epochs_done} epoch(s) saved in {run_dir}")
+        self.run_dir = run_dir
+        self.epochs_done = epochs_done
+
+
+def shuffle_batch(X, y, batch_size, rng=np.random):
+    """The book's helper: a fresh permutation per epoch, split into ``len(X) // batch_size``
+    nearly equal batches by ``np.array_split`` (so no example is dropped; some batches are one
+    larger). Same NumPy calls as the book, hence the same batches for the same random state."""
+    for batch_idx in batch_indices(len(X), batch_size, rng):
+        yield X[batch_idx], y[batch_idx]
+
+
+def batch_indices(n, batch_size, rng=np.random):
+    rnd_idx = rng.permutation(n)
+    n_batches = n // batch_size
+    return np.array_split(rnd_idx, n_batches)
+
+
+@dataclass
+class Result:
+    run_dir: str
+    accuracies: list = field(default_factory=list)     # validation accuracy per epoch (float32)
+    losses: list = field(default_factory=list)         # mean training loss per epoch
+    epoch_seconds: list = field(default_factory=list)
+    test_accuracy: float = float("nan")
+    train_seconds: float = 0.0
+    examples_per_second: float = 0.0
+    checkpoint: str = ""
+
+
+def session_config():
+    return tf1.ConfigProto()
+
+
+class _SigintFlag:
+    """Turns Ctrl-C into a flag the loop checks between steps, so nothing stops half-way."""
+
+    def __init__(self):
+        self.raised = False
+        self.previous = None
+
+    def __enter__(self):
+        try:
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:          # not the main thread: leave Ctrl-C alone
+            self.previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        self.raised = True
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+def _say(out, *parts):
+    if out is not None:
+        print(*parts, file=out, flush=True)
+
+
+def train(config, split, run_dir, *, resume=False, dry_run=False, out=sys.stdout, data_info=None):
+    """Train ``config`` on ``split`` in ``run_dir`` (made by :func:`runs.new_run_dir`, or an
+    existing run when ``resume``). Returns a :class:`Result`; raises :class:`TrainingInterrupted`
+    on Ctrl-C and :class:`NumericalError` if the loss stops being finite."""
+    if not resume:
+        runs.write_json_atomic(os.path.join(run_dir, runs.CONFIG_FILE), config.to_json())
+        if data_info is not None:
+            runs.write_json_atomic(os.path.join(run_dir, runs.DATA_FILE), data_info)
+    h = build_graph(config)
+    with h.graph.as_default():
+        run_state = tf1.Variable("", trainable=False, name=RUN_STATE, dtype=tf.string)
+        run_state_in = tf1.placeholder(tf.string, shape=(), name="run_state_in")
+        set_run_state = run_state.assign(run_state_in)
+        saver = tf1.train.Saver(max_to_keep=None, save_relative_paths=True)
+        summaries = _histogram_summaries(h)
+        init_run_state = run_state.initializer
+        writer = tf1.summary.FileWriter(run_dir, graph=None if resume else h.graph)
+        if not resume:
+            meta = saver.export_meta_graph()
+            _write_bytes_atomic(os.path.join(run_dir, runs.GRAPH_META), meta.SerializeToString())
+
+    result = Result(run_dir)
+    rng = np.random.RandomState(config.seed)        # the book's np.random.seed(42)
+    sess = tf1.Session(graph=h.graph, config=session_config())
+    try:
+        with h.graph.as_default():
+            return _run(config, split, run_dir, h, sess, saver, writer, summaries, run_state,
+                        set_run_state, run_state_in, init_run_state, rng, result, resume,
+                        dry_run, out)
+    finally:
+        writer.close()
+        sess.close()
+
+
+def _run(config, split, run_dir, h, sess, saver, writer, summaries, run_state, set_run_state,
+         run_state_in, init_run_state, rng, result, resume, dry_run, out):
+    if True:
+        start_epoch = 0
+        if resume:
+            prefixes = runs.read_state(run_dir)
+            if not prefixes:
+                raise CheckpointError(f"{run_dir} has no completed epoch to resume from; "
+                                      "start a new run instead")
+            saver.restore(sess, prefixes[-1])
+            state = json.loads(sess.run(run_state).decode())
+            start_epoch = state["epoch"]
+            rng.set_state(_rng_from_json(state["rng"]))
+            result.accuracies = [np.float32(a) for a in state["accuracies"]]
+            result.losses = state["losses"]
+            result.epoch_seconds = state["epoch_seconds"]
+            for epoch, acc in enumerate(result.accuracies):
+                _say(out, epoch, "Validation accuracy:", acc, "(from checkpoint)")
+        else:
+            sess.run([h.init, init_run_state])
+
+        feed_train = {h.training: True} if h.training is not None else {}
+        step_fetches = [h.training_op, h.extra_update_ops, h.loss]
+        n_train = len(split.X_train)
+        t_train = time.perf_counter()
+        examples = 0
+        with _SigintFlag() as sigint:
+            for epoch in range(start_epoch, config.epochs):
+                t_epoch = time.perf_counter()
+                step_losses = []
+                for step, idx in enumerate(batch_indices(n_train, config.batch_size, rng)):
+                    if sigint.raised:
+                        raise TrainingInterrupted(run_dir, epoch)
+                    feed = {h.X: split.X_train[idx], h.y: split.y_train[idx], **feed_train}
+                    _, _, loss = sess.run(step_fetches, feed_dict=feed)
+                    if not np.isfinite(loss):
+                        raise NumericalError(
+                            f"the training loss became {loss} at epoch {epoch}, step {step}; "
+                            f"nothing from this epoch was saved; try a smaller --learning-rate "
+                            f"(now {config.learning_rate})")
+                    step_losses.append(float(loss))
+                    examples += len(idx)
+                    if dry_run and step >= 1:
+                        break
+                acc = sess.run(h.accuracy, feed_dict={h.X: split.X_valid, h.y: split.y_valid})
+                seconds = time.perf_counter() - t_epoch
+                result.accuracies.append(acc)
+                result.losses.append(float(np.mean(step_losses)))
+                result.epoch_seconds.append(seconds)
+                _say(out, epoch, "Validation accuracy:", acc, f"(epoch {seconds:.2f} s)")
+                _write_epoch_summaries(writer, sess, summaries, epoch, acc, result)
+                state = {"epoch": epoch + 1, "rng": _rng_to_json(rng.get_state()),
+                         "accuracies": [float(a) for a in result.accuracies],
+                         "losses": result.losses, "epoch_seconds": result.epoch_seconds}
+                sess.run(set_run_state, feed_dict={run_state_in: json.dumps(state)})
+                result.checkpoint = _save(sess, saver, h, run_dir, epoch, config.keep_checkpoints)
+                if sigint.raised:
+                    raise TrainingInterrupted(run_dir, epoch + 1)
+                if dry_run:
+                    break
+        result.train_seconds = time.perf_counter() - t_train
+        result.examples_per_second = examples / max(result.train_seconds, 1e-9)
+        result.test_accuracy = sess.run(h.accuracy, feed_dict={h.X: split.X_test, h.y: split.y_test})
+        runs.write_json_atomic(os.path.join(run_dir, runs.RESULTS_FILE), {
+            "validation_accuracy": [float(a) for a in result.accuracies],
+            "validation_accuracy_printed": [str(a) for a in result.accuracies],
+            "training_loss": result.losses, "epoch_seconds": result.epoch_seconds,
+            "test_accuracy": float(result.test_accuracy),
+            "train_seconds": result.train_seconds, "checkpoint": os.path.basename(result.checkpoint),
+        })
+        return result
+
+
+def _save(sess, saver, h, run_dir, epoch, keep):
+    values = sess.run(h.model_variables)
+    if not all(np.all(np.isfinite(v)) for v in values):
+        raise NumericalError(f"non-finite weights after epoch {epoch}; no checkpoint written; "
+                             "try a smaller --learning-rate")
+    prefix = runs.checkpoint_prefix(run_dir, epoch)
+    saver.save(sess, prefix, write_meta_graph=False, write_state=False)
+    runs.link_meta(run_dir, prefix)
+    runs.commit_checkpoint(run_dir, prefix, keep)
+    return prefix
+
+
+def _write_bytes_atomic(path, data):
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _histogram_summaries(h):
+    with tf.name_scope("summaries"):
+        return tf1.summary.merge([tf1.summary.histogram(v.op.name, v) for v in h.model_variables])
+
+
+def _write_epoch_summaries(writer, sess, summaries, epoch, acc, result):
+    scalars = tf1.Summary(value=[
+        tf1.Summary.Value(tag="validation_accuracy", simple_value=float(acc)),
+        tf1.Summary.Value(tag="training_loss", simple_value=result.losses[-1]),
+        tf1.Summary.Value(tag="epoch_seconds", simple_value=result.epoch_seconds[-1]),
+    ])
+    writer.add_summary(scalars, epoch)
+    writer.add_summary(sess.run(summaries), epoch)
+    writer.flush()
+
+
+def _rng_to_json(state):
+    name, keys, pos, has_gauss, cached = state
+    return [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]
+
+
+def _rng_from_json(s):
+    name, keys, pos, has_gauss, cached = s
+    return (name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached)
