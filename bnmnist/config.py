@@ -46,7 +46,7 @@ class Config:
     seeding: str = "tf1"
     # "graph": batches gathered in-graph from the epoch's permutation (default, same float ops);
     # "feed_dict": the book's own loop, one feed_dict per step.
-    loop: str = "feed_dict"
+    loop: str = "graph"
     # Saver's max_to_keep: the newest checkpoints kept in the run folder.
     keep_checkpoints: int = 5
 

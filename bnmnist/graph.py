@@ -63,18 +63,31 @@ class Handles:
     init: tf.Operation
     kernel_seeds: dict         # variable name -> op seed given to its initializer
     model_variables: list      # every variable of the network, weights and moving statistics
+    data: object = None        # DataHandles when the training set is held in the graph
 
 
-def build_graph(config):
-    """A fresh graph for ``config``, the way the book's cell builds it, seeded per ``config.seeding``."""
+def build_graph(config, in_graph_data=False):
+    """A fresh graph for ``config``, the way the book's cell builds it, seeded per ``config.seeding``.
+
+    With ``in_graph_data`` the training set lives in the graph (local variables ``data/X_train``
+    and ``data/y_train``, loaded once through ``data/*_in`` placeholders and never saved) and
+    ``X`` and ``y`` default to the rows ``data/batch_idx`` selects, so a training step feeds only
+    the indices. ``X`` and ``y`` stay feedable as in the book (for validation, restores, the
+    recipe); the float operations of a step are the same either way.
+    """
     graph = tf.Graph()
     with graph.as_default():
         # the book's reset_graph(seed): graph-level seed (the NumPy seed is the trainer's business)
         tf1.set_random_seed(config.seed)
         clock = TF1OpClock(graph, config.seeding)
+        data_handles = _in_graph_data(config) if in_graph_data else None
         with clock.same_as_tf1():
-            X = tf1.placeholder(tf.float32, shape=(None, config.n_inputs), name="X")
-            y = tf1.placeholder(tf.int32, shape=(None), name="y")
+            if data_handles is None:
+                X = tf1.placeholder(tf.float32, shape=(None, config.n_inputs), name="X")
+                y = tf1.placeholder(tf.int32, shape=(None), name="y")
+            else:   # one op each, like the book's placeholders
+                X = tf1.placeholder_with_default(data_handles.X_batch, (None, config.n_inputs), name="X")
+                y = tf1.placeholder_with_default(data_handles.y_batch, (None,), name="y")
             training = (tf1.placeholder_with_default(False, shape=(), name="training")
                         if config.batch_norm else None)
         activation = ACTIVATIONS[config.activation]
@@ -115,7 +128,34 @@ def build_graph(config):
         init = tf1.variables_initializer(model_variables, name="init")
         extra_update_ops = tf1.get_collection(tf1.GraphKeys.UPDATE_OPS)
     return Handles(graph, X, y, training, logits, probabilities, predictions, loss, accuracy,
-                   training_op, extra_update_ops, init, dict(clock.seeds), model_variables)
+                   training_op, extra_update_ops, init, dict(clock.seeds), model_variables,
+                   data_handles)
+
+
+@dataclass
+class DataHandles:
+    X_in: tf.Tensor
+    y_in: tf.Tensor
+    load: tf.Operation
+    batch_idx: tf.Tensor
+    X_batch: tf.Tensor
+    y_batch: tf.Tensor
+
+
+def _in_graph_data(config):
+    with tf.name_scope("data"):
+        X_in = tf1.placeholder(tf.float32, (None, config.n_inputs), name="X_in")
+        y_in = tf1.placeholder(tf.int32, (None,), name="y_in")
+        # local, not global: the Saver never writes the data set into checkpoints
+        X_data = tf1.Variable(X_in, trainable=False, validate_shape=False, name="X_train",
+                              collections=[tf1.GraphKeys.LOCAL_VARIABLES])
+        y_data = tf1.Variable(y_in, trainable=False, validate_shape=False, name="y_train",
+                              collections=[tf1.GraphKeys.LOCAL_VARIABLES])
+        load = tf.group(X_data.initializer, y_data.initializer, name="load")
+        batch_idx = tf1.placeholder(tf.int32, (None,), name="batch_idx")
+        X_batch = tf.gather(X_data.value(), batch_idx, name="X_batch")
+        y_batch = tf.gather(y_data.value(), batch_idx, name="y_batch")
+    return DataHandles(X_in, y_in, load, batch_idx, X_batch, y_batch)
 
 
 def variable_values(sess, graph):

@@ -56,14 +56,36 @@ class Result:
     accuracies: list = field(default_factory=list)     # validation accuracy per epoch (float32)
     losses: list = field(default_factory=list)         # mean training loss per epoch
     epoch_seconds: list = field(default_factory=list)
-    test_accuracy: float = float("nan")
+    test_accuracy: np.float32 = np.float32("nan")
     train_seconds: float = 0.0
     examples_per_second: float = 0.0
     checkpoint: str = ""
 
 
 def session_config():
-    return tf1.ConfigProto()
+    # Two inter-op threads let independent ops (the two gradient matmuls of a layer) run at once;
+    # one intra-op thread per op avoids Eigen's sharding overhead at batch 200. Float results are
+    # the same under any of these settings (tests/test_trainer.py compares loops and settings).
+    return tf1.ConfigProto(intra_op_parallelism_threads=1, inter_op_parallelism_threads=2)
+
+
+def _step_function(sess, h, split, config):
+    """One training step as a callable: ``step(idx) -> loss``. Both loops run the same fetches
+    (training op, update ops, loss) with ``training=True``; they differ only in how the batch
+    reaches ``X`` and ``y``."""
+    fetches = [h.training_op, h.extra_update_ops, h.loss]
+    extra = [h.training] if h.training is not None else []
+    if config.loop == "feed_dict":     # the book's loop, verbatim
+        def step(idx):
+            feed = {h.X: split.X_train[idx], h.y: split.y_train[idx]}
+            if h.training is not None:
+                feed[h.training] = True
+            return sess.run(fetches, feed_dict=feed)[2]
+        return step
+    sess.run(h.data.load, feed_dict={h.data.X_in: split.X_train, h.data.y_in: split.y_train})
+    run = sess.make_callable(fetches, feed_list=[h.data.batch_idx, *extra])
+    flags = [True] * len(extra)
+    return lambda idx: run(idx, *flags)[2]
 
 
 class _SigintFlag:
@@ -93,7 +115,8 @@ def _say(out, *parts):
         print(*parts, file=out, flush=True)
 
 
-def train(config, split, run_dir, *, resume=False, dry_run=False, out=sys.stdout, data_info=None):
+def train(config, split, run_dir, *, resume=False, dry_run=False, out=sys.stdout, data_info=None,
+          progress=False):
     """Train ``config`` on ``split`` in ``run_dir`` (made by :func:`runs.new_run_dir`, or an
     existing run when ``resume``). Returns a :class:`Result`; raises :class:`TrainingInterrupted`
     on Ctrl-C and :class:`NumericalError` if the loss stops being finite."""
@@ -101,7 +124,7 @@ def train(config, split, run_dir, *, resume=False, dry_run=False, out=sys.stdout
         runs.write_json_atomic(os.path.join(run_dir, runs.CONFIG_FILE), config.to_json())
         if data_info is not None:
             runs.write_json_atomic(os.path.join(run_dir, runs.DATA_FILE), data_info)
-    h = build_graph(config)
+    h = build_graph(config, in_graph_data=config.loop == "graph")
     with h.graph.as_default():
         run_state = tf1.Variable("", trainable=False, name=RUN_STATE, dtype=tf.string)
         run_state_in = tf1.placeholder(tf.string, shape=(), name="run_state_in")
@@ -121,14 +144,14 @@ def train(config, split, run_dir, *, resume=False, dry_run=False, out=sys.stdout
         with h.graph.as_default():
             return _run(config, split, run_dir, h, sess, saver, writer, summaries, run_state,
                         set_run_state, run_state_in, init_run_state, rng, result, resume,
-                        dry_run, out)
+                        dry_run, out, progress)
     finally:
         writer.close()
         sess.close()
 
 
 def _run(config, split, run_dir, h, sess, saver, writer, summaries, run_state, set_run_state,
-         run_state_in, init_run_state, rng, result, resume, dry_run, out):
+         run_state_in, init_run_state, rng, result, resume, dry_run, out, progress):
     if True:
         start_epoch = 0
         if resume:
@@ -148,8 +171,7 @@ def _run(config, split, run_dir, h, sess, saver, writer, summaries, run_state, s
         else:
             sess.run([h.init, init_run_state])
 
-        feed_train = {h.training: True} if h.training is not None else {}
-        step_fetches = [h.training_op, h.extra_update_ops, h.loss]
+        step_fn = _step_function(sess, h, split, config)
         n_train = len(split.X_train)
         t_train = time.perf_counter()
         examples = 0
@@ -157,11 +179,11 @@ def _run(config, split, run_dir, h, sess, saver, writer, summaries, run_state, s
             for epoch in range(start_epoch, config.epochs):
                 t_epoch = time.perf_counter()
                 step_losses = []
-                for step, idx in enumerate(batch_indices(n_train, config.batch_size, rng)):
+                batches = batch_indices(n_train, config.batch_size, rng)
+                for step, idx in enumerate(_progress(batches, epoch, progress)):
                     if sigint.raised:
                         raise TrainingInterrupted(run_dir, epoch)
-                    feed = {h.X: split.X_train[idx], h.y: split.y_train[idx], **feed_train}
-                    _, _, loss = sess.run(step_fetches, feed_dict=feed)
+                    loss = step_fn(idx)
                     if not np.isfinite(loss):
                         raise NumericalError(
                             f"the training loss became {loss} at epoch {epoch}, step {step}; "
@@ -198,6 +220,14 @@ def _run(config, split, run_dir, h, sess, saver, writer, summaries, run_state, s
             "train_seconds": result.train_seconds, "checkpoint": os.path.basename(result.checkpoint),
         })
         return result
+
+
+def _progress(batches, epoch, enabled):
+    """A tqdm bar over the epoch's steps, only when asked and stdout is a terminal."""
+    if not enabled or not sys.stdout.isatty():
+        return batches
+    from tqdm import tqdm
+    return tqdm(batches, desc=f"epoch {epoch}", unit="step", leave=False)
 
 
 def _save(sess, saver, h, run_dir, epoch, keep):

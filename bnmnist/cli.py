@@ -1,0 +1,195 @@
+"""``bnmnist-train`` / ``python scripts/train.py``: parse flags, check every input, train.
+
+Everything that can be wrong with the flags, the data or the log folder is found before
+TensorFlow is imported, reported in one line on stderr, and exits with code 2. Exit codes:
+0 done, 2 bad input (nothing trained, nothing saved changed), 3 the loss became NaN or infinite
+(the last good checkpoint stays the newest), 130 stopped by Ctrl-C (resume with ``--resume``).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+
+from . import data, runs
+from .config import PRESETS, Config, load_config
+from .errors import BnmnistError, NumericalError
+
+EXIT_USAGE, EXIT_NUMERICAL, EXIT_INTERRUPTED = 2, 3, 130
+# Flags that keep a resumed run the run it was: anything else would change its result.
+RESUME_ALLOWED = {"epochs", "data", "logdir", "quiet", "resume"}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):       # one line, not usage + message
+        raise BnmnistError(f"{message} (see --help)")
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text!r}")
+    return value
+
+
+def _momentum(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text!r}")
+    return value
+
+
+def _seed(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**31), got {text!r}") from None
+    if not 0 <= value < 2**31:
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, 2**31), got {text!r}")
+    return value
+
+
+def build_parser():
+    d = Config()
+    p = _Parser(prog="bnmnist-train", description=(
+        "Train the batch-norm MNIST network of Hands-On ML (1st ed., ch. 11) in a TF1 Session. "
+        "Presets set the defaults below; individual flags override them."))
+    p.add_argument("--preset", choices=sorted(PRESETS), default="bn",
+                   help="bn: the book's batch-norm network; plain: the chapter's Leaky ReLU "
+                        "network without batch norm (default: %(default)s)")
+    p.add_argument("--epochs", type=_positive_int, help=f"epochs to train (default: {d.epochs}; plain: 40)")
+    p.add_argument("--batch-size", type=_positive_int,
+                   help=f"mini-batch size (default: {d.batch_size}; plain: 50)")
+    p.add_argument("--learning-rate", type=_positive_float,
+                   help=f"gradient-descent step size (default: {d.learning_rate})")
+    p.add_argument("--momentum", type=_momentum,
+                   help=f"batch-norm moving-average momentum (default: {d.momentum})")
+    p.add_argument("--seed", type=_seed, help=f"graph and NumPy seed (default: {d.seed})")
+    p.add_argument("--seeding", choices=("tf1", "tf2"),
+                   help="tf1: the op seeds TF 1.x gave the book's graph (reproduces the book); "
+                        "tf2: TF 2.x's own (default: tf1)")
+    p.add_argument("--feed-dict", action="store_true",
+                   help="use the book's own feed_dict loop instead of the faster in-graph batches")
+    p.add_argument("--data", metavar="PATH",
+                   help=f"mnist.npz or a folder with the four MNIST IDX files (default: "
+                        f"${data.ENV_VAR}, then the Keras cache, then a download)")
+    p.add_argument("--logdir", metavar="DIR", default="tf_logs",
+                   help="where run folders go (default: %(default)s)")
+    p.add_argument("--resume", metavar="RUN", help="continue RUN (a run folder) from its last completed epoch")
+    p.add_argument("--dry-run", action="store_true", help="a couple of steps and one checkpoint, for smoke tests")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def config_from_args(args):
+    cfg = PRESETS[args.preset]
+    changes = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size),
+                                 ("learning_rate", args.learning_rate), ("momentum", args.momentum),
+                                 ("seed", args.seed), ("seeding", args.seeding)) if v is not None}
+    if args.feed_dict:
+        changes["loop"] = "feed_dict"
+    return cfg.replace(**changes)
+
+
+def _explicit_flags(argv):
+    names = set()
+    for a in argv:
+        if a.startswith("--"):
+            names.add(a[2:].split("=", 1)[0].replace("-", "_"))
+    return names
+
+
+def prepare(argv):
+    """Everything up to training, without TensorFlow: returns (config, split, data_info,
+    run_dir or None, resume_dir or None, args). Raises BnmnistError for any bad input."""
+    args = build_parser().parse_args(argv)
+    if args.resume:
+        refused = sorted(_explicit_flags(argv) - RESUME_ALLOWED)
+        if refused:
+            raise BnmnistError(f"--resume takes its configuration from the run folder; drop "
+                               f"--{', --'.join(r.replace('_', '-') for r in refused)}")
+        run_dir = args.resume.rstrip("/")
+        if not runs.is_run_dir(run_dir):
+            raise BnmnistError(f"{run_dir} is not a bnmnist run folder (no {runs.CONFIG_FILE}); "
+                               "pass a folder like tf_logs/run-20261127084929")
+        cfg = load_config(os.path.join(run_dir, runs.CONFIG_FILE))
+        if args.epochs is not None:
+            cfg = cfg.replace(epochs=args.epochs)
+        if not runs.read_state(run_dir):
+            raise BnmnistError(f"{run_dir} has no completed epoch to resume from; start a new run")
+        runs.check_logdir(run_dir)
+    else:
+        cfg = config_from_args(args)
+    cfg.validated()
+    mnist = data.load(args.data)
+    split = data.split(mnist)
+    cfg.validated(n_train=len(split.X_train))
+    info = {"source": mnist.source, "sha256": mnist.fingerprint(),
+            "n_train": len(split.X_train), "n_valid": len(split.X_valid), "n_test": len(split.X_test)}
+    if args.resume:
+        saved = runs.read_json(os.path.join(run_dir, runs.DATA_FILE))
+        if saved.get("sha256") != info["sha256"]:
+            raise BnmnistError(f"the data differs from the data {run_dir} was trained on "
+                               f"({saved.get('source')}); pass that copy with --data")
+        return cfg, split, info, None, run_dir, args
+    runs.check_logdir(args.logdir)
+    return cfg, split, info, args.logdir, None, args
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        cfg, split, info, logdir, resume_dir, args = prepare(argv)
+    except BnmnistError as e:
+        print(f"bnmnist-train: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("bnmnist-train: interrupted before training started", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")   # hide TensorFlow's start-up chatter
+    run_dir = resume_dir
+    try:
+        from .trainer import TrainingInterrupted, train   # imports TensorFlow
+        run_dir = resume_dir or runs.new_run_dir(logdir)
+        print(f"Run folder: {run_dir}", flush=True)
+        result = train(cfg, split, run_dir, resume=resume_dir is not None, dry_run=args.dry_run,
+                       data_info=info, progress=not args.quiet)
+    except TrainingInterrupted as e:
+        print(f"\nInterrupted: {e.epochs_done} completed epoch(s) are saved in {e.run_dir}.\n"
+              f"Resume with: python scripts/train.py --resume {e.run_dir}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        where = f" ({run_dir})" if run_dir else ""
+        print(f"\nbnmnist-train: interrupted before the first epoch finished{where}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except NumericalError as e:
+        print(f"bnmnist-train: error: {e}", file=sys.stderr)
+        return EXIT_NUMERICAL
+    except BnmnistError as e:
+        print(f"bnmnist-train: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    print("Test accuracy:", result.test_accuracy)   # float32, printed as the book prints
+    print(f"Training took {result.train_seconds:.1f} s "
+          f"({result.examples_per_second:,.0f} examples/s); run saved in {run_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

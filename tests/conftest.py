@@ -1,0 +1,82 @@
+"""Shared fixtures: the real MNIST (from $BNMNIST_DATA) and a tiny synthetic MNIST in IDX form."""
+import gzip
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN_SCRIPT = os.path.join(ROOT, "scripts", "train.py")
+BOOK_TABLE = ["0.8952", "0.9202", "0.9318", "0.9422", "0.9468", "0.954", "0.9568", "0.96", "0.962",
+              "0.9638", "0.9662", "0.9682", "0.9672", "0.9696", "0.9706", "0.9704", "0.9718",
+              "0.9726", "0.9738", "0.9742"]
+
+
+def _real_mnist_dir():
+    path = os.environ.get("BNMNIST_DATA")
+    if path and os.path.exists(path):
+        return path
+    if os.environ.get("CI"):
+        pytest.fail(f"CI must run the full-MNIST tests, but BNMNIST_DATA={path!r} does not exist")
+    pytest.skip("no MNIST copy: set BNMNIST_DATA to a mnist.npz or a folder of the four IDX files")
+
+
+@pytest.fixture(scope="session")
+def mnist_dir():
+    return _real_mnist_dir()
+
+
+def write_idx(path, array, gz=True):
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    raw = header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+    with (gzip.open(path, "wb") if gz else open(path, "wb")) as f:
+        f.write(raw)
+
+
+def synthetic_mnist(n_train=6000, n_test=1000, seed=0):
+    """Learnable fake digits: class k lights a 6x6 block at a class-specific spot, plus noise."""
+    rng = np.random.RandomState(seed)
+
+    def make(n):
+        y = rng.randint(0, 10, n).astype(np.uint8)
+        x = rng.randint(0, 90, (n, 28, 28)).astype(np.uint8)
+        for k in range(10):
+            r, c = 2 + (k // 5) * 12, 2 + (k % 5) * 5
+            x[y == k, r:r + 6, c:c + 5] = 230
+        return x, y
+
+    return (*make(n_train), *make(n_test))
+
+
+@pytest.fixture(scope="session")
+def tiny_mnist(tmp_path_factory):
+    """A folder holding the four IDX .gz files of a 6,000 + 1,000 image synthetic MNIST."""
+    folder = tmp_path_factory.mktemp("tiny_mnist")
+    x_train, y_train, x_test, y_test = synthetic_mnist()
+    for name, arr in (("train-images-idx3-ubyte", x_train), ("train-labels-idx1-ubyte", y_train),
+                      ("t10k-images-idx3-ubyte", x_test), ("t10k-labels-idx1-ubyte", y_test)):
+        write_idx(folder / (name + ".gz"), arr)
+    return str(folder)
+
+
+def run_train(*args, env=None, timeout=600, cwd=None):
+    """Run ``python scripts/train.py ARGS`` in a fresh process; returns CompletedProcess."""
+    full_env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
+    full_env.pop("BNMNIST_DATA", None)
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, TRAIN_SCRIPT, *map(str, args)], capture_output=True,
+                          text=True, env=full_env, timeout=timeout, cwd=cwd or ROOT)
+
+
+def table_from(stdout):
+    """The printed validation accuracies, as printed: ['0.8952', ...]."""
+    return [line.split()[3] for line in stdout.splitlines() if " Validation accuracy: " in line]
+
+
+def run_dir_from(stdout):
+    for line in stdout.splitlines():
+        if line.startswith("Run folder: "):
+            return line[len("Run folder: "):].strip()
+    raise AssertionError(f"no 'Run folder:' line in:\n{stdout}")

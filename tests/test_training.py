@@ -1,0 +1,117 @@
+"""The trainer: the book's batches, the published table on real MNIST, determinism, run folders."""
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from bnmnist import data, runs
+from bnmnist.config import Config
+from bnmnist.trainer import batch_indices, shuffle_batch, train
+from conftest import BOOK_TABLE, run_dir_from, run_train, table_from
+
+
+def book_shuffle_batch(X, y, batch_size):
+    """Verbatim from the book's chapter 11 notebook."""
+    rnd_idx = np.random.permutation(len(X))
+    n_batches = len(X) // batch_size
+    for batch_idx in np.array_split(rnd_idx, n_batches):
+        X_batch, y_batch = X[batch_idx], y[batch_idx]
+        yield X_batch, y_batch
+
+
+def test_shuffle_batch_gives_the_books_batches():
+    X, y = np.arange(1037 * 2).reshape(1037, 2), np.arange(1037)
+    np.random.seed(42)
+    book = [yb for _, yb in book_shuffle_batch(X, y, 200)] + [yb for _, yb in book_shuffle_batch(X, y, 200)]
+    rng = np.random.RandomState(42)
+    ours = [yb for _, yb in shuffle_batch(X, y, 200, rng)] + [yb for _, yb in shuffle_batch(X, y, 200, rng)]
+    assert len(ours) == 10 and all(np.array_equal(a, b) for a, b in zip(book, ours))
+    assert sorted(len(b) for b in batch_indices(1037, 200, np.random.RandomState(0))) == [207, 207, 207, 208, 208]
+
+
+def final_variables(run_dir):
+    prefix = runs.read_state(run_dir)[-1]
+    reader = tf.train.load_checkpoint(prefix)
+    return {name: reader.get_tensor(name) for name, _ in tf.train.list_variables(prefix)
+            if not name.startswith("run_state")}
+
+
+@pytest.fixture(scope="module")
+def book_runs(mnist_dir, tmp_path_factory):
+    """The book's full 20-epoch run, twice, through the real command line."""
+    logdir = tmp_path_factory.mktemp("book_logs")
+    done = []
+    for _ in range(2):
+        p = run_train("--data", mnist_dir, "--logdir", logdir, "--quiet")
+        assert p.returncode == 0, p.stderr[-3000:]
+        done.append(p)
+    return done
+
+
+def test_train_script_prints_the_books_seed_42_table(book_runs):
+    out = book_runs[0].stdout
+    assert table_from(out) == BOOK_TABLE, out
+    lines = [l for l in out.splitlines() if "Validation accuracy" in l]
+    assert lines[0].startswith("0 Validation accuracy: 0.8952 ")
+    assert any(l.startswith("Test accuracy: 0.97") for l in out.splitlines())
+
+
+def test_same_command_twice_gives_bit_identical_table_and_variables(book_runs):
+    a, b = (run_dir_from(p.stdout) for p in book_runs)
+    assert a != b
+    assert table_from(book_runs[0].stdout) == table_from(book_runs[1].stdout)
+    va, vb = final_variables(a), final_variables(b)
+    assert sorted(va) == sorted(vb) and len(va) == 18
+    for name in va:
+        assert va[name].tobytes() == vb[name].tobytes(), name
+
+
+def test_run_folder_holds_config_checkpoints_and_events(book_runs):
+    run_dir = run_dir_from(book_runs[0].stdout)
+    assert os.path.basename(run_dir).startswith("run-")
+    cfg = json.load(open(os.path.join(run_dir, "config.json")))
+    assert cfg["epochs"] == 20 and cfg["batch_size"] == 200 and cfg["seed"] == 42
+    prefixes = runs.read_state(run_dir)
+    assert [os.path.basename(p) for p in prefixes] == [f"model.ckpt-{e}" for e in range(15, 20)]
+    for p in prefixes:
+        assert os.path.exists(p + ".index") and os.path.exists(p + ".meta")
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(run_dir))
+    names = dict(tf.train.list_variables(prefixes[-1]))
+    assert names["batch_normalization_2/moving_mean"] == [10]
+    results = json.load(open(os.path.join(run_dir, "results.json")))
+    assert results["validation_accuracy_printed"] == BOOK_TABLE
+
+
+def test_graph_loop_and_feed_dict_loop_give_identical_results(mnist_dir, tmp_path):
+    split = data.split(data.load(mnist_dir))
+    values = []
+    for loop in ("graph", "feed_dict"):
+        run_dir = runs.new_run_dir(str(tmp_path))
+        result = train(Config(epochs=2, loop=loop), split, run_dir, out=None)
+        values.append((result.accuracies, final_variables(run_dir)))
+    (acc_g, var_g), (acc_f, var_f) = values
+    assert [str(a) for a in acc_g] == [str(a) for a in acc_f] == BOOK_TABLE[:2]
+    for name in var_g:   # measured: bit-identical, so no tolerance is needed
+        assert var_g[name].tobytes() == var_f[name].tobytes(), name
+
+
+def test_dry_run_trains_a_couple_of_steps_and_saves_a_checkpoint(tiny_mnist, tmp_path):
+    p = run_train("--data", tiny_mnist, "--logdir", tmp_path, "--dry-run")
+    assert p.returncode == 0, p.stderr
+    assert len(table_from(p.stdout)) == 1
+    run_dir = run_dir_from(p.stdout)
+    assert len(runs.read_state(run_dir)) == 1
+    assert "Training took" in p.stdout and "examples/s" in p.stdout
+
+
+def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path):
+    import datetime
+    now = datetime.datetime(2026, 11, 27, 8, 0, 0, tzinfo=datetime.timezone.utc)
+    folders = [runs.new_run_dir(str(tmp_path), now=now) for _ in range(3)]
+    assert [os.path.basename(f) for f in folders] == ["run-20261127080000", "run-20261127080000-1",
+                                                      "run-20261127080000-2"]
+    for f in folders:
+        open(os.path.join(f, "config.json"), "w").write("{}")
+    assert runs.latest_run(str(tmp_path)) == folders[-1]

@@ -1,0 +1,58 @@
+"""Helper run in its own process by test_seeding.py (tests only, never the package): builds
+networks with ``tf.compat.v1.layers`` through tf-keras, which creates TF1's op sequence, and
+prints, per random op, the op seed TF1 would have given it: the id of the newest op, counting
+from 1. Input: a JSON list of architectures on argv[1]; output: one JSON list of seed lists."""
+import json
+import os
+import sys
+
+os.environ["TF_USE_LEGACY_KERAS"] = "1"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import tensorflow as tf  # noqa: E402
+from tensorflow.python.framework import random_seed  # noqa: E402
+
+tf1 = tf.compat.v1
+tf1.disable_v2_behavior()
+seen = []
+_get_seed = random_seed.get_seed
+
+
+def recording_get_seed(op_seed):
+    graph = tf1.get_default_graph()
+    if op_seed is None and graph.seed is not None:
+        seen.append(len(graph.get_operations()))   # TF1: graph._last_id, ids counting from 1
+    return _get_seed(op_seed)
+
+
+random_seed.get_seed = recording_get_seed
+
+
+def leaky_relu(z, name=None):
+    return tf.maximum(0.01 * z, z, name=name)
+
+
+def build(arch):
+    tf1.reset_default_graph()
+    tf1.set_random_seed(42)
+    del seen[:]
+    X = tf1.placeholder(tf.float32, shape=(None, 784), name="X")
+    tf1.placeholder(tf.int32, shape=(None), name="y")
+    training = tf1.placeholder_with_default(False, shape=(), name="training") if arch["batch_norm"] else None
+    act = {"elu": tf.nn.elu, "leaky_relu": leaky_relu}[arch["activation"]]
+    init = tf1.variance_scaling_initializer() if arch["initializer"] == "he" else None
+    with tf.name_scope("dnn"):
+        z = X
+        for i, units in enumerate(arch["hidden"], start=1):
+            if arch["batch_norm"]:
+                z = tf1.layers.dense(z, units, kernel_initializer=init, name=f"hidden{i}")
+                z = act(tf1.layers.batch_normalization(z, training=training, momentum=0.9))
+            else:
+                z = tf1.layers.dense(z, units, kernel_initializer=init, activation=act, name=f"hidden{i}")
+        logits = tf1.layers.dense(z, 10, kernel_initializer=init, name="outputs")
+        if arch["batch_norm"]:
+            tf1.layers.batch_normalization(logits, training=training, momentum=0.9)
+    return list(seen)
+
+
+if __name__ == "__main__":
+    print(json.dumps([build(a) for a in json.loads(sys.argv[1])]))
