@@ -68,7 +68,7 @@ def _seed(text):
 
 def build_parser():
     d = Config()
-    p = _Parser(prog="bnmnist-train", description=(
+    p = _Parser(prog="bnmnist-train", allow_abbrev=False, description=(
         "Train the batch-norm MNIST network of Hands-On ML (1st ed., ch. 11) in a TF1 Session. "
         "Presets set the defaults below; individual flags override them."))
     p.add_argument("--preset", choices=sorted(PRESETS), default="bn",

@@ -32,13 +32,13 @@ _RUN_RE = re.compile(r"^run-\d{14}(-\d+)?$")
 
 def check_logdir(logdir):
     """Create ``logdir`` if needed and prove it writable, before any training starts."""
+    if os.path.exists(logdir) and not os.path.isdir(logdir):
+        raise RunFolderError(f"log folder {logdir} is not a folder; choose another with --logdir")
     try:
         os.makedirs(logdir, exist_ok=True)
     except OSError as e:
         raise RunFolderError(f"cannot create log folder {logdir} ({e.strerror}); "
                              "choose another with --logdir") from None
-    if not os.path.isdir(logdir):
-        raise RunFolderError(f"log folder {logdir} is not a folder; choose another with --logdir")
     try:
         with tempfile.TemporaryFile(dir=logdir):
             pass

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import tensorflow as tf
 
-from . import runs
-from .errors import CheckpointError, NumericalError, RunFolderError
+from . import checkpoint, runs
+from .errors import NumericalError
 from .graph import build_graph
 
 tf1 = tf.compat.v1
@@ -155,11 +155,8 @@ def _run(config, split, run_dir, h, sess, saver, writer, summaries, run_state, s
     if True:
         start_epoch = 0
         if resume:
-            prefixes = runs.read_state(run_dir)
-            if not prefixes:
-                raise CheckpointError(f"{run_dir} has no completed epoch to resume from; "
-                                      "start a new run instead")
-            saver.restore(sess, prefixes[-1])
+            prefix = checkpoint.newest_prefix(run_dir)
+            checkpoint.restore(sess, saver, prefix, h.model_variables)
             state = json.loads(sess.run(run_state).decode())
             start_epoch = state["epoch"]
             rng.set_state(_rng_from_json(state["rng"]))
@@ -174,7 +171,8 @@ def _run(config, split, run_dir, h, sess, saver, writer, summaries, run_state, s
         step_fn = _step_function(sess, h, split, config)
         n_train = len(split.X_train)
         t_train = time.perf_counter()
-        examples = 0
+        examples = steps = 0
+        kill_at = int(os.environ.get("BNMNIST_TEST_SIGKILL_AT_STEP", "-1"))  # crash tests only
         with _SigintFlag() as sigint:
             for epoch in range(start_epoch, config.epochs):
                 t_epoch = time.perf_counter()
@@ -184,6 +182,9 @@ def _run(config, split, run_dir, h, sess, saver, writer, summaries, run_state, s
                     if sigint.raised:
                         raise TrainingInterrupted(run_dir, epoch)
                     loss = step_fn(idx)
+                    steps += 1
+                    if steps == kill_at:      # fault injection for the crash tests
+                        os.kill(os.getpid(), signal.SIGKILL)
                     if not np.isfinite(loss):
                         raise NumericalError(
                             f"the training loss became {loss} at epoch {epoch}, step {step}; "
@@ -193,6 +194,7 @@ def _run(config, split, run_dir, h, sess, saver, writer, summaries, run_state, s
                     examples += len(idx)
                     if dry_run and step >= 1:
                         break
+                _check_finite(sess, h, epoch)
                 acc = sess.run(h.accuracy, feed_dict={h.X: split.X_valid, h.y: split.y_valid})
                 seconds = time.perf_counter() - t_epoch
                 result.accuracies.append(acc)
@@ -230,11 +232,16 @@ def _progress(batches, epoch, enabled):
     return tqdm(batches, desc=f"epoch {epoch}", unit="step", leave=False)
 
 
+def _check_finite(sess, h, epoch):
+    """The loss can stay finite while a moving variance overflows: check every variable before
+    anything of the epoch is written."""
+    for v, value in zip(h.model_variables, sess.run(h.model_variables)):
+        if not np.all(np.isfinite(value)):
+            raise NumericalError(f"{v.op.name} became NaN or infinite during epoch {epoch}; "
+                                 "nothing from this epoch was saved; try a smaller --learning-rate")
+
+
 def _save(sess, saver, h, run_dir, epoch, keep):
-    values = sess.run(h.model_variables)
-    if not all(np.all(np.isfinite(v)) for v in values):
-        raise NumericalError(f"non-finite weights after epoch {epoch}; no checkpoint written; "
-                             "try a smaller --learning-rate")
     prefix = runs.checkpoint_prefix(run_dir, epoch)
     saver.save(sess, prefix, write_meta_graph=False, write_state=False)
     runs.link_meta(run_dir, prefix)

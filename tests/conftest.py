@@ -1,5 +1,6 @@
 """Shared fixtures: the real MNIST (from $BNMNIST_DATA) and a tiny synthetic MNIST in IDX form."""
 import gzip
+import shutil
 import os
 import subprocess
 import sys
@@ -80,3 +81,43 @@ def run_dir_from(stdout):
         if line.startswith("Run folder: "):
             return line[len("Run folder: "):].strip()
     raise AssertionError(f"no 'Run folder:' line in:\n{stdout}")
+
+
+def write_npz(path, **overrides):
+    x_train, y_train, x_test, y_test = synthetic_mnist(n_train=5200, n_test=50)
+    arrays = dict(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    arrays.update(overrides)
+    np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
+    return str(path)
+
+
+def bad_data_cases(tmp_path, tiny_mnist):
+    """(name, path to load, substring the message must hold): one per kind of bad data."""
+
+    def folder(name, mutate):
+        d = tmp_path / name
+        shutil.copytree(tiny_mnist, d)
+        mutate(d)
+        return str(d)
+
+    train_img = "train-images-idx3-ubyte.gz"
+    x_train, y_train, _, _ = synthetic_mnist(n_train=6000, n_test=10)
+    cases = [
+        ("missing path", str(tmp_path / "nope"), "no such file"),
+        ("missing file in folder", folder("missing", lambda d: os.remove(d / train_img)), "train-images"),
+        ("empty file", folder("empty", lambda d: open(d / train_img, "wb").close()), "empty"),
+        ("truncated gzip", folder("trunc", lambda d: (d / train_img).write_bytes((d / train_img).read_bytes()[:5000])), "truncated"),
+        ("corrupt gzip", folder("corrupt", lambda d: (d / train_img).write_bytes(b"\x1f\x8b" + b"garbage" * 50)), "corrupt"),
+        ("wrong magic", folder("magic", lambda d: write_idx(d / train_img, y_train)), "magic"),
+        ("truncated idx", folder("short", lambda d: (d / train_img).write_bytes(gzip.compress(gzip.decompress((d / train_img).read_bytes())[:-100]))), "truncated"),
+        ("wrong dims", folder("dims", lambda d: write_idx(d / train_img, np.zeros((6000, 28, 27), np.uint8))), "28, 28"),
+        ("counts disagree", folder("counts", lambda d: write_idx(d / "train-labels-idx1-ubyte.gz", y_train[:5999])), "labels"),
+        ("label out of range", folder("labels", lambda d: write_idx(d / "train-labels-idx1-ubyte.gz", np.full(6000, 11, np.uint8))), "0-9"),
+        ("npz missing keys", write_npz(tmp_path / "keys.npz", x_test=None), "x_test"),
+        ("npz wrong dtype", write_npz(tmp_path / "dtype.npz", x_train=x_train.astype(np.float32)), "uint8"),
+        ("npz wrong shape", write_npz(tmp_path / "shape.npz", x_train=x_train.reshape(6000, 784)), "28, 28"),
+        ("npz pickled objects", write_npz(tmp_path / "pickle.npz", y_test=np.array([object()] * 50, dtype=object)), "pickle"),
+        ("not an npz", str(tmp_path / "junk.npz"), "readable"),
+    ]
+    (tmp_path / "junk.npz").write_bytes(b"PK\x03\x04 definitely not a zip archive")
+    return cases

@@ -7,15 +7,7 @@ import pytest
 
 from bnmnist import data
 from bnmnist.errors import DataError
-from conftest import synthetic_mnist, write_idx
-
-
-def _npz(path, **overrides):
-    x_train, y_train, x_test, y_test = synthetic_mnist(n_train=5200, n_test=50)
-    arrays = dict(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
-    arrays.update(overrides)
-    np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
-    return str(path)
+from conftest import bad_data_cases, write_npz
 
 
 def test_idx_folder_gzipped_loads_uint8_images_and_labels(tiny_mnist):
@@ -34,7 +26,7 @@ def test_idx_folder_uncompressed_gives_same_arrays(tiny_mnist, tmp_path):
 
 
 def test_npz_in_keras_format_loads(tmp_path):
-    m = data.load(_npz(tmp_path / "mnist.npz"))
+    m = data.load(write_npz(tmp_path / "mnist.npz"))
     assert m.x_train.shape == (5200, 28, 28)
 
 
@@ -48,7 +40,7 @@ def test_split_is_the_books_preprocessing(tiny_mnist):
 
 
 def test_explicit_path_beats_environment_variable(tiny_mnist, tmp_path, monkeypatch):
-    monkeypatch.setenv("BNMNIST_DATA", _npz(tmp_path / "env.npz"))
+    monkeypatch.setenv("BNMNIST_DATA", write_npz(tmp_path / "env.npz"))
     assert len(data.load(tiny_mnist).x_train) == 6000
     assert len(data.load().x_train) == 5200
 
@@ -57,7 +49,7 @@ def test_keras_cache_is_used_and_honours_keras_home(tmp_path, monkeypatch):
     monkeypatch.delenv("BNMNIST_DATA", raising=False)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     (tmp_path / "datasets").mkdir()
-    _npz(tmp_path / "datasets" / "mnist.npz")
+    write_npz(tmp_path / "datasets" / "mnist.npz")
     assert data.resolve() == str(tmp_path / "datasets" / "mnist.npz")
     assert len(data.load().x_train) == 5200
 
@@ -81,41 +73,8 @@ def test_decoding_happens_once_per_process(tiny_mnist):
     assert data.load(tiny_mnist) is data.load(tiny_mnist)
 
 
-def _corrupt_cases(tmp_path, tiny_mnist):
-    """(name, path to load, substring the message must hold): one per kind of bad data."""
-    import shutil
-
-    def folder(name, mutate):
-        d = tmp_path / name
-        shutil.copytree(tiny_mnist, d)
-        mutate(d)
-        return str(d)
-
-    train_img = "train-images-idx3-ubyte.gz"
-    x_train, y_train, _, _ = synthetic_mnist(n_train=6000, n_test=10)
-    cases = [
-        ("missing path", str(tmp_path / "nope"), "no such file"),
-        ("missing file in folder", folder("missing", lambda d: os.remove(d / train_img)), "train-images"),
-        ("empty file", folder("empty", lambda d: open(d / train_img, "wb").close()), "empty"),
-        ("truncated gzip", folder("trunc", lambda d: (d / train_img).write_bytes((d / train_img).read_bytes()[:5000])), "truncated"),
-        ("corrupt gzip", folder("corrupt", lambda d: (d / train_img).write_bytes(b"\x1f\x8b" + b"garbage" * 50)), "corrupt"),
-        ("wrong magic", folder("magic", lambda d: write_idx(d / train_img, y_train)), "magic"),
-        ("truncated idx", folder("short", lambda d: (d / train_img).write_bytes(gzip.compress(gzip.decompress((d / train_img).read_bytes())[:-100]))), "truncated"),
-        ("wrong dims", folder("dims", lambda d: write_idx(d / train_img, np.zeros((6000, 28, 27), np.uint8))), "28, 28"),
-        ("counts disagree", folder("counts", lambda d: write_idx(d / "train-labels-idx1-ubyte.gz", y_train[:5999])), "labels"),
-        ("label out of range", folder("labels", lambda d: write_idx(d / "train-labels-idx1-ubyte.gz", np.full(6000, 11, np.uint8))), "0-9"),
-        ("npz missing keys", _npz(tmp_path / "keys.npz", x_test=None), "x_test"),
-        ("npz wrong dtype", _npz(tmp_path / "dtype.npz", x_train=x_train.astype(np.float32)), "uint8"),
-        ("npz wrong shape", _npz(tmp_path / "shape.npz", x_train=x_train.reshape(6000, 784)), "28, 28"),
-        ("npz pickled objects", _npz(tmp_path / "pickle.npz", y_test=np.array([object()] * 50, dtype=object)), "pickle"),
-        ("not an npz", str(tmp_path / "junk.npz"), "readable"),
-    ]
-    (tmp_path / "junk.npz").write_bytes(b"PK\x03\x04 definitely not a zip archive")
-    return cases
-
-
 def test_every_kind_of_bad_data_is_one_clear_error(tmp_path, tiny_mnist):
-    for name, path, needle in _corrupt_cases(tmp_path, tiny_mnist):
+    for name, path, needle in bad_data_cases(tmp_path, tiny_mnist):
         with pytest.raises(DataError) as err:
             data.load(path)
         message = str(err.value)

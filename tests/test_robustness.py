@@ -1,0 +1,239 @@
+"""Runs that survive kills and bad input: crash-safe checkpoints, exact resume, clear errors."""
+import hashlib
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from bnmnist import data, runs
+from bnmnist.config import Config
+from bnmnist.errors import NumericalError
+from bnmnist.trainer import train
+from conftest import ROOT, TRAIN_SCRIPT, bad_data_cases, run_dir_from, run_train, table_from
+
+# A driver that runs the CLI in-process and reports whether TensorFlow was imported.
+DRIVER = ("import sys, time; t = time.perf_counter(); sys.path.insert(0, sys.argv[1]);"
+          "from bnmnist.cli import main; rc = main(sys.argv[2:]);"
+          "print('TF_IMPORTED' if 'tensorflow' in sys.modules else 'NO_TF', round(time.perf_counter() - t, 3));"
+          "sys.exit(rc)")
+
+
+def folder_digest(path):
+    h = hashlib.sha256()
+    for root, _, files in sorted(os.walk(path)):
+        for f in sorted(files):
+            full = os.path.join(root, f)
+            h.update(full.encode())
+            h.update(open(full, "rb").read())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_mnist, tmp_path_factory):
+    """A finished 3-epoch run on the tiny data: a run folder to resume, break and compare."""
+    logdir = tmp_path_factory.mktemp("tiny_run")
+    p = run_train("--data", tiny_mnist, "--logdir", logdir, "--epochs", "3", "--batch-size", "100")
+    assert p.returncode == 0, p.stderr
+    return run_dir_from(p.stdout)
+
+
+def _bad_flag_cases(tiny):
+    d = ["--data", tiny]
+    return [
+        ("epochs zero", d + ["--epochs", "0"], "positive integer"),
+        ("epochs text", d + ["--epochs", "ten"], "positive integer"),
+        ("epochs negative", d + ["--epochs", "-3"], "positive integer"),
+        ("batch size zero", d + ["--batch-size", "0"], "positive integer"),
+        ("batch size fraction", d + ["--batch-size", "2.5"], "positive integer"),
+        ("batch size above training set", d + ["--batch-size", "1001"], "larger than the training set"),
+        ("learning rate zero", d + ["--learning-rate", "0"], "positive finite"),
+        ("learning rate negative", d + ["--learning-rate", "-0.1"], "positive finite"),
+        ("learning rate nan", d + ["--learning-rate", "nan"], "positive finite"),
+        ("learning rate inf", d + ["--learning-rate", "inf"], "positive finite"),
+        ("learning rate text", d + ["--learning-rate", "fast"], "positive number"),
+        ("momentum one", d + ["--momentum", "1"], "[0, 1)"),
+        ("momentum negative", d + ["--momentum", "-0.1"], "[0, 1)"),
+        ("seed negative", d + ["--seed", "-1"], "[0, 2**31)"),
+        ("unknown preset", d + ["--preset", "resnet"], "invalid choice"),
+        ("unknown flag", d + ["--epoch", "3"], "unrecognized"),
+    ]
+
+
+def _bad_folder_cases(tmp_path, tiny, tiny_run):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    empty_run = tmp_path / "run-20260101000000"
+    empty_run.mkdir()
+    (empty_run / "config.json").write_text(json.dumps(Config().to_json()))
+    d = ["--data", tiny]
+    return [
+        ("logdir is a file", d + ["--logdir", str(a_file)], "not a folder"),
+        ("logdir under a file", d + ["--logdir", str(a_file / "sub")], "cannot create log folder"),
+        ("logdir not creatable", d + ["--logdir", "/proc/bnmnist-logs"], "cannot create log folder"),
+        ("resume a non-run", d + ["--resume", str(tmp_path)], "not a bnmnist run folder"),
+        ("resume a run without checkpoints", d + ["--resume", str(empty_run)], "no completed epoch"),
+        ("resume with a changed flag", d + ["--resume", tiny_run, "--learning-rate", "0.1"], "drop --learning-rate"),
+        ("resume on other data", ["--data", str(tmp_path / "other.npz"), "--resume", tiny_run], "differs from the data"),
+    ]
+
+
+def test_every_bad_input_is_refused_in_one_line_before_tensorflow(tmp_path, tiny_mnist, tiny_run):
+    from conftest import write_npz
+    write_npz(tmp_path / "other.npz")
+    logdir = tmp_path / "logs"
+    cases = (_bad_flag_cases(tiny_mnist) + _bad_folder_cases(tmp_path, tiny_mnist, tiny_run) +
+             [(name, ["--data", path, "--logdir", str(logdir)], needle)
+              for name, path, needle in bad_data_cases(tmp_path / "bad", tiny_mnist)])
+    before = folder_digest(tiny_run)
+    for name, args, needle in cases:
+        if "--logdir" not in args:
+            args = args + ["--logdir", str(logdir)]
+        p = subprocess.run([sys.executable, "-c", DRIVER, ROOT, *args], capture_output=True, text=True,
+                           timeout=60, cwd=str(tmp_path))
+        assert p.returncode == 2, f"{name}: rc {p.returncode}\n{p.stderr}"
+        lines = p.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("bnmnist-train: error: "), f"{name}: {p.stderr}"
+        assert needle in lines[0], f"{name}: {lines[0]}"
+        tf_flag, seconds = p.stdout.split()
+        assert tf_flag == "NO_TF", f"{name}: TensorFlow was imported"
+        assert float(seconds) < 1.0, f"{name}: took {seconds} s"
+        assert not logdir.exists() or os.listdir(logdir) == [], f"{name}: a run folder was made"
+    assert folder_digest(tiny_run) == before
+
+
+def test_resume_of_another_architecture_names_the_variable_and_both_shapes(tiny_run, tmp_path, tiny_mnist):
+    other = tmp_path / "run-20260101000000"
+    shutil.copytree(tiny_run, other)
+    cfg = json.load(open(other / "config.json"))
+    cfg["hidden"] = [50, 100]
+    (other / "config.json").write_text(json.dumps(cfg))
+    before = folder_digest(other)
+    p = run_train("--resume", other, "--data", tiny_mnist)
+    assert p.returncode == 2, p.stderr
+    err = [l for l in p.stderr.splitlines() if l.startswith("bnmnist-train")]
+    assert len(err) == 1 and "hidden1/kernel" in err[0] and "[784, 300]" in err[0] and "[784, 50]" in err[0]
+    assert "Traceback" not in p.stderr
+    assert folder_digest(other) == before
+
+
+def final_variables(run_dir):
+    prefix = runs.read_state(run_dir)[-1]
+    reader = tf.train.load_checkpoint(prefix)
+    return {n: reader.get_tensor(n) for n, _ in tf.train.list_variables(prefix) if n != "run_state"}
+
+
+def assert_newest_checkpoint_restorable(run_dir):
+    prefixes = runs.read_state(run_dir)
+    if not prefixes:
+        return None
+    values = final_variables(run_dir)        # reads every tensor: fails on a partial file
+    assert len(values) == 18
+    assert all(np.all(np.isfinite(v)) for v in values.values())
+    state = json.loads(tf.train.load_checkpoint(prefixes[-1]).get_tensor("run_state"))
+    assert prefixes[-1].endswith(f"model.ckpt-{state['epoch'] - 1}")
+    return state["epoch"]
+
+
+def test_killed_mid_epoch_twice_and_resumed_ends_bit_identical(tiny_mnist, tmp_path):
+    common = ["--data", tiny_mnist, "--epochs", "6", "--batch-size", "100"]   # 10 steps per epoch
+    whole = run_train(*common, "--logdir", tmp_path / "whole")
+    assert whole.returncode == 0, whole.stderr
+    first = run_train(*common, "--logdir", tmp_path / "killed", env={"BNMNIST_TEST_SIGKILL_AT_STEP": "25"})
+    assert first.returncode == -signal.SIGKILL
+    run_dir = run_dir_from(first.stdout)
+    assert assert_newest_checkpoint_restorable(run_dir) == 2
+    second = run_train("--resume", run_dir, "--data", tiny_mnist, env={"BNMNIST_TEST_SIGKILL_AT_STEP": "13"})
+    assert second.returncode == -signal.SIGKILL
+    assert assert_newest_checkpoint_restorable(run_dir) == 3
+    last = run_train("--resume", run_dir, "--data", tiny_mnist)
+    assert last.returncode == 0, last.stderr
+    assert table_from(last.stdout) == table_from(whole.stdout)
+    a, b = final_variables(run_dir_from(whole.stdout)), final_variables(run_dir)
+    assert all(a[n].tobytes() == b[n].tobytes() for n in a)
+
+
+def kill_at_random_moments(tiny, logdir, n_kills, seed):
+    """Start a long run, SIGKILL it at a random moment after training began, check the newest
+    checkpoint, resume, repeat. Returns the epochs saved at each kill."""
+    rnd = random.Random(seed)
+    run_dir, saved = None, []
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
+    env.pop("BNMNIST_DATA", None)
+    for _ in range(n_kills):
+        args = (["--resume", run_dir] if run_dir else ["--logdir", str(logdir), "--epochs", "100000"])
+        p = subprocess.Popen([sys.executable, TRAIN_SCRIPT, "--data", tiny, *args], stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, text=True, env=env)
+        epochs_seen = 0
+        for line in p.stdout:       # wait until training is under way and one epoch is saved
+            if line.startswith("Run folder: "):
+                run_dir = line.split(": ", 1)[1].strip()
+            epochs_seen += "(epoch " in line
+            if epochs_seen == (1 if saved else 2):
+                break
+        time.sleep(rnd.uniform(0, 0.8))
+        p.kill()
+        p.wait()
+        p.stdout.close()
+        saved.append(assert_newest_checkpoint_restorable(run_dir))
+    return saved
+
+
+def test_sigkill_at_random_moments_always_leaves_a_restorable_newest_checkpoint(tiny_mnist, tmp_path):
+    saved = kill_at_random_moments(tiny_mnist, tmp_path, n_kills=20, seed=1)
+    assert len(saved) == 20 and None not in saved
+    assert saved == sorted(saved) and saved[-1] >= 20     # every resume moved the run forward
+
+
+def test_ctrl_c_keeps_the_last_epoch_prints_how_to_resume_and_exits_130(tiny_mnist, tmp_path):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
+    p = subprocess.Popen([sys.executable, TRAIN_SCRIPT, "--data", tiny_mnist, "--logdir", str(tmp_path),
+                          "--epochs", "100000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    printed = []
+    for line in p.stdout:
+        if "(epoch " in line:
+            printed.append(line)
+            if len(printed) == 3:
+                p.send_signal(signal.SIGINT)
+                break
+    out, err = p.communicate(timeout=60)
+    printed += [l for l in out.splitlines() if "Validation accuracy" in l]
+    assert p.returncode == 130, err
+    assert "Resume with: python scripts/train.py --resume" in err and "Traceback" not in err
+    run_dir = [d for d in (tmp_path / n for n in os.listdir(tmp_path))][0]
+    assert assert_newest_checkpoint_restorable(str(run_dir)) == len(printed)
+
+
+def test_nan_loss_stops_at_once_with_exit_3_and_no_checkpoint(tiny_mnist, tmp_path):
+    p = run_train("--data", tiny_mnist, "--logdir", tmp_path, "--learning-rate", "1e11")
+    assert p.returncode == 3
+    assert "became nan at epoch 0, step" in p.stderr and "Traceback" not in p.stderr
+    assert runs.read_state(run_dir_from(p.stdout)) == []
+
+
+def test_divergence_after_good_epochs_leaves_the_last_good_checkpoint_newest(tiny_mnist, tmp_path):
+    split = data.split(data.load(tiny_mnist))
+    run_dir = runs.new_run_dir(str(tmp_path))
+    train(Config(epochs=2, batch_size=100), split, run_dir, out=None)
+    with pytest.raises(NumericalError, match="epoch 2"):
+        train(Config(epochs=4, batch_size=100, learning_rate=1e11), split, run_dir, resume=True, out=None)
+    assert os.path.basename(runs.read_state(run_dir)[-1]) == "model.ckpt-1"
+    assert assert_newest_checkpoint_restorable(run_dir) == 2
+
+
+def test_two_runs_started_at_once_write_different_folders(tiny_mnist, tmp_path):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    procs = [subprocess.Popen([sys.executable, TRAIN_SCRIPT, "--data", tiny_mnist, "--logdir", str(tmp_path),
+                               "--dry-run"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=120)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    folders = {run_dir_from(o) for o in outs}
+    assert len(folders) == 2 and len(os.listdir(tmp_path)) == 2
