@@ -1,0 +1,81 @@
+"""Crash-safety stress: SIGKILL a real training run at many random moments, resuming after each.
+
+After every kill the newest checkpoint that the run's ``checkpoint`` state file names must be
+complete and restorable (every tensor readable, finite, and the epoch it claims). The test suite
+runs 20 kills; run more by hand:
+
+    python scripts/kill_stress.py --data ../shared/data/mnist --kills 200
+"""
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, ".."))
+TRAIN_SCRIPT = os.path.join(HERE, "train.py")
+
+
+def newest_checkpoint_epochs(run_dir):
+    """Epochs saved in the newest checkpoint the state file names (None if none), after reading
+    every tensor in it; raises if it is incomplete, unreadable or inconsistent."""
+    import numpy as np
+    import tensorflow as tf
+    from bnmnist import runs
+
+    prefixes = runs.read_state(run_dir)
+    if not prefixes:
+        return None
+    reader = tf.train.load_checkpoint(prefixes[-1])
+    values = {n: reader.get_tensor(n) for n, _ in tf.train.list_variables(prefixes[-1])}
+    state = json.loads(values.pop("run_state"))
+    assert len(values) == 18, sorted(values)
+    assert all(np.all(np.isfinite(v)) for v in values.values())
+    assert prefixes[-1].endswith(f"model.ckpt-{state['epoch'] - 1}"), (prefixes[-1], state["epoch"])
+    assert os.path.exists(prefixes[-1] + ".meta")
+    return state["epoch"]
+
+
+def kill_at_random_moments(data, logdir, n_kills, seed=0, max_delay=0.8, log=None):
+    """Start a long run, SIGKILL it at a random moment once training is under way, check the
+    newest checkpoint, resume, repeat. Returns the epochs saved at each kill."""
+    rnd = random.Random(seed)
+    run_dir, saved = None, []
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
+    for i in range(n_kills):
+        args = ["--resume", run_dir] if run_dir else ["--logdir", str(logdir), "--epochs", "100000"]
+        p = subprocess.Popen([sys.executable, TRAIN_SCRIPT, "--data", str(data), "--quiet", *args],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+        epochs_seen = 0
+        for line in p.stdout:       # wait until training is under way and one epoch is saved
+            if line.startswith("Run folder: "):
+                run_dir = line.split(": ", 1)[1].strip()
+            epochs_seen += "(epoch " in line
+            if epochs_seen == (1 if saved else 2):
+                break
+        time.sleep(rnd.uniform(0, max_delay))
+        p.kill()
+        p.wait()
+        p.stdout.close()
+        saved.append(newest_checkpoint_epochs(run_dir))
+        if log:
+            print(f"kill {i + 1}/{n_kills}: newest checkpoint restorable, {saved[-1]} epochs", file=log)
+    return saved
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", required=True, help="MNIST (mnist.npz or the IDX folder)")
+    ap.add_argument("--logdir", default="tf_logs/kill_stress", help="where the run goes (default: %(default)s)")
+    ap.add_argument("--kills", type=int, default=100, help="how many kills (default: %(default)s)")
+    ap.add_argument("--seed", type=int, default=0, help="random moments seed (default: %(default)s)")
+    args = ap.parse_args()
+    saved = kill_at_random_moments(args.data, args.logdir, args.kills, args.seed, log=sys.stdout)
+    print(f"{len(saved)} kills, every newest checkpoint complete and restorable; final epoch {saved[-1]}")
+
+
+if __name__ == "__main__":
+    main()
