@@ -1,0 +1,105 @@
+"""``bnmnist.restore(path)``: open a trained run in a notebook, from the package's own code.
+
+The graph is rebuilt from the package and the run's ``config.json``, then every variable (moving
+statistics included) is restored from the checkpoint. Nothing is imported from a ``.meta`` file,
+which could carry arbitrary ops. Each restored model holds its own graph and session, so several
+can be open side by side, and nothing global in TensorFlow is touched.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from . import checkpoint, data, runs
+from .config import load_config
+from .errors import CheckpointError
+from .graph import build_graph
+
+tf1 = tf.compat.v1
+
+
+def resolve(path, logdir="tf_logs"):
+    """(run folder, checkpoint prefix) for a run folder, a checkpoint prefix or ``"latest"``."""
+    path = str(path)
+    if path == "latest":
+        path = runs.latest_run(logdir)
+    if os.path.isdir(path):
+        if not runs.is_run_dir(path):
+            raise CheckpointError(f"{path} is not a bnmnist run folder (no {runs.CONFIG_FILE})")
+        return path, checkpoint.newest_prefix(path)
+    run_dir = os.path.dirname(path) or "."
+    if not runs.is_run_dir(run_dir):
+        raise CheckpointError(f"{path}: neither a run folder nor a checkpoint inside one "
+                              f"(no {runs.CONFIG_FILE} in {run_dir})")
+    return run_dir, path
+
+
+def as_model_input(images):
+    """uint8 (n, 28, 28) raw images, or float (n, 784) already in [0, 1] -> float32 (n, 784)."""
+    a = np.asarray(images)
+    if a.dtype == np.uint8 and a.ndim == 3 and a.shape[1:] == (28, 28):
+        return data.scale_images(a)
+    if np.issubdtype(a.dtype, np.floating) and a.ndim == 2 and a.shape[1] == 784:
+        if a.size and not (np.all(np.isfinite(a)) and a.min() >= 0 and a.max() <= 1):
+            raise ValueError("images must be scaled to [0, 1] (pixels / 255) when given as floats")
+        return a.astype(np.float32, copy=False)
+    raise ValueError(f"images must be uint8 of shape (n, 28, 28) or float of shape (n, 784) in "
+                     f"[0, 1]; got {a.dtype} {a.shape}")
+
+
+class RestoredModel:
+    """A trained network in its own graph and session. Use as a context manager, or ``close()``."""
+
+    def __init__(self, path, logdir="tf_logs"):
+        self.run_dir, self.checkpoint = resolve(path, logdir)
+        self.config = load_config(os.path.join(self.run_dir, runs.CONFIG_FILE))
+        self.handles = h = build_graph(self.config)
+        self.graph = h.graph
+        with self.graph.as_default():
+            saver = tf1.train.Saver(var_list=h.model_variables)
+        self.session = tf1.Session(graph=self.graph)
+        try:
+            with self.graph.as_default():
+                checkpoint.restore(self.session, saver, self.checkpoint, h.model_variables)
+        except Exception:
+            self.session.close()
+            raise
+
+    def predict_proba(self, images):
+        return self.session.run(self.handles.probabilities, {self.handles.X: as_model_input(images)})
+
+    def predict(self, images):
+        return self.session.run(self.handles.predictions, {self.handles.X: as_model_input(images)})
+
+    def evaluate(self, images, labels):
+        """Accuracy as the book computes it (``eval/accuracy``), a float32."""
+        X = as_model_input(images)
+        y = np.asarray(labels)
+        if y.shape != (len(X),) or not np.issubdtype(y.dtype, np.integer):
+            raise ValueError(f"labels must be integers of shape ({len(X)},); got {y.dtype} {y.shape}")
+        return self.session.run(self.handles.accuracy, {self.handles.X: X, self.handles.y: y.astype(np.int32)})
+
+    def variables(self):
+        """Name -> NumPy value of every restored variable."""
+        values = self.session.run(self.handles.model_variables)
+        return {v.op.name: value for v, value in zip(self.handles.model_variables, values)}
+
+    def close(self):
+        self.session.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        return f"RestoredModel({self.checkpoint!r}, preset={self.config.preset!r})"
+
+
+def restore(path="latest", logdir="tf_logs"):
+    """Restore a run folder, a checkpoint prefix, or ``"latest"`` (the newest run under
+    ``logdir``). Returns a :class:`RestoredModel`."""
+    return RestoredModel(path, logdir)

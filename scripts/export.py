@@ -1,0 +1,36 @@
+"""Export a run as a TF2 SavedModel: ``python scripts/export.py RUN OUT_DIR``.
+
+RUN is a run folder, a checkpoint prefix, or "latest". Inspect the result with
+``saved_model_cli show --dir OUT_DIR --all``.
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description="Export a bnmnist run as a TF2 SavedModel.")
+    ap.add_argument("run", help='a run folder, a checkpoint prefix, or "latest"')
+    ap.add_argument("out_dir", help="where the SavedModel goes (must not exist yet)")
+    ap.add_argument("--logdir", default="tf_logs", help='where "latest" looks (default: %(default)s)')
+    args = ap.parse_args(argv)
+    if os.path.exists(args.out_dir):
+        print(f"export: error: {args.out_dir} already exists; choose a new folder", file=sys.stderr)
+        return 2
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from bnmnist.errors import BnmnistError
+    from bnmnist.export import export_saved_model
+    try:
+        out = export_saved_model(args.run, args.out_dir, args.logdir)
+    except BnmnistError as e:
+        print(f"export: error: {e}", file=sys.stderr)
+        return 2
+    print(f"SavedModel written to {out} (signature serving_default: uint8 images (None, 28, 28) "
+          "-> probabilities, classes)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

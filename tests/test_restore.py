@@ -1,0 +1,197 @@
+"""Restoring runs: bnmnist.restore, the book's import_meta_graph recipe, the notebook, export."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import bnmnist
+from bnmnist import data, runs
+from bnmnist.errors import CheckpointError
+from conftest import ROOT, run_dir_from, run_train
+
+tf1 = tf.compat.v1
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_mnist, tmp_path_factory):
+    logdir = tmp_path_factory.mktemp("restore_logs")
+    p = run_train("--data", tiny_mnist, "--logdir", logdir, "--epochs", "2", "--batch-size", "100")
+    assert p.returncode == 0, p.stderr
+    return run_dir_from(p.stdout)
+
+
+def printed_test_accuracy(run_dir):
+    return json.load(open(os.path.join(run_dir, "results.json")))["test_accuracy"]
+
+
+def test_restore_run_folder_prefix_and_latest_give_the_accuracy_the_run_printed(tiny_run, tiny_mnist):
+    m = data.load(tiny_mnist)
+    logdir = os.path.dirname(tiny_run)
+    for path in (tiny_run, runs.read_state(tiny_run)[-1], "latest"):
+        with bnmnist.restore(path, logdir=logdir) as model:
+            assert float(model.evaluate(m.x_test, m.y_test)) == printed_test_accuracy(tiny_run)
+            assert model.checkpoint.endswith("model.ckpt-1")
+
+
+def test_moving_statistics_are_restored(tiny_run):
+    with bnmnist.restore(tiny_run) as model:
+        values = model.variables()
+    saved = tf.train.load_checkpoint(runs.read_state(tiny_run)[-1])
+    for name in ("batch_normalization/moving_mean", "batch_normalization_2/moving_variance"):
+        assert np.array_equal(values[name], saved.get_tensor(name))
+        assert not np.all(values[name] == values[name].flat[0])      # really trained, not initial
+
+
+def test_predict_takes_raw_uint8_or_scaled_floats_and_refuses_anything_else(tiny_run, tiny_mnist):
+    m = data.load(tiny_mnist)
+    with bnmnist.restore(tiny_run) as model:
+        raw = model.predict(m.x_test[:50])
+        scaled = model.predict(data.scale_images(m.x_test[:50]))
+        proba = model.predict_proba(m.x_test[:50])
+        assert raw.dtype == np.int64 and np.array_equal(raw, scaled)
+        assert proba.shape == (50, 10) and np.allclose(proba.sum(1), 1, atol=1e-5)
+        assert np.array_equal(proba.argmax(1), raw)
+        for bad in (m.x_test[:3].astype(np.float32), m.x_test[:3].reshape(3, 784),
+                    data.scale_images(m.x_test[:3]) * 255, np.zeros((3, 28, 28), np.int64)):
+            with pytest.raises(ValueError, match="images must be"):
+                model.predict(bad)
+        with pytest.raises(ValueError, match="labels"):
+            model.evaluate(m.x_test[:3], m.y_test[:4])
+
+
+def test_two_restored_runs_live_side_by_side_after_eager_tensorflow(tiny_run, tiny_mnist, tmp_path):
+    assert tf.reduce_sum(tf.ones(3)).numpy() == 3.0          # a notebook that already used TF
+    other = run_dir_from(run_train("--data", tiny_mnist, "--logdir", tmp_path, "--epochs", "1",
+                                   "--seed", "7").stdout)
+    m = data.load(tiny_mnist)
+    a, b = bnmnist.restore(tiny_run), bnmnist.restore(other)
+    try:
+        assert a.graph is not b.graph
+        assert not np.array_equal(a.predict_proba(m.x_test[:20]), b.predict_proba(m.x_test[:20]))
+        assert float(a.evaluate(m.x_test, m.y_test)) == printed_test_accuracy(tiny_run)
+        assert float(b.evaluate(m.x_test, m.y_test)) == printed_test_accuracy(other)
+    finally:
+        a.close()
+        b.close()
+    assert tf.reduce_sum(tf.ones(2)).numpy() == 2.0          # eager TF still works
+
+
+def broken_copies(tiny_run, tmp_path):
+    """(name, path, message fragments) for every checkpoint that can't be restored."""
+    def copy(name):
+        d = tmp_path / f"run-2026010100000{len(os.listdir(tmp_path))}"
+        shutil.copytree(tiny_run, d)
+        return d
+
+    other = copy("other")
+    cfg = json.load(open(other / "config.json"))
+    cfg["hidden"] = [300, 64]
+    (other / "config.json").write_text(json.dumps(cfg))
+    truncated = copy("truncated")
+    for f in os.listdir(truncated):
+        if f.startswith("model.ckpt-1.data"):
+            full = truncated / f
+            full.write_bytes(full.read_bytes()[:1000])
+    empty = copy("empty")
+    for f in os.listdir(empty):
+        if f.startswith("model.ckpt") or f == "checkpoint":
+            os.remove(empty / f)
+    return [
+        ("another architecture", str(other), ["hidden2/kernel", "[300, 100]", "[300, 64]"]),
+        ("missing checkpoint", os.path.join(tiny_run, "model.ckpt-99"), ["model.ckpt-99", "missing"]),
+        ("truncated checkpoint", str(truncated), ["truncated or corrupt"]),
+        ("no checkpoint in folder", str(empty), ["holds no checkpoint"]),
+        ("not a run", str(tmp_path), ["not a bnmnist run folder"]),
+    ]
+
+
+def test_broken_or_foreign_checkpoints_give_one_clear_error(tiny_run, tmp_path):
+    for name, path, fragments in broken_copies(tiny_run, tmp_path):
+        with pytest.raises(CheckpointError) as err:
+            bnmnist.restore(path)
+        message = str(err.value)
+        assert "\n" not in message and all(f in message for f in fragments), f"{name}: {message}"
+
+
+def test_the_books_import_meta_graph_recipe_evaluates_and_keeps_training(tiny_run, tiny_mnist):
+    split = data.split(data.load(tiny_mnist))
+    prefix = runs.read_state(tiny_run)[-1]
+    graph = tf.Graph()
+    with graph.as_default():
+        saver = tf1.train.import_meta_graph(prefix + ".meta")
+        X, y = graph.get_tensor_by_name("X:0"), graph.get_tensor_by_name("y:0")
+        training = graph.get_tensor_by_name("training:0")
+        accuracy = graph.get_tensor_by_name("eval/accuracy:0")
+        training_op = graph.get_operation_by_name("train/training_op")
+        extra_update_ops = tf1.get_collection(tf1.GraphKeys.UPDATE_OPS)
+        moving_mean = [v for v in tf1.global_variables() if v.op.name == "batch_normalization/moving_mean"][0]
+        with tf1.Session() as sess:
+            saver.restore(sess, prefix)
+            assert float(accuracy.eval(feed_dict={X: split.X_test, y: split.y_test})) == printed_test_accuracy(tiny_run)
+            before = sess.run(moving_mean)
+            loss = graph.get_tensor_by_name("loss/loss:0")
+            loss_before = loss.eval(feed_dict={X: split.X_train, y: split.y_train})
+            for idx in np.array_split(np.random.RandomState(0).permutation(len(split.X_train)), 10):
+                sess.run([training_op, extra_update_ops],
+                         feed_dict={training: True, X: split.X_train[idx], y: split.y_train[idx]})
+            assert not np.array_equal(before, sess.run(moving_mean))
+            assert loss.eval(feed_dict={X: split.X_train, y: split.y_train}) < loss_before
+
+
+def test_notebook_runs_headless_and_shows_the_printed_accuracy(tiny_run, tiny_mnist):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    nb = nbformat.read(os.path.join(ROOT, "notebooks", "restore_checkpoint.ipynb"), as_version=4)
+    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), "commit it without outputs"
+    kinds = [c.cell_type for c in nb.cells]
+    assert all(kinds[i - 1] == "markdown" for i, k in enumerate(kinds) if k == "code"), "prose before each cell"
+    env_before = dict(os.environ)
+    os.environ.update(BNMNIST_RUN=tiny_run, BNMNIST_DATA=tiny_mnist, TF_CPP_MIN_LOG_LEVEL="3")
+    try:
+        nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
+                                resources={"metadata": {"path": ROOT}}).execute()
+    finally:
+        os.environ.clear()
+        os.environ.update(env_before)
+    text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "stream")
+    printed = str(np.float32(printed_test_accuracy(tiny_run)))
+    assert f"Test accuracy: {printed}\n" in text
+    assert f"Recipe test accuracy: {printed}\n" in text
+    final_valid = json.load(open(os.path.join(tiny_run, "results.json")))["validation_accuracy_printed"][-1]
+    assert f"Validation accuracy before: {final_valid} after one more epoch:" in text
+    images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert len(images) == 2                                   # the digit grid and the confusion matrix
+
+
+LOAD_SAVED_MODEL = """
+import sys, numpy as np, tensorflow as tf
+loaded = tf.saved_model.load(sys.argv[1])
+out = loaded.signatures["serving_default"](images=tf.constant(np.load(sys.argv[2])))
+np.save(sys.argv[3], out["probabilities"].numpy()); np.save(sys.argv[4], out["classes"].numpy())
+"""
+
+
+def test_exported_saved_model_matches_the_session_on_the_whole_test_set(mnist_dir, tmp_path):
+    p = run_train("--data", mnist_dir, "--logdir", tmp_path / "logs", "--epochs", "1")
+    assert p.returncode == 0, p.stderr
+    run_dir = run_dir_from(p.stdout)
+    out = tmp_path / "saved_model"
+    e = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "export.py"), run_dir, str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert e.returncode == 0, e.stderr
+    m = data.load(mnist_dir)
+    np.save(tmp_path / "x.npy", m.x_test)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    subprocess.run([sys.executable, "-c", LOAD_SAVED_MODEL, str(out), str(tmp_path / "x.npy"),
+                    str(tmp_path / "p.npy"), str(tmp_path / "c.npy")], check=True, timeout=300, env=env)
+    with bnmnist.restore(run_dir) as model:
+        proba, classes = model.predict_proba(m.x_test), model.predict(m.x_test)
+    exported_p, exported_c = np.load(tmp_path / "p.npy"), np.load(tmp_path / "c.npy")
+    assert exported_p.shape == (10000, 10) and exported_c.dtype == np.int64
+    assert np.array_equal(exported_c, classes)
+    assert np.max(np.abs(exported_p - proba)) <= 1e-6
