@@ -229,7 +229,7 @@ def _progress(batches, epoch, enabled):
     if not enabled or not sys.stdout.isatty():
         return batches
     from tqdm import tqdm
-    return tqdm(batches, desc=f"epoch {epoch}", unit="step", leave=False)
+    return tqdm(batches, desc=f"epoch {epoch}", unit="step", leave=False, file=sys.stdout)
 
 
 def _check_finite(sess, h, epoch):
@@ -259,7 +259,7 @@ def _write_bytes_atomic(path, data):
 
 
 def _histogram_summaries(h):
-    with tf.name_scope("summaries"):
+    with tf.name_scope("histograms"):
         return tf1.summary.merge([tf1.summary.histogram(v.op.name, v) for v in h.model_variables])
 
 

@@ -1,0 +1,113 @@
+"""What users do next with runs: learning curves and many-seed statistics (no TensorFlow here).
+
+``scripts/plot_runs.py`` and ``scripts/seeds.py`` are thin wrappers around these functions.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import os
+
+import numpy as np
+
+from . import runs
+from .config import load_config
+from .errors import RunFolderError
+
+BOOK_TABLE = [0.8952, 0.9202, 0.9318, 0.9422, 0.9468, 0.954, 0.9568, 0.96, 0.962, 0.9638,
+              0.9662, 0.9682, 0.9672, 0.9696, 0.9706, 0.9704, 0.9718, 0.9726, 0.9738, 0.9742]
+
+
+def load_results(run_dir):
+    path = os.path.join(run_dir, runs.RESULTS_FILE)
+    if not runs.is_run_dir(run_dir):
+        raise RunFolderError(f"{run_dir} is not a bnmnist run folder (no {runs.CONFIG_FILE})")
+    if not os.path.isfile(path):
+        raise RunFolderError(f"{run_dir} has no {runs.RESULTS_FILE}: the run has not finished; "
+                             f"finish it with: python scripts/train.py --resume {run_dir}")
+    return runs.read_json(path)
+
+
+def plot_runs(run_dirs, out=None, book=False, title=None):
+    """A PNG of validation accuracy per epoch for each run; returns the path written."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise RunFolderError("plotting needs matplotlib: pip install -e \".[notebook]\"") from None
+    out = out or os.path.join(run_dirs[0], "validation_accuracy.png")
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for run_dir in run_dirs:
+        results = load_results(run_dir)
+        cfg = load_config(os.path.join(run_dir, runs.CONFIG_FILE))
+        acc = results["validation_accuracy"]
+        ax.plot(range(len(acc)), acc, marker=".", label=f"{cfg.preset} seed {cfg.seed} "
+                f"({os.path.basename(os.path.normpath(run_dir))})")
+    if book:
+        ax.plot(range(len(BOOK_TABLE)), BOOK_TABLE, "k--", linewidth=1, label="book (bn, TF 1.x, seed 42)")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation accuracy (5,000 images)")
+    ax.set_title(title or "MNIST validation accuracy per epoch")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def parse_seeds(text):
+    """'0-9' or '1,5,42' or '0-4,42' -> sorted unique list of ints."""
+    seeds = set()
+    try:
+        for part in text.split(","):
+            if "-" in part.strip()[1:]:
+                lo, hi = part.split("-", 1)
+                seeds.update(range(int(lo), int(hi) + 1))
+            else:
+                seeds.add(int(part))
+    except ValueError:
+        raise RunFolderError(f"--seeds takes ranges and lists like 0-9 or 0-4,42; got {text!r}") from None
+    if not seeds or min(seeds) < 0:
+        raise RunFolderError(f"--seeds needs non-negative seeds; got {text!r}")
+    return sorted(seeds)
+
+
+def seed_statistics(results_by_seed):
+    """Per-epoch mean, std, min, max over seeds, plus the final test accuracies."""
+    seeds = sorted(results_by_seed)
+    acc = np.array([results_by_seed[s]["validation_accuracy"] for s in seeds], dtype=np.float64)
+    test = np.array([results_by_seed[s]["test_accuracy"] for s in seeds], dtype=np.float64)
+    rows = [{"epoch": e, "mean": acc[:, e].mean(), "std": acc[:, e].std(ddof=1) if len(seeds) > 1 else 0.0,
+             "min": acc[:, e].min(), "max": acc[:, e].max(),
+             "seed_42": results_by_seed[42]["validation_accuracy"][e] if 42 in results_by_seed else math.nan}
+            for e in range(acc.shape[1])]
+    return seeds, rows, test
+
+
+def write_seed_csv(path, seeds, rows, test, results_by_seed):
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["epoch", "mean", "std", "min", "max", "seed_42"])
+        for r in rows:
+            w.writerow([r["epoch"], f"{r['mean']:.6f}", f"{r['std']:.6f}", f"{r['min']:.4f}",
+                        f"{r['max']:.4f}", "" if math.isnan(r["seed_42"]) else f"{r['seed_42']:.4f}"])
+        w.writerow(["test", f"{test.mean():.6f}", f"{test.std(ddof=1) if len(test) > 1 else 0:.6f}",
+                    f"{test.min():.4f}", f"{test.max():.4f}",
+                    f"{results_by_seed[42]['test_accuracy']:.4f}" if 42 in results_by_seed else ""])
+        w.writerow([])
+        w.writerow(["seed", "final_validation_accuracy", "test_accuracy", "run"])
+        for s in seeds:
+            r = results_by_seed[s]
+            w.writerow([s, f"{r['validation_accuracy'][-1]:.4f}", f"{r['test_accuracy']:.4f}", r["run_dir"]])
+
+
+def rank_of_seed_42(results_by_seed, key):
+    """'3 of 11': where seed 42 stands among the seeds (1 = best; ties share the better rank)."""
+    values = sorted((_final(r, key) for r in results_by_seed.values()), reverse=True)
+    return f"{values.index(_final(results_by_seed[42], key)) + 1} of {len(values)}"
+
+
+def _final(result, key):
+    return result["validation_accuracy"][-1] if key == "validation" else result["test_accuracy"]

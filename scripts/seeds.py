@@ -1,0 +1,91 @@
+"""Train a preset over many seeds in parallel and summarise: ``python scripts/seeds.py --seeds 0-9``.
+
+Each seed is a normal ``scripts/train.py`` run (its own run folder under ``--logdir``), up to
+``--jobs`` at once (default: the number of cores). Prints per-epoch mean, standard deviation, min
+and max of validation accuracy and the test accuracy, marks seed 42 (always trained, added if not
+listed), writes the same to CSV, and plots every seed's curve.
+"""
+import argparse
+import concurrent.futures
+import datetime
+import os
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, ".."))
+from bnmnist import reports, runs  # noqa: E402
+from bnmnist.errors import BnmnistError  # noqa: E402
+
+
+def train_seed(seed, args):
+    cmd = [sys.executable, os.path.join(HERE, "train.py"), "--preset", args.preset, "--seed", str(seed),
+           "--logdir", args.logdir, "--quiet"]
+    if args.epochs:
+        cmd += ["--epochs", str(args.epochs)]
+    if args.data:
+        cmd += ["--data", args.data]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if p.returncode != 0:
+        raise BnmnistError(f"seed {seed} failed (exit {p.returncode}): {p.stderr.strip().splitlines()[-1:]}")
+    run_dir = next(l.split(": ", 1)[1] for l in p.stdout.splitlines() if l.startswith("Run folder: "))
+    results = reports.load_results(run_dir)
+    results["run_dir"] = run_dir
+    return seed, results
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description="Train a preset over many seeds and summarise.")
+    ap.add_argument("--preset", choices=("bn", "plain"), default="bn", help="(default: %(default)s)")
+    ap.add_argument("--seeds", default="0-9", help="ranges and lists, e.g. 0-9 or 0-4,42 (default: %(default)s)")
+    ap.add_argument("--epochs", type=int, help="override the preset's epochs")
+    ap.add_argument("--data", help="MNIST path (default: $BNMNIST_DATA, then the Keras cache)")
+    ap.add_argument("--logdir", default="tf_logs", help="where the runs go (default: %(default)s)")
+    ap.add_argument("--jobs", type=int, default=os.cpu_count(), help="parallel runs (default: cores = %(default)s)")
+    ap.add_argument("--csv", help="CSV path (default: LOGDIR/seeds-PRESET-<UTC time>.csv)")
+    args = ap.parse_args(argv)
+    try:
+        seeds = reports.parse_seeds(args.seeds)
+        runs.check_logdir(args.logdir)
+    except BnmnistError as e:
+        print(f"seeds: error: {e}", file=sys.stderr)
+        return 2
+    if 42 not in seeds:
+        seeds.append(42)
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d%H%M%S")
+    csv_path = args.csv or os.path.join(args.logdir, f"seeds-{args.preset}-{stamp}.csv")
+    print(f"Training preset {args.preset} for seeds {seeds}, {args.jobs} at a time", flush=True)
+    results = {}
+    try:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(args.jobs, 1)) as pool:
+            for seed, res in pool.map(lambda s: train_seed(s, args), seeds):
+                results[seed] = res
+                print(f"seed {seed}: final validation {res['validation_accuracy'][-1]:.4f}, "
+                      f"test {res['test_accuracy']:.4f} ({res['run_dir']})", flush=True)
+    except BnmnistError as e:
+        print(f"seeds: error: {e}", file=sys.stderr)
+        return 2
+    ordered, rows, test = reports.seed_statistics(results)
+    print(f"\nValidation accuracy over {len(ordered)} seeds ({args.preset}):")
+    print(f"{'epoch':>5} {'mean':>7} {'std':>7} {'min':>7} {'max':>7} {'seed 42':>8}")
+    for r in rows:
+        print(f"{r['epoch']:>5} {r['mean']:.4f} {r['std']:.4f} {r['min']:.4f} {r['max']:.4f} {r['seed_42']:>8.4f}")
+    print(f" test {test.mean():.4f} {test.std(ddof=1) if len(test) > 1 else 0:.4f} {test.min():.4f} "
+          f"{test.max():.4f} {results[42]['test_accuracy']:>8.4f}")
+    print(f"Seed 42 ranks {reports.rank_of_seed_42(results, 'validation')} on final validation accuracy, "
+          f"{reports.rank_of_seed_42(results, 'test')} on test accuracy")
+    reports.write_seed_csv(csv_path, ordered, rows, test, results)
+    print(f"CSV written to {csv_path}")
+    try:
+        png = reports.plot_runs([results[s]["run_dir"] for s in ordered],
+                                out=os.path.splitext(csv_path)[0] + ".png",
+                                book=args.preset == "bn", title=f"{args.preset}: {len(ordered)} seeds")
+        print(f"Plot written to {png}")
+    except BnmnistError as e:
+        print(f"(no plot: {e})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

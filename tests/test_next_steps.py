@@ -1,0 +1,131 @@
+"""What users do next: the plain preset, learning-curve plots, many seeds, progress bar, TensorBoard."""
+import csv
+import fcntl
+import json
+import os
+import pty
+import struct
+import subprocess
+import sys
+import termios
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import ROOT, TRAIN_SCRIPT, run_dir_from, run_train, table_from
+
+
+@pytest.fixture(scope="module")
+def two_runs(tiny_mnist, tmp_path_factory):
+    logdir = tmp_path_factory.mktemp("next_logs")
+    out = []
+    for preset in ("bn", "plain"):
+        p = run_train("--data", tiny_mnist, "--logdir", logdir, "--preset", preset, "--epochs", "3")
+        assert p.returncode == 0, p.stderr
+        out.append(p)
+    return out
+
+
+def test_plain_preset_is_the_chapters_leaky_relu_network_and_flags_override_it(two_runs):
+    bn, plain = (json.load(open(os.path.join(run_dir_from(p.stdout), "config.json"))) for p in two_runs)
+    assert bn["preset"] == "bn" and bn["batch_norm"] and bn["batch_size"] == 200
+    assert plain["preset"] == "plain" and not plain["batch_norm"] and plain["activation"] == "leaky_relu"
+    assert plain["initializer"] == "glorot_uniform" and plain["batch_size"] == 50 and plain["seed"] == 42
+    assert plain["epochs"] == 3                                   # --epochs overrides the preset's 40
+    assert len(table_from(two_runs[1].stdout)) == 3
+
+
+def png_size(path):
+    head = open(path, "rb").read(24)
+    assert head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR"
+    return struct.unpack(">II", head[16:24])
+
+
+def test_plot_runs_writes_a_real_png_into_the_first_run(two_runs, tmp_path):
+    dirs = [run_dir_from(p.stdout) for p in two_runs]
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "plot_runs.py"), *dirs, "--book"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    png = os.path.join(dirs[0], "validation_accuracy.png")
+    assert os.path.getsize(png) > 10_000 and png_size(png) == (800, 500)
+    out = tmp_path / "elsewhere.png"
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "plot_runs.py"), dirs[1], "--out", str(out)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and png_size(out) == (800, 500)
+
+
+def test_plot_runs_refuses_an_unfinished_run_in_one_line(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "plot_runs.py"), str(tmp_path)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "has not finished" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_seeds_script_summarises_every_seed_and_marks_seed_42(tiny_mnist, tmp_path):
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "seeds.py"), "--seeds", "0-1",
+                        "--epochs", "2", "--data", tiny_mnist, "--logdir", str(tmp_path), "--csv",
+                        str(tmp_path / "s.csv")], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    assert "seeds [0, 1, 42]" in p.stdout and "Seed 42 ranks" in p.stdout
+    rows = list(csv.reader(open(tmp_path / "s.csv")))
+    assert rows[0] == ["epoch", "mean", "std", "min", "max", "seed_42"]
+    per_seed = [r for r in rows if r and r[0].isdigit() and len(r) == 4]
+    assert [r[0] for r in per_seed] == ["0", "1", "42"]
+    finals = [json.load(open(os.path.join(r[3], "results.json")))["validation_accuracy"] for r in per_seed]
+    assert float(rows[2][1]) == pytest.approx(np.mean([f[1] for f in finals]), abs=1e-6)
+    assert float(rows[2][4]) == pytest.approx(max(f[1] for f in finals), abs=1e-4)
+    assert os.path.getsize(tmp_path / "s.png") > 10_000
+
+
+def _run_on_terminal(args):
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))   # a 100-column terminal
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    p = subprocess.Popen([sys.executable, TRAIN_SCRIPT, *args], stdout=slave, stderr=subprocess.DEVNULL, env=env)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    p.wait(timeout=120)
+    os.close(master)
+    return b"".join(chunks).decode(errors="replace")
+
+
+def test_progress_bar_only_on_a_terminal_and_not_with_quiet(tiny_mnist, tmp_path):
+    args = ["--data", tiny_mnist, "--logdir", str(tmp_path), "--epochs", "2", "--batch-size", "20"]
+    on_tty = _run_on_terminal(args)
+    assert "step/s" in on_tty or "s/step" in on_tty, on_tty
+    assert "1 Validation accuracy:" in on_tty
+    quiet = _run_on_terminal(args + ["--quiet"])
+    assert "step/s" not in quiet and "s/step" not in quiet and "1 Validation accuracy:" in quiet
+    piped = run_train(*args)
+    assert "step/s" not in piped.stdout and "1 Validation accuracy:" in piped.stdout
+
+
+def test_tensorboard_events_hold_the_printed_scalars_histograms_and_graph(two_runs):
+    run_dir = run_dir_from(two_runs[0].stdout)
+    printed = table_from(two_runs[0].stdout)
+    results = json.load(open(os.path.join(run_dir, "results.json")))
+    scalars, histograms, graphs = {}, set(), 0
+    for name in os.listdir(run_dir):
+        if name.startswith("events.out.tfevents"):
+            for event in tf.compat.v1.train.summary_iterator(os.path.join(run_dir, name)):
+                graphs += bool(event.graph_def)
+                for v in event.summary.value:
+                    if v.HasField("histo"):
+                        histograms.add(v.tag)
+                    else:
+                        scalars.setdefault(v.tag, {})[event.step] = v.simple_value
+    assert graphs == 1
+    assert [str(np.float32(scalars["validation_accuracy"][e])) for e in range(3)] == printed
+    assert [scalars["training_loss"][e] for e in range(3)] == pytest.approx(results["training_loss"], rel=1e-6)
+    assert [scalars["epoch_seconds"][e] for e in range(3)] == pytest.approx(results["epoch_seconds"], rel=1e-6)
+    assert {"histograms/hidden1/kernel", "histograms/outputs/bias", "histograms/batch_normalization/moving_mean",
+            "histograms/batch_normalization_2/moving_variance"} <= histograms
