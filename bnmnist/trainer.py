@@ -119,68 +119,77 @@ def train(config, split, run_dir, *, resume=False, dry_run=False, out=sys.stdout
           progress=False):
     """Train ``config`` on ``split`` in ``run_dir`` (made by :func:`runs.new_run_dir`, or an
     existing run when ``resume``). Returns a :class:`Result`; raises :class:`TrainingInterrupted`
-    on Ctrl-C and :class:`NumericalError` if the loss stops being finite."""
+    on Ctrl-C and :class:`NumericalError` if the loss or a variable stops being finite."""
     if not resume:
         runs.write_json_atomic(os.path.join(run_dir, runs.CONFIG_FILE), config.to_json())
         if data_info is not None:
             runs.write_json_atomic(os.path.join(run_dir, runs.DATA_FILE), data_info)
-    h = build_graph(config, in_graph_data=config.loop == "graph")
-    with h.graph.as_default():
-        run_state = tf1.Variable("", trainable=False, name=RUN_STATE, dtype=tf.string)
-        run_state_in = tf1.placeholder(tf.string, shape=(), name="run_state_in")
-        set_run_state = run_state.assign(run_state_in)
-        saver = tf1.train.Saver(max_to_keep=None, save_relative_paths=True)
-        summaries = _histogram_summaries(h)
-        init_run_state = run_state.initializer
-        writer = tf1.summary.FileWriter(run_dir, graph=None if resume else h.graph)
-        if not resume:
-            meta = saver.export_meta_graph()
-            _write_bytes_atomic(os.path.join(run_dir, runs.GRAPH_META), meta.SerializeToString())
-
-    result = Result(run_dir)
-    rng = np.random.RandomState(config.seed)        # the book's np.random.seed(42)
-    sess = tf1.Session(graph=h.graph, config=session_config())
+    run = _Run(config, split, run_dir, resume, out)
     try:
-        with h.graph.as_default():
-            return _run(config, split, run_dir, h, sess, saver, writer, summaries, run_state,
-                        set_run_state, run_state_in, init_run_state, rng, result, resume,
-                        dry_run, out, progress)
+        with run.h.graph.as_default():
+            return run.train(dry_run, progress)
     finally:
-        writer.close()
-        sess.close()
+        run.close()
 
 
-def _run(config, split, run_dir, h, sess, saver, writer, summaries, run_state, set_run_state,
-         run_state_in, init_run_state, rng, result, resume, dry_run, out, progress):
-    if True:
-        start_epoch = 0
-        if resume:
-            prefix = checkpoint.newest_prefix(run_dir)
-            checkpoint.restore(sess, saver, prefix, h.model_variables)
-            state = json.loads(sess.run(run_state).decode())
-            start_epoch = state["epoch"]
-            rng.set_state(_rng_from_json(state["rng"]))
-            result.accuracies = [np.float32(a) for a in state["accuracies"]]
-            result.losses = state["losses"]
-            result.epoch_seconds = state["epoch_seconds"]
-            for epoch, acc in enumerate(result.accuracies):
-                _say(out, epoch, "Validation accuracy:", acc, "(from checkpoint)")
-        else:
-            sess.run([h.init, init_run_state])
+class _Run:
+    """One training session: the book's graph plus what the trainer adds to it (the saved run
+    state, histogram summaries, the Saver), its Session and its TensorBoard writer."""
 
-        step_fn = _step_function(sess, h, split, config)
+    def __init__(self, config, split, run_dir, resume, out):
+        self.config, self.split, self.run_dir, self.resume, self.out = config, split, run_dir, resume, out
+        self.h = h = build_graph(config, in_graph_data=config.loop == "graph")
+        with h.graph.as_default():
+            # everything that decides the rest of the run, as JSON, saved in every checkpoint
+            self.run_state = tf1.Variable("", trainable=False, name=RUN_STATE, dtype=tf.string)
+            self.run_state_in = tf1.placeholder(tf.string, shape=(), name="run_state_in")
+            self.set_run_state = self.run_state.assign(self.run_state_in)
+            self.saver = tf1.train.Saver(max_to_keep=None, save_relative_paths=True)
+            self.histograms = _histogram_summaries(h)
+            self.writer = tf1.summary.FileWriter(run_dir, graph=None if resume else h.graph)
+            if not resume:
+                meta = self.saver.export_meta_graph()
+                _write_bytes_atomic(os.path.join(run_dir, runs.GRAPH_META), meta.SerializeToString())
+        self.rng = np.random.RandomState(config.seed)        # the book's np.random.seed(42)
+        self.sess = tf1.Session(graph=h.graph, config=session_config())
+        self.result = Result(run_dir)
+
+    def close(self):
+        self.writer.close()
+        self.sess.close()
+
+    def _start(self):
+        """Initialise, or restore the newest checkpoint and the state saved with it."""
+        h, result = self.h, self.result
+        if not self.resume:
+            self.sess.run([h.init, self.run_state.initializer])
+            return 0
+        checkpoint.restore(self.sess, self.saver, checkpoint.newest_prefix(self.run_dir), h.model_variables)
+        state = json.loads(self.sess.run(self.run_state).decode())
+        self.rng.set_state(_rng_from_json(state["rng"]))
+        result.accuracies = [np.float32(a) for a in state["accuracies"]]
+        result.losses = state["losses"]
+        result.epoch_seconds = state["epoch_seconds"]
+        for epoch, acc in enumerate(result.accuracies):
+            _say(self.out, epoch, "Validation accuracy:", acc, "(from checkpoint)")
+        return state["epoch"]
+
+    def train(self, dry_run, progress):
+        config, split, h, result = self.config, self.split, self.h, self.result
+        start_epoch = self._start()
+        step_fn = _step_function(self.sess, h, split, config)
         n_train = len(split.X_train)
-        t_train = time.perf_counter()
-        examples = steps = 0
         kill_at = int(os.environ.get("BNMNIST_TEST_SIGKILL_AT_STEP", "-1"))  # crash tests only
+        examples = steps = 0
+        t_train = time.perf_counter()
         with _SigintFlag() as sigint:
             for epoch in range(start_epoch, config.epochs):
                 t_epoch = time.perf_counter()
                 step_losses = []
-                batches = batch_indices(n_train, config.batch_size, rng)
+                batches = batch_indices(n_train, config.batch_size, self.rng)
                 for step, idx in enumerate(_progress(batches, epoch, progress)):
                     if sigint.raised:
-                        raise TrainingInterrupted(run_dir, epoch)
+                        raise TrainingInterrupted(self.run_dir, epoch)
                     loss = step_fn(idx)
                     steps += 1
                     if steps == kill_at:      # fault injection for the crash tests
@@ -194,27 +203,22 @@ def _run(config, split, run_dir, h, sess, saver, writer, summaries, run_state, s
                     examples += len(idx)
                     if dry_run and step >= 1:
                         break
-                _check_finite(sess, h, epoch)
-                acc = sess.run(h.accuracy, feed_dict={h.X: split.X_valid, h.y: split.y_valid})
+                _check_finite(self.sess, h, epoch)
+                acc = self.sess.run(h.accuracy, feed_dict={h.X: split.X_valid, h.y: split.y_valid})
                 seconds = time.perf_counter() - t_epoch
                 result.accuracies.append(acc)
                 result.losses.append(float(np.mean(step_losses)))
                 result.epoch_seconds.append(seconds)
-                _say(out, epoch, "Validation accuracy:", acc, f"(epoch {seconds:.2f} s)")
-                _write_epoch_summaries(writer, sess, summaries, epoch, acc, result)
-                state = {"epoch": epoch + 1, "rng": _rng_to_json(rng.get_state()),
-                         "accuracies": [float(a) for a in result.accuracies],
-                         "losses": result.losses, "epoch_seconds": result.epoch_seconds}
-                sess.run(set_run_state, feed_dict={run_state_in: json.dumps(state)})
-                result.checkpoint = _save(sess, saver, h, run_dir, epoch, config.keep_checkpoints)
+                _say(self.out, epoch, "Validation accuracy:", acc, f"(epoch {seconds:.2f} s)")
+                self._end_epoch(epoch)
                 if sigint.raised:
-                    raise TrainingInterrupted(run_dir, epoch + 1)
+                    raise TrainingInterrupted(self.run_dir, epoch + 1)
                 if dry_run:
                     break
         result.train_seconds = time.perf_counter() - t_train
         result.examples_per_second = examples / max(result.train_seconds, 1e-9)
-        result.test_accuracy = sess.run(h.accuracy, feed_dict={h.X: split.X_test, h.y: split.y_test})
-        runs.write_json_atomic(os.path.join(run_dir, runs.RESULTS_FILE), {
+        result.test_accuracy = self.sess.run(h.accuracy, feed_dict={h.X: split.X_test, h.y: split.y_test})
+        runs.write_json_atomic(os.path.join(self.run_dir, runs.RESULTS_FILE), {
             "validation_accuracy": [float(a) for a in result.accuracies],
             "validation_accuracy_printed": [str(a) for a in result.accuracies],
             "training_loss": result.losses, "epoch_seconds": result.epoch_seconds,
@@ -222,6 +226,16 @@ def _run(config, split, run_dir, h, sess, saver, writer, summaries, run_state, s
             "train_seconds": result.train_seconds, "checkpoint": os.path.basename(result.checkpoint),
         })
         return result
+
+    def _end_epoch(self, epoch):
+        """TensorBoard first, then the checkpoint: a kill in between only repeats the epoch."""
+        result = self.result
+        _write_epoch_summaries(self.writer, self.sess, self.histograms, epoch, result)
+        state = {"epoch": epoch + 1, "rng": _rng_to_json(self.rng.get_state()),
+                 "accuracies": [float(a) for a in result.accuracies],
+                 "losses": result.losses, "epoch_seconds": result.epoch_seconds}
+        self.sess.run(self.set_run_state, feed_dict={self.run_state_in: json.dumps(state)})
+        result.checkpoint = _save(self.sess, self.saver, self.run_dir, epoch, self.config.keep_checkpoints)
 
 
 def _progress(batches, epoch, enabled):
@@ -241,7 +255,7 @@ def _check_finite(sess, h, epoch):
                                  "nothing from this epoch was saved; try a smaller --learning-rate")
 
 
-def _save(sess, saver, h, run_dir, epoch, keep):
+def _save(sess, saver, run_dir, epoch, keep):
     prefix = runs.checkpoint_prefix(run_dir, epoch)
     saver.save(sess, prefix, write_meta_graph=False, write_state=False)
     runs.link_meta(run_dir, prefix)
@@ -263,9 +277,9 @@ def _histogram_summaries(h):
         return tf1.summary.merge([tf1.summary.histogram(v.op.name, v) for v in h.model_variables])
 
 
-def _write_epoch_summaries(writer, sess, summaries, epoch, acc, result):
+def _write_epoch_summaries(writer, sess, summaries, epoch, result):
     scalars = tf1.Summary(value=[
-        tf1.Summary.Value(tag="validation_accuracy", simple_value=float(acc)),
+        tf1.Summary.Value(tag="validation_accuracy", simple_value=float(result.accuracies[-1])),
         tf1.Summary.Value(tag="training_loss", simple_value=result.losses[-1]),
         tf1.Summary.Value(tag="epoch_seconds", simple_value=result.epoch_seconds[-1]),
     ])
