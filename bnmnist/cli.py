@@ -11,6 +11,7 @@ import argparse
 import math
 import os
 import sys
+import time
 
 from . import data, runs
 from .config import PRESETS, Config, load_config
@@ -18,7 +19,7 @@ from .errors import BnmnistError, NumericalError
 
 EXIT_USAGE, EXIT_NUMERICAL, EXIT_INTERRUPTED = 2, 3, 130
 # Flags that keep a resumed run the run it was: anything else would change its result.
-RESUME_ALLOWED = {"epochs", "data", "logdir", "quiet", "resume"}
+RESUME_ALLOWED = {"epochs", "data", "logdir", "quiet", "resume", "threads"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -66,6 +67,16 @@ def _seed(text):
     return value
 
 
+def _threads(text):
+    try:
+        intra, inter = (int(t) for t in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be INTRA,INTER (two integers), got {text!r}") from None
+    if intra < 0 or inter < 0:
+        raise argparse.ArgumentTypeError(f"thread counts must be 0 (TensorFlow's default) or more, got {text!r}")
+    return intra, inter
+
+
 def build_parser():
     d = Config()
     p = _Parser(prog="bnmnist-train", allow_abbrev=False, description=(
@@ -87,6 +98,9 @@ def build_parser():
                         "tf2: TF 2.x's own (default: tf1)")
     p.add_argument("--feed-dict", action="store_true",
                    help="use the book's own feed_dict loop instead of the faster in-graph batches")
+    p.add_argument("--threads", type=_threads, metavar="INTRA,INTER",
+                   help="Session thread pools, 0 = one per core; speed only, same results "
+                        "(default: 1,2)")
     p.add_argument("--data", metavar="PATH",
                    help=f"mnist.npz or a folder with the four MNIST IDX files (default: "
                         f"${data.ENV_VAR}, then the Keras cache, then a download)")
@@ -102,7 +116,8 @@ def config_from_args(args):
     cfg = PRESETS[args.preset]
     changes = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size),
                                  ("learning_rate", args.learning_rate), ("momentum", args.momentum),
-                                 ("seed", args.seed), ("seeding", args.seeding)) if v is not None}
+                                 ("seed", args.seed), ("seeding", args.seeding),
+                                 ("threads", args.threads)) if v is not None}
     if args.feed_dict:
         changes["loop"] = "feed_dict"
     return cfg.replace(**changes)
@@ -132,6 +147,8 @@ def prepare(argv):
         cfg = load_config(os.path.join(run_dir, runs.CONFIG_FILE))
         if args.epochs is not None:
             cfg = cfg.replace(epochs=args.epochs)
+        if args.threads is not None:
+            cfg = cfg.replace(threads=args.threads)
         if not runs.read_state(run_dir):
             raise BnmnistError(f"{run_dir} has no completed epoch to resume from; start a new run")
         runs.check_logdir(run_dir)
@@ -155,6 +172,7 @@ def prepare(argv):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
+    t0 = time.perf_counter()
     try:
         cfg, split, info, logdir, resume_dir, args = prepare(argv)
     except BnmnistError as e:
@@ -165,8 +183,10 @@ def main(argv=None):
         return EXIT_INTERRUPTED
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")   # hide TensorFlow's start-up chatter
     run_dir = resume_dir
+    t_data = time.perf_counter()
     try:
         from .trainer import TrainingInterrupted, train   # imports TensorFlow
+        t_tf = time.perf_counter()
         run_dir = resume_dir or runs.new_run_dir(logdir)
         print(f"Run folder: {run_dir}", flush=True)
         result = train(cfg, split, run_dir, resume=resume_dir is not None, dry_run=args.dry_run,
@@ -186,6 +206,9 @@ def main(argv=None):
         print(f"bnmnist-train: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     print("Test accuracy:", result.test_accuracy)   # float32, printed as the book prints
+    print(f"Start-up before the first step: {t_tf - t0 + result.startup_seconds:.1f} s "
+          f"(flags and data {t_data - t0:.1f} s, TensorFlow import {t_tf - t_data:.1f} s, "
+          f"graph and session {result.startup_seconds:.1f} s)")
     print(f"Training took {result.train_seconds:.1f} s "
           f"({result.examples_per_second:,.0f} examples/s); run saved in {run_dir}")
     return 0

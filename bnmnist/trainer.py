@@ -60,13 +60,16 @@ class Result:
     train_seconds: float = 0.0
     examples_per_second: float = 0.0
     checkpoint: str = ""
+    startup_seconds: float = 0.0                       # train() entry to the first step
 
 
-def session_config():
-    # Two inter-op threads let independent ops (the two gradient matmuls of a layer) run at once;
-    # one intra-op thread per op avoids Eigen's sharding overhead at batch 200. Float results are
-    # the same under any of these settings (tests/test_trainer.py compares loops and settings).
-    return tf1.ConfigProto(intra_op_parallelism_threads=1, inter_op_parallelism_threads=2)
+def session_config(threads=(1, 2)):
+    """(intra-op, inter-op) threads; 0 means TensorFlow's default (one per core). The default
+    (1, 2) lets independent ops, such as a layer's two gradient matmuls, run at once, while
+    single-threaded kernels skip Eigen's sharding overhead at batch 200. The float results do not
+    depend on these settings (benchmarks/README.md; tests/test_training.py checks one)."""
+    intra, inter = threads
+    return tf1.ConfigProto(intra_op_parallelism_threads=intra, inter_op_parallelism_threads=inter)
 
 
 def _step_function(sess, h, split, config):
@@ -124,7 +127,9 @@ def train(config, split, run_dir, *, resume=False, dry_run=False, out=sys.stdout
         runs.write_json_atomic(os.path.join(run_dir, runs.CONFIG_FILE), config.to_json())
         if data_info is not None:
             runs.write_json_atomic(os.path.join(run_dir, runs.DATA_FILE), data_info)
+    t_start = time.perf_counter()
     run = _Run(config, split, run_dir, resume, out)
+    run.t_start = t_start
     try:
         with run.h.graph.as_default():
             return run.train(dry_run, progress)
@@ -151,7 +156,7 @@ class _Run:
                 meta = self.saver.export_meta_graph()
                 _write_bytes_atomic(os.path.join(run_dir, runs.GRAPH_META), meta.SerializeToString())
         self.rng = np.random.RandomState(config.seed)        # the book's np.random.seed(42)
-        self.sess = tf1.Session(graph=h.graph, config=session_config())
+        self.sess = tf1.Session(graph=h.graph, config=session_config(config.threads))
         self.result = Result(run_dir)
 
     def close(self):
@@ -182,6 +187,7 @@ class _Run:
         kill_at = int(os.environ.get("BNMNIST_TEST_SIGKILL_AT_STEP", "-1"))  # crash tests only
         examples = steps = 0
         t_train = time.perf_counter()
+        result.startup_seconds = t_train - self.t_start
         with _SigintFlag() as sigint:
             for epoch in range(start_epoch, config.epochs):
                 t_epoch = time.perf_counter()

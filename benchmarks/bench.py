@@ -1,0 +1,161 @@
+"""Speed benchmark: bnmnist's default path, its --feed-dict path and the book's own code.
+
+    python benchmarks/bench.py --data ../shared/data/mnist [--rounds 3] [--epochs 20]
+        [--peer jax_scan=/path/to/venv/bin/python] ...
+
+Every implementation runs once per round, in interleaved order, as a separate process. For each it
+reports the median and min-max of the training loop (per-epoch validation included, imports and
+start-up excluded; for bnmnist the "Training took" figure, for the book and the peers their own
+``train_s``), its ratio to ``book_reference.py``, the fraction of this machine's matmul floor
+(measured in the same run with NumPy on every matrix shape of the workload), whether its table
+equals the book's, the whole-process wall time and peak resident memory (``wait4``), and, for
+bnmnist, the start-up before the first step. Peers from ``../shared/peers`` run with the Python
+given by ``--peer NAME=PYTHON`` (their own virtual environments); ``numpy_ref`` and ``keras3_fit``
+run with this Python when it has what they need.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BOOK = ["0.8952", "0.9202", "0.9318", "0.9422", "0.9468", "0.954", "0.9568", "0.96", "0.962", "0.9638",
+        "0.9662", "0.9682", "0.9672", "0.9696", "0.9706", "0.9704", "0.9718", "0.9726", "0.9738", "0.9742"]
+PEER_SCRIPTS = {"jax_scan": ("jax_jit.py", ["--mode", "scan"]), "jax_step": ("jax_jit.py", ["--mode", "step"]),
+                "torch_eager": ("torch_eager.py", []), "keras3_fit": ("keras3_fit.py", []),
+                "numpy_ref": ("numpy_ref.py", [])}
+
+
+def run_measured(cmd, env):
+    """(stdout, wall seconds, peak RSS MiB, return code) of one process."""
+    t = time.perf_counter()
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    out = p.stdout.read()
+    _, status, usage = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    return out, time.perf_counter() - t, usage.ru_maxrss / 1024, p.returncode
+
+
+def parse_bnmnist(out):
+    table = [l.split()[3] for l in out.splitlines() if " Validation accuracy: " in l]
+    run_dir = next(l.split(": ", 1)[1] for l in out.splitlines() if l.startswith("Run folder: "))
+    res = json.load(open(os.path.join(run_dir, "results.json")))
+    startup = next(float(l.split(": ")[1].split()[0]) for l in out.splitlines() if l.startswith("Start-up"))
+    return res["train_seconds"], table, startup
+
+
+def parse_book(out):
+    table = [l.split()[3] for l in out.splitlines() if " Validation accuracy: " in l]
+    train_s = next(float(l.split()[1]) for l in out.splitlines() if l.startswith("train_s"))
+    return train_s, table, None
+
+
+def parse_peer(out):
+    res = json.loads(next(l for l in out.splitlines() if l.startswith("RESULT "))[7:])
+    return res["train_s"], [str(a) for a in res["accs"]], None
+
+
+def matmul_floor(epochs, n_train=55000, batch=200, n_valid=5000, reps=30):
+    """Seconds the workload's matmuls take at NumPy's best throughput here (all cores)."""
+    import numpy as np
+    sizes = (784, 300, 100, 10)
+    rng = np.random.default_rng(0)
+
+    def best(m, k, n):
+        a = rng.random((m, k), dtype=np.float32)
+        b = rng.random((k, n), dtype=np.float32)
+        for _ in range(3):
+            a @ b
+        times = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            a @ b
+            times.append(time.perf_counter() - t)
+        return min(times)
+
+    step = 0.0
+    for i, (k, n) in enumerate(zip(sizes[:-1], sizes[1:])):
+        step += best(batch, k, n)            # forward
+        step += best(k, batch, n)            # weight gradient
+        if i > 0:
+            step += best(batch, n, k)        # input gradient (none for the first layer)
+    valid = sum(best(n_valid, k, n) for k, n in zip(sizes[:-1], sizes[1:]))
+    flops = sum(2 * batch * k * n * (3 if i else 2) for i, (k, n) in enumerate(zip(sizes[:-1], sizes[1:])))
+    return epochs * (n_train // batch * step + valid), flops
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=os.environ.get("BNMNIST_DATA"), help="MNIST IDX folder (default: $BNMNIST_DATA)")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--peers", default=os.path.join(ROOT, "..", "shared", "peers"), help="peer scripts folder")
+    ap.add_argument("--peer", action="append", default=[], metavar="NAME=PYTHON",
+                    help=f"also run a peer with its own Python ({', '.join(PEER_SCRIPTS)})")
+    ap.add_argument("--extra", action="append", default=[], metavar="FLAGS",
+                    help='also run bnmnist with these flags, e.g. --extra "--threads 2,1"')
+    args = ap.parse_args()
+    if not args.data or not os.path.isdir(args.data):
+        sys.exit("bench: pass the MNIST IDX folder with --data or BNMNIST_DATA")
+    logdir = tempfile.mkdtemp(prefix="bnmnist-bench-")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", MNIST_DIR=os.path.abspath(args.data),
+               N_EPOCHS=str(args.epochs), OUT_DIR=logdir)
+    env.pop("TF_USE_LEGACY_KERAS", None)
+    train = [os.path.join(ROOT, "scripts", "train.py"), "--data", args.data, "--logdir", logdir,
+             "--epochs", str(args.epochs), "--quiet"]
+    contenders = {
+        "bnmnist (default)": ([sys.executable, *train], parse_bnmnist),
+        "bnmnist --feed-dict": ([sys.executable, *train, "--feed-dict"], parse_bnmnist),
+        "book_reference": ([sys.executable, os.path.join(args.peers, "book_reference.py"), str(args.epochs)], parse_book),
+    }
+    for flags in args.extra:
+        contenders[f"bnmnist {flags}"] = ([sys.executable, *train, *flags.split()], parse_bnmnist)
+    for spec in args.peer:
+        name, python = spec.split("=", 1)
+        script, extra = PEER_SCRIPTS[name]
+        contenders[name] = ([python, os.path.join(args.peers, script), *extra], parse_peer)
+    for name in ("numpy_ref", "keras3_fit"):
+        if name not in contenders:
+            script, extra = PEER_SCRIPTS[name]
+            contenders[name] = ([sys.executable, os.path.join(args.peers, script), *extra], parse_peer)
+
+    floor, step_flops = matmul_floor(args.epochs)
+    print(f"matmul floor for {args.epochs} epochs: {floor:.2f} s ({step_flops / 1e6:.2f} MFLOP per step)", flush=True)
+    samples = {name: [] for name in contenders}
+    for r in range(args.rounds):
+        for name, (cmd, parse) in contenders.items():
+            out, wall, rss, rc = run_measured(cmd, env)
+            if rc != 0:
+                print(f"round {r + 1}: {name} failed (exit {rc}); left out", flush=True)
+                continue
+            train_s, table, startup = parse(out)
+            samples[name].append((train_s, wall, rss, table, startup))
+            print(f"round {r + 1}: {name}: loop {train_s:.2f} s, process {wall:.2f} s, peak {rss:.0f} MiB"
+                  + (f", start-up {startup:.1f} s" if startup is not None else ""), flush=True)
+    floor2, _ = matmul_floor(args.epochs)
+    floor = min(floor, floor2)
+    book = statistics.median(s[0] for s in samples["book_reference"])
+    print(f"\n{args.rounds} interleaved rounds, {args.epochs} epochs; matmul floor {floor:.2f} s (min of two measurements)")
+    print("| implementation | loop s median | min-max | ratio to book | floor fraction | table = book | process s | peak MiB | start-up s |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name, rows in samples.items():
+        if not rows:
+            print(f"| {name} | failed | | | | | | | |")
+            continue
+        loops = [r[0] for r in rows]
+        med = statistics.median(loops)
+        tables = {tuple(r[3]) for r in rows}
+        agree = "yes" if tables == {tuple(BOOK[:args.epochs])} else (
+            f"{sum(a == b for a, b in zip(rows[0][3], BOOK))}/{args.epochs}" + (" (varies)" if len(tables) > 1 else ""))
+        startups = [r[4] for r in rows if r[4] is not None]
+        startup = f"{statistics.median(startups):.1f}" if startups else "-"
+        print(f"| {name} | {med:.2f} | {min(loops):.2f}-{max(loops):.2f} | {med / book:.2f} | "
+              f"{floor / med:.2f} | {agree} | {statistics.median(r[1] for r in rows):.1f} | "
+              f"{max(r[2] for r in rows):.0f} | {startup} |")
+
+if __name__ == "__main__":
+    main()
