@@ -98,6 +98,9 @@ def build_parser():
                         "tf2: TF 2.x's own (default: tf1)")
     p.add_argument("--feed-dict", action="store_true",
                    help="use the book's own feed_dict loop instead of the faster in-graph batches")
+    p.add_argument("--xla", action="store_true",
+                   help="opt-in XLA auto-clustering; changes the float operations, so not the "
+                        "book's table")
     p.add_argument("--threads", type=_threads, metavar="INTRA,INTER",
                    help="Session thread pools, 0 = one per core; speed only, same results "
                         "(default: 1,2)")
@@ -120,6 +123,8 @@ def config_from_args(args):
                                  ("threads", args.threads)) if v is not None}
     if args.feed_dict:
         changes["loop"] = "feed_dict"
+    if args.xla:
+        changes["xla"] = True
     return cfg.replace(**changes)
 
 

@@ -52,6 +52,9 @@ class Config:
     # (intra-op, inter-op) threads of the Session; 0 = TensorFlow's default. Speed only: the
     # float results are the same under any setting.
     threads: tuple = (1, 2)
+    # Opt-in XLA auto-clustering of the training graph. Changes the float operations (fused
+    # kernels), so the table is not the book's; measured slower on CPU here (benchmarks/).
+    xla: bool = False
 
     @property
     def layer_sizes(self):

@@ -72,6 +72,16 @@ def session_config(threads=(1, 2)):
     return tf1.ConfigProto(intra_op_parallelism_threads=intra, inter_op_parallelism_threads=inter)
 
 
+def _xla_session_config(config):
+    """Auto-clustering on CPU needs TF_XLA_FLAGS, read when the first XLA pass runs."""
+    flags = os.environ.get("TF_XLA_FLAGS", "")
+    if "--tf_xla_cpu_global_jit" not in flags:
+        os.environ["TF_XLA_FLAGS"] = (flags + " --tf_xla_auto_jit=2 --tf_xla_cpu_global_jit").strip()
+    proto = session_config(config.threads)
+    proto.graph_options.optimizer_options.global_jit_level = tf1.OptimizerOptions.ON_1
+    return proto
+
+
 def _step_function(sess, h, split, config):
     """One training step as a callable: ``step(idx) -> loss``. Both loops run the same fetches
     (training op, update ops, loss) with ``training=True``; they differ only in how the batch
@@ -156,7 +166,8 @@ class _Run:
                 meta = self.saver.export_meta_graph()
                 _write_bytes_atomic(os.path.join(run_dir, runs.GRAPH_META), meta.SerializeToString())
         self.rng = np.random.RandomState(config.seed)        # the book's np.random.seed(42)
-        self.sess = tf1.Session(graph=h.graph, config=session_config(config.threads))
+        self.sess = tf1.Session(graph=h.graph, config=_xla_session_config(config) if config.xla
+                                else session_config(config.threads))
         self.result = Result(run_dir)
 
     def close(self):

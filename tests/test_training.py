@@ -1,6 +1,8 @@
 """The trainer: the book's batches, the published table on real MNIST, determinism, run folders."""
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -9,7 +11,7 @@ import tensorflow as tf
 from bnmnist import data, runs
 from bnmnist.config import Config
 from bnmnist.trainer import batch_indices, shuffle_batch, train
-from conftest import BOOK_TABLE, run_dir_from, run_train, table_from
+from conftest import BOOK_TABLE, ROOT, run_dir_from, run_train, table_from
 
 
 def book_shuffle_batch(X, y, batch_size):
@@ -84,17 +86,19 @@ def test_run_folder_holds_config_checkpoints_and_events(book_runs):
     assert results["validation_accuracy_printed"] == BOOK_TABLE
 
 
-def test_graph_loop_and_feed_dict_loop_give_identical_results(mnist_dir, tmp_path):
+def test_default_loop_feed_dict_loop_and_thread_settings_give_identical_results(mnist_dir, tmp_path):
     split = data.split(data.load(mnist_dir))
     values = []
-    for loop in ("graph", "feed_dict"):
+    for changes in ({}, {"loop": "feed_dict"}, {"threads": (2, 1)}):
         run_dir = runs.new_run_dir(str(tmp_path))
-        result = train(Config(epochs=2, loop=loop), split, run_dir, out=None)
-        values.append((result.accuracies, final_variables(run_dir)))
-    (acc_g, var_g), (acc_f, var_f) = values
-    assert [str(a) for a in acc_g] == [str(a) for a in acc_f] == BOOK_TABLE[:2]
-    for name in var_g:   # measured: bit-identical, so no tolerance is needed
-        assert var_g[name].tobytes() == var_f[name].tobytes(), name
+        result = train(Config(epochs=2, **changes), split, run_dir, out=None)
+        values.append(([str(a) for a in result.accuracies], final_variables(run_dir)))
+    (acc_default, var_default), *others = values
+    assert acc_default == BOOK_TABLE[:2]
+    for acc, variables in others:
+        assert acc == acc_default
+        for name in var_default:   # measured: bit-identical, so no tolerance is needed
+            assert var_default[name].tobytes() == variables[name].tobytes(), name
 
 
 def test_dry_run_trains_a_couple_of_steps_and_saves_a_checkpoint(tiny_mnist, tmp_path):
@@ -104,6 +108,19 @@ def test_dry_run_trains_a_couple_of_steps_and_saves_a_checkpoint(tiny_mnist, tmp
     run_dir = run_dir_from(p.stdout)
     assert len(runs.read_state(run_dir)) == 1
     assert "Training took" in p.stdout and "examples/s" in p.stdout
+    assert "Start-up before the first step:" in p.stdout and "TensorFlow import" in p.stdout
+    assert " s)" in table_lines(p.stdout)[0]                  # each epoch says how long it took
+
+
+def table_lines(stdout):
+    return [line for line in stdout.splitlines() if " Validation accuracy: " in line]
+
+
+def test_importing_the_package_and_cli_does_not_import_tensorflow():
+    code = ("import sys, bnmnist, bnmnist.cli, bnmnist.data, bnmnist.config, bnmnist.runs; "
+            "print('tensorflow' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT).stdout
+    assert out.strip() == "False"
 
 
 def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path):
