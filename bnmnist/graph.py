@@ -23,7 +23,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import partial
 
-import numpy as np
 import tensorflow as tf
 
 from . import layers
@@ -156,13 +155,3 @@ def _in_graph_data(config):
         X_batch = tf.gather(X_data.value(), batch_idx, name="X_batch")
         y_batch = tf.gather(y_data.value(), batch_idx, name="y_batch")
     return DataHandles(X_in, y_in, load, batch_idx, X_batch, y_batch)
-
-
-def variable_values(sess, graph):
-    """Name -> NumPy value of every global variable (for comparing runs bit for bit)."""
-    variables = graph.get_collection(tf1.GraphKeys.GLOBAL_VARIABLES)
-    return dict(zip((v.op.name for v in variables), sess.run(variables)))
-
-
-def all_finite(values):
-    return all(np.all(np.isfinite(v)) for v in values.values() if np.issubdtype(v.dtype, np.floating))

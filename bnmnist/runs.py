@@ -63,14 +63,20 @@ def new_run_dir(logdir, now=None):
     raise RunFolderError(f"could not find a free run folder name under {logdir}")
 
 
-def write_json_atomic(path, obj):
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2)
-        f.write("\n")
+def write_bytes_atomic(path, data):
+    """Write to a temporary name, flush to disk, then rename over ``path``: readers (and a
+    process killed half-way) see the old file or the new one, never a partial one."""
+    folder, base = os.path.split(path)
+    tmp = os.path.join(folder, f".{base}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def write_json_atomic(path, obj):
+    write_bytes_atomic(path, (json.dumps(obj, indent=2) + "\n").encode("utf-8"))
 
 
 def read_json(path):
@@ -130,12 +136,7 @@ def write_state(run_dir, prefixes):
     rel = [os.path.basename(p) for p in prefixes]
     text = f'model_checkpoint_path: "{rel[-1]}"\n' + "".join(
         f'all_model_checkpoint_paths: "{r}"\n' for r in rel)
-    tmp = os.path.join(run_dir, f".{STATE_FILE}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, os.path.join(run_dir, STATE_FILE))
+    write_bytes_atomic(os.path.join(run_dir, STATE_FILE), text.encode("utf-8"))
 
 
 def checkpoint_files(prefix):

@@ -164,7 +164,7 @@ class _Run:
             self.writer = tf1.summary.FileWriter(run_dir, graph=None if resume else h.graph)
             if not resume:
                 meta = self.saver.export_meta_graph()
-                _write_bytes_atomic(os.path.join(run_dir, runs.GRAPH_META), meta.SerializeToString())
+                runs.write_bytes_atomic(os.path.join(run_dir, runs.GRAPH_META), meta.SerializeToString())
         self.rng = np.random.RandomState(config.seed)        # the book's np.random.seed(42)
         self.sess = tf1.Session(graph=h.graph, config=_xla_session_config(config) if config.xla
                                 else session_config(config.threads))
@@ -278,15 +278,6 @@ def _save(sess, saver, run_dir, epoch, keep):
     runs.link_meta(run_dir, prefix)
     runs.commit_checkpoint(run_dir, prefix, keep)
     return prefix
-
-
-def _write_bytes_atomic(path, data):
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _histogram_summaries(h):
