@@ -81,3 +81,17 @@ def test_every_kind_of_bad_data_is_one_clear_error(tmp_path, tiny_mnist):
         assert needle in message, f"{name}: {message}"
         assert "\n" not in message, name
         assert os.path.basename(path.rstrip("/")) in message or tmp_path.name in message, name
+
+
+def test_offline_download_fails_in_one_line_saying_how_to_pass_a_local_copy(tmp_path):
+    """The real download path (Keras get_file with its checksum) runs; offline it must fail
+    clearly. Where a network is reachable the download may succeed instead, which is fine."""
+    from conftest import run_train
+    p = run_train("--logdir", tmp_path / "logs", "--dry-run", env={"KERAS_HOME": str(tmp_path / "keras")})
+    if p.returncode == 0:
+        pytest.skip("this machine could download MNIST")
+    assert p.returncode == 2
+    err = [l for l in p.stderr.splitlines() if l.startswith("bnmnist-train: error:")]
+    assert len(err) == 1 and "could not download MNIST" in err[0] and "--data PATH" in err[0]
+    assert "Traceback" not in p.stderr
+    assert not (tmp_path / "logs").exists() or os.listdir(tmp_path / "logs") == []

@@ -132,3 +132,13 @@ def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path):
     for f in folders:
         open(os.path.join(f, "config.json"), "w").write("{}")
     assert runs.latest_run(str(tmp_path)) == folders[-1]
+
+
+def test_console_script_is_the_same_entry_point(tiny_mnist, tmp_path):
+    exe = os.path.join(os.path.dirname(sys.executable), "bnmnist-train")
+    if not os.path.exists(exe):
+        pytest.skip("bnmnist-train is not installed (pip install -e .)")
+    p = subprocess.run([exe, "--data", tiny_mnist, "--logdir", str(tmp_path), "--dry-run"],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert len(table_from(p.stdout)) == 1 and run_dir_from(p.stdout).startswith(str(tmp_path))
