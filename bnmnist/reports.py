@@ -38,6 +38,8 @@ def plot_runs(run_dirs, out=None, book=False, title=None):
         raise RunFolderError("plotting needs matplotlib: pip install -e \".[notebook]\"") from None
     out = out or os.path.join(run_dirs[0], "validation_accuracy.png")
     fig, ax = plt.subplots(figsize=(8, 5))
+    if len(run_dirs) > 10:          # the default cycle repeats after ten colours
+        ax.set_prop_cycle(color=plt.cm.tab20.colors)
     for run_dir in run_dirs:
         results = load_results(run_dir)
         cfg = load_config(os.path.join(run_dir, runs.CONFIG_FILE))
