@@ -96,6 +96,8 @@ def main():
     ap.add_argument("--peers", default=os.path.join(ROOT, "..", "shared", "peers"), help="peer scripts folder")
     ap.add_argument("--peer", action="append", default=[], metavar="NAME=PYTHON",
                     help=f"also run a peer with its own Python ({', '.join(PEER_SCRIPTS)})")
+    ap.add_argument("--skip", action="append", default=[], metavar="NAME",
+                    help="leave out numpy_ref or keras3_fit")
     ap.add_argument("--extra", action="append", default=[], metavar="FLAGS",
                     help='also run bnmnist with these flags, e.g. --extra "--threads 2,1"')
     args = ap.parse_args()
@@ -119,7 +121,7 @@ def main():
         script, extra = PEER_SCRIPTS[name]
         contenders[name] = ([python, os.path.join(args.peers, script), *extra], parse_peer)
     for name in ("numpy_ref", "keras3_fit"):
-        if name not in contenders:
+        if name not in contenders and name not in args.skip:
             script, extra = PEER_SCRIPTS[name]
             contenders[name] = ([sys.executable, os.path.join(args.peers, script), *extra], parse_peer)
 
