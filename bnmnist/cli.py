@@ -99,8 +99,8 @@ def build_parser():
     p.add_argument("--feed-dict", action="store_true",
                    help="use the book's own feed_dict loop instead of the faster in-graph batches")
     p.add_argument("--xla", action="store_true",
-                   help="opt-in XLA auto-clustering; changes the float operations, so not the "
-                        "book's table")
+                   help="opt-in XLA auto-clustering of the Session (may change the float "
+                        "operations; measured no faster here)")
     p.add_argument("--threads", type=_threads, metavar="INTRA,INTER",
                    help="Session thread pools, 0 = one per core; speed only, same results "
                         "(default: 1,2)")
@@ -166,7 +166,11 @@ def prepare(argv):
     info = {"source": mnist.source, "sha256": mnist.fingerprint(),
             "n_train": len(split.X_train), "n_valid": len(split.X_valid), "n_test": len(split.X_test)}
     if args.resume:
-        saved = runs.read_json(os.path.join(run_dir, runs.DATA_FILE))
+        try:
+            saved = runs.read_json(os.path.join(run_dir, runs.DATA_FILE))
+        except (OSError, ValueError) as e:
+            raise BnmnistError(f"{run_dir}: cannot read {runs.DATA_FILE} ({e}); this run folder "
+                               "is damaged or not a bnmnist run") from None
         if saved.get("sha256") != info["sha256"]:
             raise BnmnistError(f"the data differs from the data {run_dir} was trained on "
                                f"({saved.get('source')}); pass that copy with --data")

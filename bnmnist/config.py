@@ -52,8 +52,8 @@ class Config:
     # (intra-op, inter-op) threads of the Session; 0 = TensorFlow's default. Speed only: the
     # float results are the same under any setting.
     threads: tuple = (1, 2)
-    # Opt-in XLA auto-clustering of the training graph. Changes the float operations (fused
-    # kernels), so the table is not the book's; measured slower on CPU here (benchmarks/).
+    # Opt-in XLA auto-clustering of the Session. Fused kernels may change the float operations;
+    # measured here (README, Speed): the same table and no faster, so it stays off.
     xla: bool = False
 
     @property

@@ -73,6 +73,12 @@ def _bad_folder_cases(tmp_path, tiny, tiny_run):
     empty_run = tmp_path / "run-20260101000000"
     empty_run.mkdir()
     (empty_run / "config.json").write_text(json.dumps(Config().to_json()))
+    no_data_json = tmp_path / "run-20260101000001"
+    shutil.copytree(tiny_run, no_data_json)
+    os.remove(no_data_json / "data.json")
+    broken_config = tmp_path / "run-20260101000002"
+    shutil.copytree(tiny_run, broken_config)
+    (broken_config / "config.json").write_text("{not json")
     d = ["--data", tiny]
     return [
         ("logdir is a file", d + ["--logdir", str(a_file)], "not a folder"),
@@ -82,6 +88,8 @@ def _bad_folder_cases(tmp_path, tiny, tiny_run):
         ("resume a run without checkpoints", d + ["--resume", str(empty_run)], "no completed epoch"),
         ("resume with a changed flag", d + ["--resume", tiny_run, "--learning-rate", "0.1"], "drop --learning-rate"),
         ("resume on other data", ["--data", str(tmp_path / "other.npz"), "--resume", tiny_run], "differs from the data"),
+        ("resume without data.json", d + ["--resume", str(no_data_json)], "cannot read data.json"),
+        ("resume with a broken config", d + ["--resume", str(broken_config)], "not a readable bnmnist config"),
     ]
 
 
