@@ -97,7 +97,8 @@ def build_parser():
                    help="tf1: the op seeds TF 1.x gave the book's graph (reproduces the book); "
                         "tf2: TF 2.x's own (default: tf1)")
     p.add_argument("--feed-dict", action="store_true",
-                   help="use the book's own feed_dict loop instead of the faster in-graph batches")
+                   help="use the book's own feed_dict loop instead of in-graph batches "
+                        "(same results; as fast within noise, 170 MiB less memory)")
     p.add_argument("--xla", action="store_true",
                    help="opt-in XLA auto-clustering of the Session (may change the float "
                         "operations; measured no faster here)")
