@@ -62,6 +62,16 @@ def tiny_mnist(tmp_path_factory):
     return str(folder)
 
 
+@pytest.fixture(scope="session")
+def tiny_run(tiny_mnist, tmp_path_factory):
+    """A finished 2-epoch run on the tiny data (batch 100): a run folder to restore, resume,
+    break and compare. Tests that change it work on a copy."""
+    p = run_train("--data", tiny_mnist, "--logdir", tmp_path_factory.mktemp("tiny_run"),
+                  "--epochs", "2", "--batch-size", "100")
+    assert p.returncode == 0, p.stderr
+    return run_dir_from(p.stdout)
+
+
 def run_train(*args, env=None, timeout=600, cwd=None):
     """Run ``python scripts/train.py ARGS`` in a fresh process; returns CompletedProcess."""
     full_env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")

@@ -17,14 +17,6 @@ from conftest import ROOT, run_dir_from, run_train
 tf1 = tf.compat.v1
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tiny_mnist, tmp_path_factory):
-    logdir = tmp_path_factory.mktemp("restore_logs")
-    p = run_train("--data", tiny_mnist, "--logdir", logdir, "--epochs", "2", "--batch-size", "100")
-    assert p.returncode == 0, p.stderr
-    return run_dir_from(p.stdout)
-
-
 def printed_test_accuracy(run_dir):
     return json.load(open(os.path.join(run_dir, "results.json")))["test_accuracy"]
 

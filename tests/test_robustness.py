@@ -36,15 +36,6 @@ def folder_digest(path):
     return h.hexdigest()
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tiny_mnist, tmp_path_factory):
-    """A finished 3-epoch run on the tiny data: a run folder to resume, break and compare."""
-    logdir = tmp_path_factory.mktemp("tiny_run")
-    p = run_train("--data", tiny_mnist, "--logdir", logdir, "--epochs", "3", "--batch-size", "100")
-    assert p.returncode == 0, p.stderr
-    return run_dir_from(p.stdout)
-
-
 def _bad_flag_cases(tiny):
     d = ["--data", tiny]
     return [
@@ -58,7 +49,7 @@ def _bad_flag_cases(tiny):
         ("learning rate negative", d + ["--learning-rate", "-0.1"], "positive finite"),
         ("learning rate nan", d + ["--learning-rate", "nan"], "positive finite"),
         ("learning rate inf", d + ["--learning-rate", "inf"], "positive finite"),
-        ("learning rate text", d + ["--learning-rate", "fast"], "positive number"),
+        ("learning rate text", d + ["--learning-rate", "fast"], "positive finite number"),
         ("momentum one", d + ["--momentum", "1"], "[0, 1)"),
         ("momentum negative", d + ["--momentum", "-0.1"], "[0, 1)"),
         ("seed negative", d + ["--seed", "-1"], "[0, 2**31)"),
