@@ -33,7 +33,7 @@ def kernel_initializer(kind, seed):
 
 def dense(inputs, units, name, clock, initializer="he", activation=None):
     n_in = int(inputs.shape[-1])
-    seed = clock.dense(name, n_in, units, initializer)
+    seed = clock.dense(name, units, initializer)
     with tf1.variable_scope(name):
         kernel = tf1.get_variable("kernel", [n_in, units], tf.float32,
                                   initializer=kernel_initializer(initializer, seed))

@@ -117,7 +117,7 @@ def read_state(run_dir):
     path = os.path.join(run_dir, STATE_FILE)
     if not os.path.isfile(path):
         return []
-    names = []
+    names, newest = [], None
     with open(path, encoding="utf-8") as f:
         for line in f:
             m = re.match(r'^all_model_checkpoint_paths:\s*"(.*)"\s*$', line.strip())
@@ -126,7 +126,7 @@ def read_state(run_dir):
             m = re.match(r'^model_checkpoint_path:\s*"(.*)"\s*$', line.strip())
             if m:
                 newest = m.group(1)
-    if names and names[-1] != newest:
+    if newest is not None and (not names or names[-1] != newest):
         names.append(newest)
     return [p if os.path.isabs(p) else os.path.join(run_dir, p) for p in names]
 

@@ -80,7 +80,7 @@ class TF1OpClock:
     def constant_variable(self, n_elements):
         self.count(constant_initializer_ops(n_elements) + VARIABLE_OPS)
 
-    def dense(self, name, n_in, units, initializer):
+    def dense(self, name, units, initializer):
         seed = self.random_variable(name + "/kernel", initializer)
         self.constant_variable(units)
         self.count(DENSE_OPS)

@@ -142,3 +142,10 @@ def test_console_script_is_the_same_entry_point(tiny_mnist, tmp_path):
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     assert len(table_from(p.stdout)) == 1 and run_dir_from(p.stdout).startswith(str(tmp_path))
+
+
+def test_state_file_with_only_the_newest_path_still_names_it(tmp_path):
+    (tmp_path / "checkpoint").write_text('model_checkpoint_path: "model.ckpt-3"\n')
+    assert runs.read_state(str(tmp_path)) == [str(tmp_path / "model.ckpt-3")]
+    (tmp_path / "checkpoint").write_text('all_model_checkpoint_paths: "model.ckpt-2"\n')
+    assert runs.read_state(str(tmp_path)) == [str(tmp_path / "model.ckpt-2")]
