@@ -75,12 +75,11 @@ def build_parser():
     p.add_argument("--seeding", choices=("tf1", "tf2"),
                    help="tf1: the op seeds TF 1.x gave the book's graph (reproduces the book); "
                         "tf2: TF 2.x's own (default: tf1)")
-    p.add_argument("--feed-dict", action="store_true",
-                   help="use the book's own feed_dict loop instead of in-graph batches "
-                        "(same results; as fast within noise, 170 MiB less memory)")
-    p.add_argument("--xla", action="store_true",
-                   help="opt-in XLA auto-clustering of the Session (may change the float "
-                        "operations; measured no faster here)")
+    p.add_argument("--loop", choices=("xla", "graph", "feed_dict"),
+                   help="xla: whole epochs compiled by XLA (the book's table, about twice as "
+                        "fast); graph: one Session call per step with in-graph batches; "
+                        "feed_dict: the book's own loop (default: xla)")
+    p.add_argument("--feed-dict", action="store_true", help="the same as --loop feed_dict")
     p.add_argument("--threads", type=_threads, metavar="INTRA,INTER",
                    help="Session thread pools, 0 = one per core; speed only, same results "
                         "(default: 1,2)")
@@ -101,10 +100,10 @@ def config_from_args(args):
                                  ("learning_rate", args.learning_rate), ("momentum", args.momentum),
                                  ("seed", args.seed), ("seeding", args.seeding),
                                  ("threads", args.threads)) if v is not None}
-    if args.feed_dict:
-        changes["loop"] = "feed_dict"
-    if args.xla:
-        changes["xla"] = True
+    if args.feed_dict and args.loop not in (None, "feed_dict"):
+        raise BnmnistError(f"--feed-dict and --loop {args.loop} contradict each other; pass one")
+    if args.loop or args.feed_dict:
+        changes["loop"] = args.loop or "feed_dict"
     return cfg.replace(**changes)
 
 

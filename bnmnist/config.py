@@ -15,7 +15,7 @@ from .errors import ConfigError
 ACTIVATIONS = ("elu", "leaky_relu")
 INITIALIZERS = ("he", "glorot_uniform")
 SEEDINGS = ("tf1", "tf2")
-LOOPS = ("graph", "feed_dict")
+LOOPS = ("xla", "graph", "feed_dict")
 
 
 @dataclass(frozen=True)
@@ -44,17 +44,16 @@ class Config:
     # "tf1": each initializer gets the op seed TF1 derived for the book's graph (see seeding.py),
     # which reproduces the published table; "tf2": TF 2.x's own per-graph counter.
     seeding: str = "tf1"
-    # "graph": batches gathered in-graph from the epoch's permutation (default, same float ops);
-    # "feed_dict": the book's own loop, one feed_dict per step. Measured equally fast here.
-    loop: str = "graph"
+    # "xla": whole epochs of the book's steps compiled by XLA (default; the book's table, about
+    # twice as fast; last bits of the variables differ from the per-step loops, see xla_loop.py);
+    # "graph": one Session call per step, batches gathered in-graph from the epoch's permutation;
+    # "feed_dict": the book's own loop, one feed_dict per step (same floats as "graph").
+    loop: str = "xla"
     # Saver's max_to_keep: the newest checkpoints kept in the run folder.
     keep_checkpoints: int = 5
     # (intra-op, inter-op) threads of the Session; 0 = TensorFlow's default. Speed only: the
     # float results are the same under any setting.
     threads: tuple = (1, 2)
-    # Opt-in XLA auto-clustering of the Session. Fused kernels may change the float operations;
-    # measured here (README, Speed): the same table and no faster, so it stays off.
-    xla: bool = False
 
     @property
     def layer_sizes(self):
@@ -73,11 +72,14 @@ class Config:
 
     @classmethod
     def from_json(cls, d):
+        d = dict(d)
+        # runs made before loop "xla" existed recorded an XLA auto-clustering switch, always off
+        if d.get("xla") is False:
+            del d["xla"]
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
             raise ConfigError(f"unknown configuration keys {sorted(unknown)}")
-        d = dict(d)
         for key in ("hidden", "threads"):
             if key in d:
                 d[key] = tuple(d[key])

@@ -46,6 +46,15 @@ def leaky_relu(z, name=None):
 ACTIVATIONS = {"elu": tf.nn.elu, "leaky_relu": leaky_relu}
 
 
+def layer_names(config):
+    """The book's names, layer by layer: ``(dense scope, batch-norm scope or None)``, i.e.
+    ``("hidden1", "batch_normalization")``, ``("hidden2", "batch_normalization_1")``, ...,
+    ``("outputs", "batch_normalization_<n>")``."""
+    dense_names = [f"hidden{i}" for i in range(1, len(config.hidden) + 1)] + ["outputs"]
+    return [(name, ("batch_normalization" + (f"_{i}" if i else "")) if config.batch_norm else None)
+            for i, name in enumerate(dense_names)]
+
+
 @dataclass
 class Handles:
     graph: tf.Graph
@@ -90,27 +99,24 @@ def build_graph(config, in_graph_data=False):
             training = (tf1.placeholder_with_default(False, shape=(), name="training")
                         if config.batch_norm else None)
         activation = ACTIVATIONS[config.activation]
-        n_bn = 0
+        (*hidden_names, (out_name, out_bn)) = layer_names(config)
 
-        def batch_norm(z):
-            nonlocal n_bn
-            name = "batch_normalization" + (f"_{n_bn}" if n_bn else "")
-            n_bn += 1
+        def batch_norm(z, name):
             return layers.batch_normalization(z, training, config.momentum, name, clock)
 
         with tf.name_scope("dnn"):
             dense = partial(layers.dense, clock=clock, initializer=config.initializer)
             z = X
-            for i, units in enumerate(config.hidden, start=1):
+            for units, (name, bn_name) in zip(config.hidden, hidden_names):
                 if config.batch_norm:
-                    z = batch_norm(dense(z, units, f"hidden{i}"))
+                    z = batch_norm(dense(z, units, name), bn_name)
                     with clock.same_as_tf1():
                         z = activation(z)
                 else:
-                    z = dense(z, units, f"hidden{i}", activation=activation)
-            logits = dense(z, config.n_outputs, "outputs")
+                    z = dense(z, units, name, activation=activation)
+            logits = dense(z, config.n_outputs, out_name)
             if config.batch_norm:
-                logits = batch_norm(logits)
+                logits = batch_norm(logits, out_bn)
             logits = tf.identity(logits, name="logits")
             probabilities = tf.nn.softmax(logits, name="probabilities")
         with tf.name_scope("loss"):
@@ -139,6 +145,8 @@ class DataHandles:
     batch_idx: tf.Tensor
     X_batch: tf.Tensor
     y_batch: tf.Tensor
+    X_data: object             # the local variables holding the training set
+    y_data: object
 
 
 def _in_graph_data(config):
@@ -154,4 +162,4 @@ def _in_graph_data(config):
         batch_idx = tf1.placeholder(tf.int32, (None,), name="batch_idx")
         X_batch = tf.gather(X_data.value(), batch_idx, name="X_batch")
         y_batch = tf.gather(y_data.value(), batch_idx, name="y_batch")
-    return DataHandles(X_in, y_in, load, batch_idx, X_batch, y_batch)
+    return DataHandles(X_in, y_in, load, batch_idx, X_batch, y_batch, X_data, y_data)

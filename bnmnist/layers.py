@@ -45,12 +45,16 @@ def dense(inputs, units, name, clock, initializer="he", activation=None):
     return outputs
 
 
+def moving_average_delta(moving, batch_stat, momentum):
+    """``(moving - batch_stat) * (1 - momentum)``, with 1 - momentum taken in Python double and
+    then float32: what TF1 did. The moving statistic is then ``assign_sub``-ed by it."""
+    decay = tf.convert_to_tensor(1.0 - momentum, dtype=tf.float32, name="decay")
+    return (moving - batch_stat) * decay
+
+
 def _assign_moving_average(variable, value, momentum):
     with tf.name_scope("AssignMovingAvg") as scope:
-        # 1 - momentum in Python double, then float32: what TF1 did.
-        decay = tf.convert_to_tensor(1.0 - momentum, dtype=tf.float32, name="decay")
-        update_delta = (variable - value) * decay
-        return tf1.assign_sub(variable, update_delta, name=scope)
+        return tf1.assign_sub(variable, moving_average_delta(variable, value, momentum), name=scope)
 
 
 def batch_normalization(inputs, training, momentum, name, clock):

@@ -72,20 +72,30 @@ def session_config(threads=(1, 2)):
     return tf1.ConfigProto(intra_op_parallelism_threads=intra, inter_op_parallelism_threads=inter)
 
 
-def _xla_session_config(config):
-    """Auto-clustering on CPU needs TF_XLA_FLAGS, read when the first XLA pass runs."""
-    flags = os.environ.get("TF_XLA_FLAGS", "")
-    if "--tf_xla_cpu_global_jit" not in flags:
-        os.environ["TF_XLA_FLAGS"] = (flags + " --tf_xla_auto_jit=2 --tf_xla_cpu_global_jit").strip()
-    proto = session_config(config.threads)
-    proto.graph_options.optimizer_options.global_jit_level = tf1.OptimizerOptions.ON_1
-    return proto
+class _StepLoop:
+    """The per-step loops: one Session call per batch, as in the book. ``run(start, stop)``
+    returns the steps' losses, ending right after the first non-finite one."""
+    chunk = 1                           # Ctrl-C and the progress bar see every step
+
+    def __init__(self, step):
+        self.step, self.batches = step, []
+
+    def start_epoch(self, batches):
+        self.batches = batches
+
+    def run(self, start, stop):
+        losses = []
+        for i in range(start, stop):
+            losses.append(float(self.step(self.batches[i])))
+            if not np.isfinite(losses[-1]):
+                break
+        return losses
 
 
-def _step_function(sess, h, split, config):
-    """One training step as a callable: ``step(idx) -> loss``. Both loops run the same fetches
-    (training op, update ops, loss) with ``training=True``; they differ only in how the batch
-    reaches ``X`` and ``y``."""
+def _training_loop(sess, h, split, config):
+    """The loop ``config.loop`` names. All run the same fetches per step (training op, update
+    ops, loss, with ``training=True``); "feed_dict" and "graph" differ only in how the batch
+    reaches ``X`` and ``y`` (identical floats); "xla" runs whole epochs (see xla_loop.py)."""
     fetches = [h.training_op, h.extra_update_ops, h.loss]
     extra = [h.training] if h.training is not None else []
     if config.loop == "feed_dict":     # the book's loop, verbatim
@@ -94,11 +104,14 @@ def _step_function(sess, h, split, config):
             if h.training is not None:
                 feed[h.training] = True
             return sess.run(fetches, feed_dict=feed)[2]
-        return step
+        return _StepLoop(step)
     sess.run(h.data.load, feed_dict={h.data.X_in: split.X_train, h.data.y_in: split.y_train})
+    if config.loop == "xla":
+        from .xla_loop import XlaEpochLoop
+        return XlaEpochLoop(sess, h, config)
     run = sess.make_callable(fetches, feed_list=[h.data.batch_idx, *extra])
     flags = [True] * len(extra)
-    return lambda idx: run(idx, *flags)[2]
+    return _StepLoop(lambda idx: run(idx, *flags)[2])
 
 
 class _SigintFlag:
@@ -129,10 +142,13 @@ def _say(out, *parts):
 
 
 def train(config, split, run_dir, *, resume=False, dry_run=False, out=sys.stdout, data_info=None,
-          progress=False):
+          progress=False, steps_per_call=None):
     """Train ``config`` on ``split`` in ``run_dir`` (made by :func:`runs.new_run_dir`, or an
     existing run when ``resume``). Returns a :class:`Result`; raises :class:`TrainingInterrupted`
-    on Ctrl-C and :class:`NumericalError` if the loss or a variable stops being finite."""
+    on Ctrl-C and :class:`NumericalError` if the loss or a variable stops being finite.
+
+    ``steps_per_call`` caps the steps of one Session call of the "xla" loop (default: a whole
+    epoch, or a twentieth of one while a progress bar shows); the results do not depend on it."""
     if not resume:
         runs.write_json_atomic(os.path.join(run_dir, runs.CONFIG_FILE), config.to_json())
         if data_info is not None:
@@ -142,7 +158,7 @@ def train(config, split, run_dir, *, resume=False, dry_run=False, out=sys.stdout
     run.t_start = t_start
     try:
         with run.h.graph.as_default():
-            return run.train(dry_run, progress)
+            return run.train(dry_run, progress, steps_per_call)
     finally:
         run.close()
 
@@ -153,7 +169,7 @@ class _Run:
 
     def __init__(self, config, split, run_dir, resume, out):
         self.config, self.split, self.run_dir, self.resume, self.out = config, split, run_dir, resume, out
-        self.h = h = build_graph(config, in_graph_data=config.loop == "graph")
+        self.h = h = build_graph(config, in_graph_data=config.loop != "feed_dict")
         with h.graph.as_default():
             # everything that decides the rest of the run, as JSON, saved in every checkpoint
             self.run_state = tf1.Variable("", trainable=False, name=RUN_STATE, dtype=tf.string)
@@ -166,8 +182,7 @@ class _Run:
                 meta = self.saver.export_meta_graph()
                 runs.write_bytes_atomic(os.path.join(run_dir, runs.GRAPH_META), meta.SerializeToString())
         self.rng = np.random.RandomState(config.seed)        # the book's np.random.seed(42)
-        self.sess = tf1.Session(graph=h.graph, config=_xla_session_config(config) if config.xla
-                                else session_config(config.threads))
+        self.sess = tf1.Session(graph=h.graph, config=session_config(config.threads))
         self.result = Result(run_dir)
 
     def close(self):
@@ -190,10 +205,10 @@ class _Run:
             _say(self.out, epoch, "Validation accuracy:", acc, "(from checkpoint)")
         return state["epoch"]
 
-    def train(self, dry_run, progress):
+    def train(self, dry_run, progress, steps_per_call=None):
         config, split, h, result = self.config, self.split, self.h, self.result
         start_epoch = self._start()
-        step_fn = _step_function(self.sess, h, split, config)
+        loop = _training_loop(self.sess, h, split, config)
         n_train = len(split.X_train)
         kill_at = int(os.environ.get("BNMNIST_TEST_SIGKILL_AT_STEP", "-1"))  # crash tests only
         examples = steps = 0
@@ -204,22 +219,36 @@ class _Run:
                 t_epoch = time.perf_counter()
                 step_losses = []
                 batches = batch_indices(n_train, config.batch_size, self.rng)
-                for step, idx in enumerate(_progress(batches, epoch, progress)):
-                    if sigint.raised:
-                        raise TrainingInterrupted(self.run_dir, epoch)
-                    loss = step_fn(idx)
-                    steps += 1
-                    if steps == kill_at:      # fault injection for the crash tests
-                        os.kill(os.getpid(), signal.SIGKILL)
-                    if not np.isfinite(loss):
-                        raise NumericalError(
-                            f"the training loss became {loss} at epoch {epoch}, step {step}; "
-                            f"nothing from this epoch was saved; try a smaller --learning-rate "
-                            f"(now {config.learning_rate})")
-                    step_losses.append(float(loss))
-                    examples += len(idx)
-                    if dry_run and step >= 1:
-                        break
+                n = min(2, len(batches)) if dry_run else len(batches)
+                bar = _progress_bar(n, epoch, progress)
+                # whole epochs in one call unless a bar shows progress (same results either way)
+                chunk = loop.chunk or steps_per_call or (max(1, n // 20) if bar else n)
+                loop.start_epoch(batches)
+                pos = 0
+                try:
+                    while pos < n:
+                        if sigint.raised:
+                            raise TrainingInterrupted(self.run_dir, epoch)
+                        stop = min(n, pos + chunk)
+                        if steps < kill_at <= steps + stop - pos:
+                            stop = pos + kill_at - steps
+                        losses = loop.run(pos, stop)
+                        steps += len(losses)
+                        if steps == kill_at:      # fault injection for the crash tests
+                            os.kill(os.getpid(), signal.SIGKILL)
+                        if not np.isfinite(losses[-1]):
+                            raise NumericalError(
+                                f"the training loss became {losses[-1]} at epoch {epoch}, step "
+                                f"{pos + len(losses) - 1}; nothing from this epoch was saved; try "
+                                f"a smaller --learning-rate (now {config.learning_rate})")
+                        step_losses += losses
+                        examples += sum(len(batches[i]) for i in range(pos, stop))
+                        if bar is not None:
+                            bar.update(stop - pos)
+                        pos = stop
+                finally:
+                    if bar is not None:
+                        bar.close()
                 _check_finite(self.sess, h, epoch)
                 acc = self.sess.run(h.accuracy, feed_dict={h.X: split.X_valid, h.y: split.y_valid})
                 seconds = time.perf_counter() - t_epoch
@@ -255,12 +284,12 @@ class _Run:
         result.checkpoint = _save(self.sess, self.saver, self.run_dir, epoch, self.config.keep_checkpoints)
 
 
-def _progress(batches, epoch, enabled):
+def _progress_bar(n_steps, epoch, enabled):
     """A tqdm bar over the epoch's steps, only when asked and stdout is a terminal."""
     if not enabled or not sys.stdout.isatty():
-        return batches
+        return None
     from tqdm import tqdm
-    return tqdm(batches, desc=f"epoch {epoch}", unit="step", leave=False, file=sys.stdout)
+    return tqdm(total=n_steps, desc=f"epoch {epoch}", unit="step", leave=False, file=sys.stdout)
 
 
 def _check_finite(sess, h, epoch):

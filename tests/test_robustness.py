@@ -148,10 +148,15 @@ def test_killed_mid_epoch_twice_and_resumed_ends_bit_identical(tiny_mnist, tmp_p
 
 
 def test_sigkill_at_random_moments_always_leaves_a_restorable_newest_checkpoint(tiny_mnist, tmp_path):
-    saved = kill_at_random_moments(tiny_mnist, tmp_path, n_kills=20, seed=1)
-    assert os.listdir(tmp_path) and len(os.listdir(tmp_path)) == 1
-    assert len(saved) == 20 and None not in saved
-    assert saved == sorted(saved) and saved[-1] >= 20     # every resume moved the run forward
+    # 20 kills in two runs of 10, side by side (one per core; each kill waits for a new process)
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(2) as pool:
+        chains = list(pool.map(lambda seed: kill_at_random_moments(tiny_mnist, tmp_path / f"chain{seed}",
+                                                                   n_kills=10, seed=seed), (1, 2)))
+    for seed, saved in zip((1, 2), chains):
+        assert len(os.listdir(tmp_path / f"chain{seed}")) == 1
+        assert len(saved) == 10 and None not in saved
+        assert saved == sorted(saved) and saved[-1] >= 10     # every resume moved the run forward
 
 
 def test_ctrl_c_keeps_the_last_epoch_prints_how_to_resume_and_exits_130(tiny_mnist, tmp_path):
