@@ -1,8 +1,8 @@
-"""Per-op profile of the default training step: where an epoch's time goes.
+"""Per-op profile of one step of the per-step loop (``--loop graph``): where its time goes.
 
     python benchmarks/profile_step.py --data ../shared/data/mnist [--steps 100] [--threads 1,2]
 
-Traces ``--steps`` steps of the default path (after 20 warm-up steps) with TensorFlow's step
+Traces ``--steps`` steps of the ``graph`` loop (after 20 warm-up steps) with TensorFlow's step
 stats and prints the ops by total time per step, grouped by op type and listed individually,
 with the share of the summed op time and the wall time per step.
 """
@@ -33,7 +33,7 @@ def main():
     tf1 = tf.compat.v1
     split = data.split(data.load(args.data))
     threads = tuple(int(t) for t in args.threads.split(","))
-    h = build_graph(Config(), in_graph_data=True)
+    h = build_graph(Config(loop="graph"), in_graph_data=True)
     sess = tf1.Session(graph=h.graph, config=session_config(threads))
     sess.run(h.init)
     sess.run(h.data.load, {h.data.X_in: split.X_train, h.data.y_in: split.y_train})
