@@ -1,4 +1,4 @@
-"""Speed benchmark: bnmnist's default path (whole epochs under XLA), its --feed-dict path and the book's own code.
+"""Speed benchmark: bnmnist's default (XLA) loop, its --feed-dict loop and the book's own code.
 
     python benchmarks/bench.py --data ../shared/data/mnist [--rounds 3] [--epochs 20]
         [--peer jax_scan=/path/to/venv/bin/python] ...
