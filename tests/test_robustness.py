@@ -54,6 +54,8 @@ def _bad_flag_cases(tiny):
         ("momentum negative", d + ["--momentum", "-0.1"], "[0, 1)"),
         ("seed negative", d + ["--seed", "-1"], "[0, 2**31)"),
         ("unknown preset", d + ["--preset", "resnet"], "invalid choice"),
+        ("unknown loop", d + ["--loop", "fast"], "invalid choice"),
+        ("two loops at once", d + ["--feed-dict", "--loop", "xla"], "contradict"),
         ("unknown flag", d + ["--epoch", "3"], "unrecognized"),
     ]
 

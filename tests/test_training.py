@@ -185,3 +185,11 @@ def test_state_file_with_only_the_newest_path_still_names_it(tmp_path):
     assert runs.read_state(str(tmp_path)) == [str(tmp_path / "model.ckpt-3")]
     (tmp_path / "checkpoint").write_text('all_model_checkpoint_paths: "model.ckpt-2"\n')
     assert runs.read_state(str(tmp_path)) == [str(tmp_path / "model.ckpt-2")]
+
+
+def test_config_of_a_run_made_before_the_xla_loop_still_loads_and_keeps_its_loop():
+    from bnmnist.errors import ConfigError
+    old = dict(Config(loop="graph").to_json(), xla=False)      # what such a run's config.json holds
+    assert Config.from_json(old) == Config(loop="graph")
+    with pytest.raises(ConfigError, match="unknown configuration keys"):
+        Config.from_json(dict(old, xla=True))
