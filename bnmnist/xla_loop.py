@@ -25,6 +25,8 @@ the loop (about 2 s here, inside the first epoch).
 """
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import tensorflow as tf
 
@@ -101,12 +103,10 @@ class XlaEpochLoop:
     def start_epoch(self, batches):
         """Group the batches by size: (index of the group's first step, index matrix)."""
         self.groups, first = [], 0
-        while first < len(batches):
-            last = first
-            while last < len(batches) and len(batches[last]) == len(batches[first]):
-                last += 1
-            self.groups.append((first, np.stack(batches[first:last]).astype(np.int32)))
-            first = last
+        for _, group in itertools.groupby(batches, key=len):
+            rows = np.stack(list(group)).astype(np.int32)
+            self.groups.append((first, rows))
+            first += len(rows)
 
     def run(self, start, stop):
         out = []
