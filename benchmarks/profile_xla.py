@@ -4,10 +4,12 @@
 
 Prints the one-off compile (a call that runs no step), the wall time per training step over
 ``--steps`` steps, and the time per step of the step's matrix products alone, compiled by XLA the
-same way (a while loop of the same eight products), with one and with two intra-op threads.
+same way (a while loop of the same eight products), with one and with two intra-op threads, each
+in a process of its own (TensorFlow sizes its intra-op pool once per process, at the first Session).
 """
 import argparse
 import os
+import subprocess
 import sys
 import time
 
@@ -56,7 +58,12 @@ def main():
     ap.add_argument("--data", default=os.environ.get("BNMNIST_DATA"))
     ap.add_argument("--steps", type=int, default=275)
     ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--matmuls-only", type=int, metavar="THREADS", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.matmuls_only:
+        import tensorflow as tf
+        print(matmuls_only(tf, args.matmuls_only))
+        return
     import numpy as np
     import tensorflow as tf
     from bnmnist import data
@@ -70,16 +77,17 @@ def main():
     sess = tf.compat.v1.Session(graph=h.graph, config=session_config(config.threads))
     sess.run(h.init)
     loop = _training_loop(sess, h, split, config)
+    compile_s = loop.compile(len(split.X_train), config.batch_size)
     loop.start_epoch(batch_indices(len(split.X_train), config.batch_size, np.random.RandomState(42)))
     rows = loop.groups[0][1]
-    compile_s = _timed(sess.run, loop.losses, {loop.rows: rows, loop.start: 0, loop.stop: 0})
     loop.run(0, 5)                                           # first executions
     n = min(args.steps, len(rows))
     step_s = _timed(loop.run, 5, n) / (n - 5)
     print(f"compile (a call that runs no step): {compile_s:.2f} s")
     print(f"training step, XLA loop: {step_s * 1e3:.2f} ms ({n - 5} steps, threads {config.threads})")
     for threads in (1, 2):
-        mm = matmuls_only(tf, threads)
+        mm = float(subprocess.run([sys.executable, __file__, "--matmuls-only", str(threads)],
+                                  capture_output=True, text=True, check=True).stdout.split()[-1])
         print(f"its {len(STEP_PRODUCTS)} matrix products alone, XLA, {threads} intra-op thread(s): "
               f"{mm * 1e3:.2f} ms per step ({mm / step_s:.0%} of the step)")
 

@@ -196,7 +196,8 @@ def main(argv=None):
     print("Test accuracy:", result.test_accuracy)   # float32, printed as the book prints
     print(f"Start-up before the first step: {t_tf - t0 + result.startup_seconds:.1f} s "
           f"(flags and data {t_data - t0:.1f} s, TensorFlow import {t_tf - t_data:.1f} s, "
-          f"graph and session {result.startup_seconds:.1f} s)")
+          f"graph and session {result.startup_seconds:.1f} s"
+          + (f", of which XLA compile {result.compile_seconds:.1f} s)" if result.compile_seconds else ")"))
     print(f"Training took {result.train_seconds:.1f} s "
           f"({result.examples_per_second:,.0f} examples/s); run saved in {run_dir}")
     return 0
