@@ -5,7 +5,9 @@ Each step runs the training op together with ``UPDATE_OPS`` (the moving averages
 book's format (``0 Validation accuracy: 0.8952``), written to TensorBoard, and a checkpoint saved
 with everything that decides the rest of the run: the variables, the moving statistics, the NumPy
 random state that drives shuffling, the epoch and the table so far. A run killed at any moment
-and resumed therefore ends bit-identical to one that never stopped.
+and resumed therefore ends bit-identical to one that never stopped. The checkpoint is written
+before the next epoch starts; validation and TensorBoard run on an exact copy of the epoch's
+variables while the next epoch trains (epoch_end.py).
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import tensorflow as tf
 
 from . import checkpoint, runs
 from .errors import NumericalError
+from .epoch_end import EpochEnd
 from .graph import build_graph
 
 tf1 = tf.compat.v1
@@ -61,6 +64,7 @@ class Result:
     examples_per_second: float = 0.0
     checkpoint: str = ""
     startup_seconds: float = 0.0                       # train() entry to the first step
+    compile_seconds: float = 0.0                       # of which the XLA loop's compile
 
 
 def session_config(threads=(1, 2)):
@@ -165,7 +169,7 @@ def train(config, split, run_dir, *, resume=False, dry_run=False, out=sys.stdout
 
 class _Run:
     """One training session: the book's graph plus what the trainer adds to it (the saved run
-    state, histogram summaries, the Saver), its Session and its TensorBoard writer."""
+    state, the Saver), its Session, its TensorBoard writer and the copy that validates."""
 
     def __init__(self, config, split, run_dir, resume, out):
         self.config, self.split, self.run_dir, self.resume, self.out = config, split, run_dir, resume, out
@@ -176,7 +180,6 @@ class _Run:
             self.run_state_in = tf1.placeholder(tf.string, shape=(), name="run_state_in")
             self.set_run_state = self.run_state.assign(self.run_state_in)
             self.saver = tf1.train.Saver(max_to_keep=None, save_relative_paths=True)
-            self.histograms = _histogram_summaries(h)
             self.writer = tf1.summary.FileWriter(run_dir, graph=None if resume else h.graph)
             if not resume:
                 meta = self.saver.export_meta_graph()
@@ -184,8 +187,11 @@ class _Run:
         self.rng = np.random.RandomState(config.seed)        # the book's np.random.seed(42)
         self.sess = tf1.Session(graph=h.graph, config=session_config(config.threads))
         self.result = Result(run_dir)
+        self.epoch_end = EpochEnd(config, split, self.writer, self.result, out,
+                                  session_config(config.threads))
 
     def close(self):
+        self.epoch_end.close()
         self.writer.close()
         self.sess.close()
 
@@ -203,6 +209,13 @@ class _Run:
         result.epoch_seconds = state["epoch_seconds"]
         for epoch, acc in enumerate(result.accuracies):
             _say(self.out, epoch, "Validation accuracy:", acc, "(from checkpoint)")
+        # TensorBoard drops what this run wrote from here on before the kill (it is rewritten)
+        self.writer.add_session_log(tf1.SessionLog(status=tf1.SessionLog.START), len(result.accuracies))
+        if len(result.accuracies) < state["epoch"]:   # the last epoch's validation: recompute it
+            last = len(result.accuracies)
+            self.epoch_end.submit(last, self.sess.run(h.model_variables), result.losses[last],
+                                  result.epoch_seconds[last], note="from checkpoint")
+            self.epoch_end.wait()
         return state["epoch"]
 
     def train(self, dry_run, progress, steps_per_call=None):
@@ -210,6 +223,8 @@ class _Run:
         start_epoch = self._start()
         loop = _training_loop(self.sess, h, split, config)
         n_train = len(split.X_train)
+        if hasattr(loop, "compile"):                     # before the first step, like JAX's AOT
+            result.compile_seconds = loop.compile(n_train, config.batch_size)
         kill_at = int(os.environ.get("BNMNIST_TEST_SIGKILL_AT_STEP", "-1"))  # crash tests only
         examples = steps = 0
         t_train = time.perf_counter()
@@ -249,18 +264,20 @@ class _Run:
                 finally:
                     if bar is not None:
                         bar.close()
-                _check_finite(self.sess, h, epoch)
-                acc = self.sess.run(h.accuracy, feed_dict={h.X: split.X_valid, h.y: split.y_valid})
-                seconds = time.perf_counter() - t_epoch
-                result.accuracies.append(acc)
+                values = _check_finite(self.sess, h, epoch)
+                self.epoch_end.wait()                 # the previous epoch's accuracy, for the state
                 result.losses.append(float(np.mean(step_losses)))
-                result.epoch_seconds.append(seconds)
-                _say(self.out, epoch, "Validation accuracy:", acc, f"(epoch {seconds:.2f} s)")
-                self._end_epoch(epoch)
+                result.epoch_seconds.append(time.perf_counter() - t_epoch)
+                self._save(epoch)                     # before the next epoch starts
+                # validation and TensorBoard run on a copy while the next epoch trains
+                self.epoch_end.submit(epoch, values, result.losses[-1], result.epoch_seconds[-1])
+                if bar is not None or sigint.raised or dry_run:
+                    self.epoch_end.wait()             # its line before the next bar or the exit
                 if sigint.raised:
                     raise TrainingInterrupted(self.run_dir, epoch + 1)
                 if dry_run:
                     break
+        self.epoch_end.wait()
         result.train_seconds = time.perf_counter() - t_train
         result.examples_per_second = examples / max(result.train_seconds, 1e-9)
         result.test_accuracy = self.sess.run(h.accuracy, feed_dict={h.X: split.X_test, h.y: split.y_test})
@@ -273,15 +290,18 @@ class _Run:
         })
         return result
 
-    def _end_epoch(self, epoch):
-        """TensorBoard first, then the checkpoint: a kill in between only repeats the epoch."""
+    def _save(self, epoch):
+        """The checkpoint of ``epoch`` with the run state: committed only once complete."""
         result = self.result
-        _write_epoch_summaries(self.writer, self.sess, self.histograms, epoch, result)
         state = {"epoch": epoch + 1, "rng": _rng_to_json(self.rng.get_state()),
                  "accuracies": [float(a) for a in result.accuracies],
                  "losses": result.losses, "epoch_seconds": result.epoch_seconds}
         self.sess.run(self.set_run_state, feed_dict={self.run_state_in: json.dumps(state)})
-        result.checkpoint = _save(self.sess, self.saver, self.run_dir, epoch, self.config.keep_checkpoints)
+        prefix = runs.checkpoint_prefix(self.run_dir, epoch)
+        self.saver.save(self.sess, prefix, write_meta_graph=False, write_state=False)
+        runs.link_meta(self.run_dir, prefix)
+        runs.commit_checkpoint(self.run_dir, prefix, self.config.keep_checkpoints)
+        result.checkpoint = prefix
 
 
 def _progress_bar(n_steps, epoch, enabled):
@@ -294,35 +314,13 @@ def _progress_bar(n_steps, epoch, enabled):
 
 def _check_finite(sess, h, epoch):
     """The loss can stay finite while a moving variance overflows: check every variable before
-    anything of the epoch is written."""
-    for v, value in zip(h.model_variables, sess.run(h.model_variables)):
+    anything of the epoch is written. Returns their values."""
+    values = sess.run(h.model_variables)
+    for v, value in zip(h.model_variables, values):
         if not np.all(np.isfinite(value)):
             raise NumericalError(f"{v.op.name} became NaN or infinite during epoch {epoch}; "
                                  "nothing from this epoch was saved; try a smaller --learning-rate")
-
-
-def _save(sess, saver, run_dir, epoch, keep):
-    prefix = runs.checkpoint_prefix(run_dir, epoch)
-    saver.save(sess, prefix, write_meta_graph=False, write_state=False)
-    runs.link_meta(run_dir, prefix)
-    runs.commit_checkpoint(run_dir, prefix, keep)
-    return prefix
-
-
-def _histogram_summaries(h):
-    with tf.name_scope("histograms"):
-        return tf1.summary.merge([tf1.summary.histogram(v.op.name, v) for v in h.model_variables])
-
-
-def _write_epoch_summaries(writer, sess, summaries, epoch, result):
-    scalars = tf1.Summary(value=[
-        tf1.Summary.Value(tag="validation_accuracy", simple_value=float(result.accuracies[-1])),
-        tf1.Summary.Value(tag="training_loss", simple_value=result.losses[-1]),
-        tf1.Summary.Value(tag="epoch_seconds", simple_value=result.epoch_seconds[-1]),
-    ])
-    writer.add_summary(scalars, epoch)
-    writer.add_summary(sess.run(summaries), epoch)
-    writer.flush()
+    return values
 
 
 def _rng_to_json(state):

@@ -1,4 +1,5 @@
 """The trainer: the book's batches, the published table on real MNIST, determinism, run folders."""
+import io
 import json
 import os
 import subprocess
@@ -10,7 +11,9 @@ import tensorflow as tf
 
 from bnmnist import data, runs
 from bnmnist.config import Config
-from bnmnist.trainer import batch_indices, shuffle_batch, train
+from bnmnist.epoch_end import EpochEnd
+from bnmnist.graph import build_graph
+from bnmnist.trainer import Result, batch_indices, session_config, shuffle_batch, train
 from conftest import BOOK_TABLE, ROOT, run_dir_from, run_train, table_from
 
 
@@ -194,3 +197,36 @@ def test_config_of_a_run_made_before_the_xla_loop_still_loads_and_keeps_its_loop
     assert Config.from_json(old) == Config(loop="graph")
     with pytest.raises(ConfigError, match="unknown configuration keys"):
         Config.from_json(dict(old, xla=True))
+
+
+def test_epoch_end_copy_validates_exactly_as_the_training_graph_and_logs_it(tiny_mnist, tmp_path):
+    split = data.split(data.load(tiny_mnist))
+    config = Config(epochs=1)
+    h = build_graph(config)
+    sess = tf.compat.v1.Session(graph=h.graph)
+    sess.run(h.init)
+    for idx in batch_indices(len(split.X_train), 200, np.random.RandomState(0))[:5]:  # moving stats move
+        sess.run([h.training_op, h.extra_update_ops],
+                 {h.X: split.X_train[idx], h.y: split.y_train[idx], h.training: True})
+    values = sess.run(h.model_variables)
+    accuracy = sess.run(h.accuracy, {h.X: split.X_valid, h.y: split.y_valid})
+    out, result = io.StringIO(), Result(str(tmp_path))
+    with h.graph.as_default():
+        writer = tf.compat.v1.summary.FileWriter(str(tmp_path))
+    end = EpochEnd(config, split, writer, result, out, session_config())
+    end.submit(0, values, 0.25, 1.5)
+    end.wait()
+    end.close()
+    writer.close()
+    assert result.accuracies == [accuracy]
+    assert out.getvalue() == f"0 Validation accuracy: {str(accuracy)} (epoch 1.50 s)\n"
+    scalars, histograms = {}, set()
+    for name in os.listdir(tmp_path):
+        for event in tf.compat.v1.train.summary_iterator(str(tmp_path / name)):
+            for v in event.summary.value:
+                if v.HasField("histo"):
+                    histograms.add(v.tag)
+                else:
+                    scalars[v.tag] = v.simple_value
+    assert scalars == {"validation_accuracy": accuracy, "training_loss": 0.25, "epoch_seconds": 1.5}
+    assert len(histograms) == len(h.model_variables)

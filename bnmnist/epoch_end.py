@@ -1,0 +1,89 @@
+"""Validation and TensorBoard for an epoch, done on an exact copy of the network while the next
+epoch trains.
+
+After each epoch the trainer fetches every variable (to check they are all finite) and saves the
+checkpoint itself, before the next epoch starts, so a kill loses at most the epoch in progress.
+What is left, the validation accuracy, the book's line and the TensorBoard summaries, needs only
+those values, so :class:`EpochEnd` loads them into a second graph (built by the same
+:func:`~bnmnist.graph.build_graph`, without the training set) and does it there, in one
+background thread, on the core the training leaves idle. The copy is exact (the float32 values
+are assigned as they are) and the ops are the same code, so the printed accuracy is the one the
+training graph would give (tests/test_training.py checks it bit for bit).
+
+Because the validation of epoch k finishes after its checkpoint is written, checkpoint k holds
+the table up to epoch k - 1; a resume from it recomputes epoch k's accuracy from the restored
+variables (the same value) and rewrites that epoch's TensorBoard summaries. Epoch ends run one at
+a time, in order; the trainer waits for the pending one before the next checkpoint, before it
+returns and before it raises.
+"""
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import tensorflow as tf
+
+from .graph import build_graph
+
+tf1 = tf.compat.v1
+
+
+def histogram_summaries(h):
+    with h.graph.as_default(), tf.name_scope("histograms"):
+        return tf1.summary.merge([tf1.summary.histogram(v.op.name, v) for v in h.model_variables])
+
+
+class EpochEnd:
+    """``submit(...)`` queues one epoch's validation and summaries; ``wait()`` returns once the
+    queued one is done (re-raising its error, if any). Accuracies go to ``result.accuracies``."""
+
+    def __init__(self, config, split, writer, result, out, session_config):
+        self.config, self.split, self.writer, self.result, self.out = config, split, writer, result, out
+        self.session_config = session_config
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="bnmnist-epoch-end")
+        self.pending = None
+        self.sess = None
+
+    def _build(self):
+        """The copy graph and its session, made on first use (in the background thread)."""
+        self.h = h = build_graph(self.config, in_graph_data=False)
+        self.histograms = histogram_summaries(h)
+        with h.graph.as_default():
+            self.values_in = [tf1.placeholder(v.dtype.base_dtype, v.shape) for v in h.model_variables]
+            self.load = tf.group([v.assign(p) for v, p in zip(h.model_variables, self.values_in)])
+        self.sess = tf1.Session(graph=h.graph, config=self.session_config)
+
+    def submit(self, epoch, values, mean_loss, seconds, note=None):
+        """``values``: the model variables after ``epoch``, in the training graph's order. The
+        printed line ends with ``note`` in brackets, by default the epoch's time."""
+        self.wait()
+        self.pending = self.pool.submit(self._end, epoch, values, mean_loss, seconds, note)
+
+    def wait(self):
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            pending.result()
+
+    def close(self):
+        """Finish what is queued (errors are for :meth:`wait` to raise) and free the copy."""
+        self.pool.shutdown(wait=True)
+        if self.sess is not None:
+            self.sess.close()
+
+    def _end(self, epoch, values, mean_loss, seconds, note):
+        if self.sess is None:
+            self._build()
+        h, split = self.h, self.split
+        self.sess.run(self.load, dict(zip(self.values_in, values)))
+        acc = self.sess.run(h.accuracy, feed_dict={h.X: split.X_valid, h.y: split.y_valid})
+        self.result.accuracies.append(acc)
+        if self.out is not None:
+            print(epoch, "Validation accuracy:", acc, f"({note or f'epoch {seconds:.2f} s'})",
+                  file=self.out, flush=True)
+        self.writer.add_summary(tf1.Summary(value=[
+            tf1.Summary.Value(tag="validation_accuracy", simple_value=float(acc)),
+            tf1.Summary.Value(tag="training_loss", simple_value=mean_loss),
+            tf1.Summary.Value(tag="epoch_seconds", simple_value=seconds),
+        ]), epoch)
+        self.writer.add_summary(self.sess.run(self.histograms), epoch)
+        self.writer.flush()
