@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -147,6 +148,21 @@ def test_killed_mid_epoch_twice_and_resumed_ends_bit_identical(tiny_mnist, tmp_p
     assert table_from(last.stdout) == table_from(whole.stdout)
     a, b = final_variables(run_dir_from(whole.stdout)), final_variables(run_dir)
     assert all(a[n].tobytes() == b[n].tobytes() for n in a)
+    # TensorBoard, over the three processes' event files, has every epoch's accuracy, including
+    # one whose validation a kill cut short and the resume recomputed
+    assert tensorboard_accuracies(run_dir) == table_from(whole.stdout)
+
+
+def tensorboard_accuracies(run_dir):
+    """validation_accuracy per epoch as TensorBoard shows it (the newest write of each step)."""
+    events = [e for name in sorted(os.listdir(run_dir)) if name.startswith("events.out.tfevents")
+              for e in tf.compat.v1.train.summary_iterator(os.path.join(run_dir, name))]
+    newest = {}
+    for e in sorted(events, key=lambda e: e.wall_time):
+        for v in e.summary.value:
+            if v.tag == "validation_accuracy":
+                newest[e.step] = str(np.float32(v.simple_value))
+    return [newest[step] for step in sorted(newest)]
 
 
 def test_sigkill_at_random_moments_always_leaves_a_restorable_newest_checkpoint(tiny_mnist, tmp_path):
