@@ -8,10 +8,11 @@ reports the median and min-max of the training loop (per-epoch validation includ
 start-up excluded; for bnmnist the "Training took" figure, for the book and the peers their own
 ``train_s``), its ratio to ``book_reference.py``, the fraction of this machine's matmul floor
 (measured in the same run with NumPy on every matrix shape of the workload), whether its table
-equals the book's, the whole-process wall time and peak resident memory (``wait4``), and, for
-bnmnist, the start-up before the first step. Peers from ``../shared/peers`` run with the Python
-given by ``--peer NAME=PYTHON`` (their own virtual environments); ``numpy_ref`` and ``keras3_fit``
-run with this Python when it has what they need.
+equals the book's, the whole-process wall time and peak resident memory (``wait4``), for
+bnmnist the start-up before the first step, and for those that compile before the loop (bnmnist's
+XLA loop, the JAX peer) that compile and their ratio to the book with it added back. Peers from
+``../shared/peers`` run with the Python given by ``--peer NAME=PYTHON`` (their own virtual
+environments); ``numpy_ref`` and ``keras3_fit`` run with this Python when they have what they need.
 """
 import argparse
 import json
@@ -44,19 +45,21 @@ def parse_bnmnist(out):
     table = [l.split()[3] for l in out.splitlines() if " Validation accuracy: " in l]
     run_dir = next(l.split(": ", 1)[1] for l in out.splitlines() if l.startswith("Run folder: "))
     res = json.load(open(os.path.join(run_dir, "results.json")))
-    startup = next(float(l.split(": ")[1].split()[0]) for l in out.splitlines() if l.startswith("Start-up"))
-    return res["train_seconds"], table, startup
+    line = next(l for l in out.splitlines() if l.startswith("Start-up"))
+    startup = float(line.split(": ")[1].split()[0])
+    compile_s = float(line.split("XLA compile ")[1].split()[0]) if "XLA compile " in line else None
+    return res["train_seconds"], table, startup, compile_s
 
 
 def parse_book(out):
     table = [l.split()[3] for l in out.splitlines() if " Validation accuracy: " in l]
     train_s = next(float(l.split()[1]) for l in out.splitlines() if l.startswith("train_s"))
-    return train_s, table, None
+    return train_s, table, None, None
 
 
 def parse_peer(out):
     res = json.loads(next(l for l in out.splitlines() if l.startswith("RESULT "))[7:])
-    return res["train_s"], [str(a) for a in res["accs"]], None
+    return res["train_s"], [str(a) for a in res["accs"]], None, res.get("compile_s")
 
 
 def matmul_floor(epochs, n_train=55000, batch=200, n_valid=5000, reps=30):
@@ -134,19 +137,20 @@ def main():
             if rc != 0:
                 print(f"round {r + 1}: {name} failed (exit {rc}); left out", flush=True)
                 continue
-            train_s, table, startup = parse(out)
-            samples[name].append((train_s, wall, rss, table, startup))
+            train_s, table, startup, compile_s = parse(out)
+            samples[name].append((train_s, wall, rss, table, startup, compile_s))
             print(f"round {r + 1}: {name}: loop {train_s:.2f} s, process {wall:.2f} s, peak {rss:.0f} MiB"
-                  + (f", start-up {startup:.1f} s" if startup is not None else ""), flush=True)
+                  + (f", start-up {startup:.1f} s" if startup is not None else "")
+                  + (f", compile {compile_s:.2f} s" if compile_s is not None else ""), flush=True)
     floor2, _ = matmul_floor(args.epochs)
     floor = min(floor, floor2)
     book = statistics.median(s[0] for s in samples["book_reference"])
     print(f"\n{args.rounds} interleaved rounds, {args.epochs} epochs; matmul floor {floor:.2f} s (min of two measurements)")
-    print("| implementation | loop s median | min-max | ratio to book | floor fraction | table = book | process s | peak MiB | start-up s |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| implementation | loop s median | min-max | ratio to book | floor fraction | table = book | process s | peak MiB | start-up s | compile s | loop + compile, ratio |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, rows in samples.items():
         if not rows:
-            print(f"| {name} | failed | | | | | | | |")
+            print(f"| {name} | failed | | | | | | | | | |")
             continue
         loops = [r[0] for r in rows]
         med = statistics.median(loops)
@@ -155,9 +159,14 @@ def main():
             f"{sum(a == b for a, b in zip(rows[0][3], BOOK))}/{args.epochs}" + (" (varies)" if len(tables) > 1 else ""))
         startups = [r[4] for r in rows if r[4] is not None]
         startup = f"{statistics.median(startups):.1f}" if startups else "-"
+        compiles = [r[5] for r in rows if r[5] is not None]
+        compiled = "- | -"
+        if compiles:        # the ahead-of-time compile added back into each round's loop
+            with_compile = statistics.median(r[0] + r[5] for r in rows if r[5] is not None)
+            compiled = f"{statistics.median(compiles):.2f} | {with_compile / book:.2f}"
         print(f"| {name} | {med:.2f} | {min(loops):.2f}-{max(loops):.2f} | {med / book:.2f} | "
               f"{floor / med:.2f} | {agree} | {statistics.median(r[1] for r in rows):.1f} | "
-              f"{max(r[2] for r in rows):.0f} | {startup} |")
+              f"{max(r[2] for r in rows):.0f} | {startup} | {compiled} |")
 
 if __name__ == "__main__":
     main()
