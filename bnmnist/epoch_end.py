@@ -44,18 +44,23 @@ class EpochEnd:
         self.pending = None
         self.sess = None
 
-    def _build(self):
-        """The copy graph and its session, made on first use (in the background thread)."""
+    def prepare(self):
+        """Build the copy graph and its session and set up its three Session calls
+        (``make_callable`` builds their executors without running anything), so that neither
+        happens during training; the trainer calls it before the first step."""
         self.h = h = build_graph(self.config, in_graph_data=False)
-        self.histograms = histogram_summaries(h)
+        histograms = histogram_summaries(h)
         with h.graph.as_default():
-            self.values_in = [tf1.placeholder(v.dtype.base_dtype, v.shape) for v in h.model_variables]
-            self.load = tf.group([v.assign(p) for v, p in zip(h.model_variables, self.values_in)])
+            values_in = [tf1.placeholder(v.dtype.base_dtype, v.shape) for v in h.model_variables]
+            load = tf.group([v.assign(p) for v, p in zip(h.model_variables, values_in)])
         self.sess = tf1.Session(graph=h.graph, config=self.session_config)
+        self._load = self.sess.make_callable(load, feed_list=values_in)
+        self._accuracy = self.sess.make_callable(h.accuracy, feed_list=[h.X, h.y])
+        self._histograms = self.sess.make_callable(histograms)
 
     def submit(self, epoch, values, mean_loss, seconds, note=None):
-        """``values``: the model variables after ``epoch``, in the training graph's order. The
-        printed line ends with ``note`` in brackets, by default the epoch's time."""
+        """After :meth:`prepare`. ``values``: the model variables after ``epoch``, in the training
+        graph's order. The printed line ends with ``note`` in brackets, by default the epoch's time."""
         self.wait()
         self.pending = self.pool.submit(self._end, epoch, values, mean_loss, seconds, note)
 
@@ -71,11 +76,8 @@ class EpochEnd:
             self.sess.close()
 
     def _end(self, epoch, values, mean_loss, seconds, note):
-        if self.sess is None:
-            self._build()
-        h, split = self.h, self.split
-        self.sess.run(self.load, dict(zip(self.values_in, values)))
-        acc = self.sess.run(h.accuracy, feed_dict={h.X: split.X_valid, h.y: split.y_valid})
+        self._load(*values)
+        acc = self._accuracy(self.split.X_valid, self.split.y_valid)
         self.result.accuracies.append(acc)
         if self.out is not None:
             print(epoch, "Validation accuracy:", acc, f"({note or f'epoch {seconds:.2f} s'})",
@@ -85,5 +87,5 @@ class EpochEnd:
             tf1.Summary.Value(tag="training_loss", simple_value=mean_loss),
             tf1.Summary.Value(tag="epoch_seconds", simple_value=seconds),
         ]), epoch)
-        self.writer.add_summary(self.sess.run(self.histograms), epoch)
+        self.writer.add_summary(self._histograms(), epoch)
         self.writer.flush()

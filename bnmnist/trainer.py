@@ -220,6 +220,7 @@ class _Run:
 
     def train(self, dry_run, progress, steps_per_call=None):
         config, split, h, result = self.config, self.split, self.h, self.result
+        self.epoch_end.prepare()
         start_epoch = self._start()
         loop = _training_loop(self.sess, h, split, config)
         n_train = len(split.X_train)

@@ -214,6 +214,7 @@ def test_epoch_end_copy_validates_exactly_as_the_training_graph_and_logs_it(tiny
     with h.graph.as_default():
         writer = tf.compat.v1.summary.FileWriter(str(tmp_path))
     end = EpochEnd(config, split, writer, result, out, session_config())
+    end.prepare()
     end.submit(0, values, 0.25, 1.5)
     end.wait()
     end.close()
