@@ -18,7 +18,6 @@ returns and before it raises.
 """
 from __future__ import annotations
 
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import tensorflow as tf

@@ -93,6 +93,24 @@ def run_dir_from(stdout):
     raise AssertionError(f"no 'Run folder:' line in:\n{stdout}")
 
 
+def read_events(run_dir):
+    """What TensorBoard shows for a run folder: (scalars as {tag: {step: value}}, keeping the
+    newest write of each step across every event file; the set of histogram tags; how many
+    events carry the graph)."""
+    import tensorflow as tf
+    events = [e for name in sorted(os.listdir(run_dir)) if name.startswith("events.out.tfevents")
+              for e in tf.compat.v1.train.summary_iterator(os.path.join(run_dir, name))]
+    scalars, histograms, graphs = {}, set(), 0
+    for event in sorted(events, key=lambda e: e.wall_time):
+        graphs += bool(event.graph_def)
+        for v in event.summary.value:
+            if v.HasField("histo"):
+                histograms.add(v.tag)
+            else:
+                scalars.setdefault(v.tag, {})[event.step] = v.simple_value
+    return scalars, histograms, graphs
+
+
 def write_npz(path, **overrides):
     x_train, y_train, x_test, y_test = synthetic_mnist(n_train=5200, n_test=50)
     arrays = dict(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)

@@ -11,9 +11,8 @@ import termios
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
-from conftest import ROOT, TRAIN_SCRIPT, run_dir_from, run_train, table_from
+from conftest import ROOT, TRAIN_SCRIPT, read_events, run_dir_from, run_train, table_from
 
 
 @pytest.fixture(scope="module")
@@ -113,16 +112,7 @@ def test_tensorboard_events_hold_the_printed_scalars_histograms_and_graph(two_ru
     run_dir = run_dir_from(two_runs[0].stdout)
     printed = table_from(two_runs[0].stdout)
     results = json.load(open(os.path.join(run_dir, "results.json")))
-    scalars, histograms, graphs = {}, set(), 0
-    for name in os.listdir(run_dir):
-        if name.startswith("events.out.tfevents"):
-            for event in tf.compat.v1.train.summary_iterator(os.path.join(run_dir, name)):
-                graphs += bool(event.graph_def)
-                for v in event.summary.value:
-                    if v.HasField("histo"):
-                        histograms.add(v.tag)
-                    else:
-                        scalars.setdefault(v.tag, {})[event.step] = v.simple_value
+    scalars, histograms, graphs = read_events(run_dir)
     assert graphs == 1
     assert [str(np.float32(scalars["validation_accuracy"][e])) for e in range(3)] == printed
     assert [scalars["training_loss"][e] for e in range(3)] == pytest.approx(results["training_loss"], rel=1e-6)

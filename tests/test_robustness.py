@@ -15,7 +15,7 @@ from bnmnist import data, runs
 from bnmnist.config import Config
 from bnmnist.errors import NumericalError
 from bnmnist.trainer import train
-from conftest import ROOT, TRAIN_SCRIPT, bad_data_cases, run_dir_from, run_train, table_from
+from conftest import ROOT, TRAIN_SCRIPT, bad_data_cases, read_events, run_dir_from, run_train, table_from
 
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 from kill_stress import kill_at_random_moments, newest_checkpoint_epochs  # noqa: E402
@@ -155,14 +155,8 @@ def test_killed_mid_epoch_twice_and_resumed_ends_bit_identical(tiny_mnist, tmp_p
 
 def tensorboard_accuracies(run_dir):
     """validation_accuracy per epoch as TensorBoard shows it (the newest write of each step)."""
-    events = [e for name in sorted(os.listdir(run_dir)) if name.startswith("events.out.tfevents")
-              for e in tf.compat.v1.train.summary_iterator(os.path.join(run_dir, name))]
-    newest = {}
-    for e in sorted(events, key=lambda e: e.wall_time):
-        for v in e.summary.value:
-            if v.tag == "validation_accuracy":
-                newest[e.step] = str(np.float32(v.simple_value))
-    return [newest[step] for step in sorted(newest)]
+    accuracies = read_events(run_dir)[0]["validation_accuracy"]
+    return [str(np.float32(accuracies[step])) for step in sorted(accuracies)]
 
 
 def test_sigkill_at_random_moments_always_leaves_a_restorable_newest_checkpoint(tiny_mnist, tmp_path):
