@@ -6,8 +6,6 @@ never a TensorFlow stack dump. Only variables are read; no graph is ever importe
 """
 from __future__ import annotations
 
-import os
-
 import tensorflow as tf
 
 from . import runs
@@ -16,18 +14,8 @@ from .errors import CheckpointError
 tf1 = tf.compat.v1
 
 
-def newest_prefix(run_dir):
-    prefixes = runs.read_state(run_dir)
-    if not prefixes:
-        raise CheckpointError(f"{run_dir} holds no checkpoint (no '{runs.STATE_FILE}' file naming "
-                              "one); train at least one epoch, or pass a checkpoint prefix")
-    return prefixes[-1]
-
-
 def stored_shapes(prefix):
-    if not os.path.exists(prefix + ".index"):
-        raise CheckpointError(f"{prefix}: no such checkpoint ({prefix}.index is missing); "
-                              "pass a run folder or an existing model.ckpt-N prefix")
+    runs.require_checkpoint(prefix)
     try:
         return dict(tf.train.list_variables(prefix))
     except (tf.errors.OpError, ValueError) as e:

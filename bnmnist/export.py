@@ -18,7 +18,6 @@ from .config import load_config
 from .layers import EPSILON
 from .checkpoint import check_compatible
 from .graph import build_graph
-from .restored import resolve
 
 
 class InferenceModule(tf.Module):
@@ -55,7 +54,7 @@ class InferenceModule(tf.Module):
 
 def export_saved_model(run, out_dir, logdir="tf_logs"):
     """Write the SavedModel of ``run`` (folder, checkpoint prefix or "latest") to ``out_dir``."""
-    run_dir, prefix = resolve(run, logdir)
+    run_dir, prefix = runs.resolve(run, logdir)
     config = load_config(os.path.join(run_dir, runs.CONFIG_FILE))
     variables = build_graph(config).model_variables
     check_compatible(prefix, variables)

@@ -14,26 +14,9 @@ import tensorflow as tf
 
 from . import checkpoint, data, runs
 from .config import load_config
-from .errors import CheckpointError
 from .graph import build_graph
 
 tf1 = tf.compat.v1
-
-
-def resolve(path, logdir="tf_logs"):
-    """(run folder, checkpoint prefix) for a run folder, a checkpoint prefix or ``"latest"``."""
-    path = str(path)
-    if path == "latest":
-        path = runs.latest_run(logdir)
-    if os.path.isdir(path):
-        if not runs.is_run_dir(path):
-            raise CheckpointError(f"{path} is not a bnmnist run folder (no {runs.CONFIG_FILE})")
-        return path, checkpoint.newest_prefix(path)
-    run_dir = os.path.dirname(path) or "."
-    if not runs.is_run_dir(run_dir):
-        raise CheckpointError(f"{path}: neither a run folder nor a checkpoint inside one "
-                              f"(no {runs.CONFIG_FILE} in {run_dir})")
-    return run_dir, path
 
 
 def as_model_input(images):
@@ -53,7 +36,7 @@ class RestoredModel:
     """A trained network in its own graph and session. Use as a context manager, or ``close()``."""
 
     def __init__(self, path, logdir="tf_logs"):
-        self.run_dir, self.checkpoint = resolve(path, logdir)
+        self.run_dir, self.checkpoint = runs.resolve(path, logdir)
         self.config = load_config(os.path.join(self.run_dir, runs.CONFIG_FILE))
         self.handles = h = build_graph(self.config)
         self.graph = h.graph

@@ -19,7 +19,7 @@ import re
 import shutil
 import tempfile
 
-from .errors import RunFolderError
+from .errors import CheckpointError, RunFolderError
 
 CONFIG_FILE = "config.json"
 DATA_FILE = "data.json"
@@ -106,6 +106,41 @@ def latest_run(logdir="tf_logs"):
     if not runs:
         raise RunFolderError(f"no runs under {logdir}/; train one with `python scripts/train.py`")
     return runs[-1]
+
+
+def newest_prefix(run_dir):
+    """The newest checkpoint prefix the run's state file names."""
+    prefixes = read_state(run_dir)
+    if not prefixes:
+        raise CheckpointError(f"{run_dir} holds no checkpoint (no '{STATE_FILE}' file naming "
+                              "one); train at least one epoch, or pass a checkpoint prefix")
+    return prefixes[-1]
+
+
+def require_checkpoint(prefix):
+    if not os.path.exists(prefix + ".index"):
+        raise CheckpointError(f"{prefix}: no such checkpoint ({prefix}.index is missing); "
+                              "pass a run folder or an existing model.ckpt-N prefix")
+
+
+def resolve(path, logdir="tf_logs"):
+    """(run folder, checkpoint prefix) for a run folder, a checkpoint prefix or ``"latest"``;
+    checks the checkpoint's index file is there. Needs no TensorFlow, so scripts can refuse a
+    wrong path before importing it."""
+    path = str(path)
+    if path == "latest":
+        path = latest_run(logdir)
+    if os.path.isdir(path):
+        if not is_run_dir(path):
+            raise CheckpointError(f"{path} is not a bnmnist run folder (no {CONFIG_FILE})")
+        run_dir, prefix = path, newest_prefix(path)
+    else:
+        run_dir, prefix = os.path.dirname(path) or ".", path
+        if not is_run_dir(run_dir):
+            raise CheckpointError(f"{path}: neither a run folder nor a checkpoint inside one "
+                                  f"(no {CONFIG_FILE} in {run_dir})")
+    require_checkpoint(prefix)
+    return run_dir, prefix
 
 
 def checkpoint_prefix(run_dir, epoch):

@@ -204,7 +204,7 @@ class _Run:
         if not self.resume:
             self.sess.run([h.init, self.run_state.initializer])
             return 0
-        checkpoint.restore(self.sess, self.saver, checkpoint.newest_prefix(self.run_dir), h.model_variables)
+        checkpoint.restore(self.sess, self.saver, runs.newest_prefix(self.run_dir), h.model_variables)
         state = json.loads(self.sess.run(self.run_state).decode())
         self.rng.set_state(_rng_from_json(state["rng"]))
         result.accuracies = [np.float32(a) for a in state["accuracies"]]

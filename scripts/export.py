@@ -6,8 +6,24 @@ RUN is a run folder, a checkpoint prefix, or "latest". Inspect the result with
 import argparse
 import os
 import sys
+import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+
+def check_out_dir(out_dir):
+    """OUT_DIR must be new, in a folder that exists (or can be made) and is writable."""
+    from bnmnist.errors import BnmnistError
+    if os.path.exists(out_dir):
+        raise BnmnistError(f"{out_dir} already exists; choose a new folder")
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    try:
+        os.makedirs(parent, exist_ok=True)
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as e:
+        raise BnmnistError(f"cannot write {out_dir} ({e.strerror} in {parent}); "
+                           "choose an OUT_DIR in a folder you can write") from None
 
 
 def main(argv=None):
@@ -16,13 +32,13 @@ def main(argv=None):
     ap.add_argument("out_dir", help="where the SavedModel goes (must not exist yet)")
     ap.add_argument("--logdir", default="tf_logs", help='where "latest" looks (default: %(default)s)')
     args = ap.parse_args(argv)
-    if os.path.exists(args.out_dir):
-        print(f"export: error: {args.out_dir} already exists; choose a new folder", file=sys.stderr)
-        return 2
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from bnmnist import runs
     from bnmnist.errors import BnmnistError
-    from bnmnist.export import export_saved_model
     try:
+        runs.resolve(args.run, args.logdir)        # a wrong RUN is refused before TensorFlow loads
+        check_out_dir(args.out_dir)
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        from bnmnist.export import export_saved_model
         out = export_saved_model(args.run, args.out_dir, args.logdir)
     except BnmnistError as e:
         print(f"export: error: {e}", file=sys.stderr)

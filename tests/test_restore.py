@@ -187,3 +187,29 @@ def test_exported_saved_model_matches_the_session_on_the_whole_test_set(mnist_di
     assert exported_p.shape == (10000, 10) and exported_c.dtype == np.int64
     assert np.array_equal(exported_c, classes)
     assert np.max(np.abs(exported_p - proba)) <= 1e-6
+
+
+@pytest.mark.parametrize("case", ["not a path", "not a run", "missing checkpoint", "out exists",
+                                  "out unwritable", "no runs for latest"])
+def test_export_refuses_a_wrong_run_or_out_dir_in_one_line_before_tensorflow(case, tiny_run, tmp_path):
+    prefix = runs.read_state(tiny_run)[-1]
+    (tmp_path / "taken").mkdir()
+    args, says = {
+        "not a path": ([str(tmp_path / "nope"), str(tmp_path / "out")], "neither a run folder nor a checkpoint"),
+        "not a run": ([str(tmp_path), str(tmp_path / "out")], "is not a bnmnist run folder"),
+        "missing checkpoint": ([prefix[:-1] + "7", str(tmp_path / "out")], "no such checkpoint"),
+        "out exists": ([tiny_run, str(tmp_path / "taken")], "already exists; choose a new folder"),
+        "out unwritable": ([tiny_run, "/proc/bnmnist/out"], "choose an OUT_DIR in a folder you can write"),
+        "no runs for latest": (["latest", str(tmp_path / "out"), "--logdir", str(tmp_path / "empty")],
+                               "no runs under"),
+    }[case]
+    before = sorted(os.listdir(tiny_run))
+    # -X importtime lists every module imported: TensorFlow must not be among them
+    p = subprocess.run([sys.executable, "-X", "importtime", os.path.join(ROOT, "scripts", "export.py"), *args],
+                       capture_output=True, text=True, timeout=60)
+    errors = [l for l in p.stderr.splitlines() if not l.startswith("import time:")]
+    assert p.returncode == 2 and len(errors) == 1 and says in errors[0], p.stderr[-2000:]
+    assert errors[0].startswith("export: error: ")
+    assert not any(l.split("|")[-1].strip() == "tensorflow" for l in p.stderr.splitlines()
+                   if l.startswith("import time:"))
+    assert sorted(os.listdir(tiny_run)) == before and not (tmp_path / "out").exists()
