@@ -27,6 +27,13 @@ class _Parser(argparse.ArgumentParser):
         raise BnmnistError(f"{message} (see --help)")
 
 
+class ScriptParser(argparse.ArgumentParser):
+    """The helper scripts' parser: a bad flag is one line on stderr and exit code 2."""
+    def error(self, message):
+        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+
 def _number(convert, valid, what):
     """An argparse type: ``convert`` the text, accept it if ``valid``, else say ``what`` is wanted."""
     def parse(text):
@@ -40,7 +47,7 @@ def _number(convert, valid, what):
     return parse
 
 
-_positive_int = _number(int, lambda v: v >= 1, "a positive integer")
+positive_int = _number(int, lambda v: v >= 1, "a positive integer")
 _positive_float = _number(float, lambda v: math.isfinite(v) and v > 0, "a positive finite number")
 _momentum = _number(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 _seed = _number(int, lambda v: 0 <= v < 2**31, "an integer in [0, 2**31)")
@@ -64,8 +71,8 @@ def build_parser():
     p.add_argument("--preset", choices=sorted(PRESETS), default="bn",
                    help="bn: the book's batch-norm network; plain: the chapter's Leaky ReLU "
                         "network without batch norm (default: %(default)s)")
-    p.add_argument("--epochs", type=_positive_int, help=f"epochs to train (default: {d.epochs}; plain: 40)")
-    p.add_argument("--batch-size", type=_positive_int,
+    p.add_argument("--epochs", type=positive_int, help=f"epochs to train (default: {d.epochs}; plain: 40)")
+    p.add_argument("--batch-size", type=positive_int,
                    help=f"mini-batch size (default: {d.batch_size}; plain: 50)")
     p.add_argument("--learning-rate", type=_positive_float,
                    help=f"gradient-descent step size (default: {d.learning_rate})")

@@ -54,8 +54,13 @@ def plot_runs(run_dirs, out=None, book=False, title=None):
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    try:
+        fig.savefig(out, dpi=100)
+    except OSError as e:
+        raise RunFolderError(f"cannot write the plot to {out} ({e.strerror}); "
+                             "choose a writable path with --out") from None
+    finally:
+        plt.close(fig)
     return out
 
 
@@ -65,8 +70,11 @@ def parse_seeds(text):
     try:
         for part in text.split(","):
             if "-" in part.strip()[1:]:
-                lo, hi = part.split("-", 1)
-                seeds.update(range(int(lo), int(hi) + 1))
+                lo, hi = (int(x) for x in part.split("-", 1))
+                if lo > hi:
+                    raise RunFolderError(f"--seeds range {part.strip()} goes down; write it low-high, "
+                                         f"like {hi}-{lo}")
+                seeds.update(range(lo, hi + 1))
             else:
                 seeds.add(int(part))
     except ValueError:

@@ -3,17 +3,18 @@
 RUN is a run folder, a checkpoint prefix, or "latest". Inspect the result with
 ``saved_model_cli show --dir OUT_DIR --all``.
 """
-import argparse
 import os
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from bnmnist import runs  # noqa: E402  (bnmnist's modules load TensorFlow only where they need it)
+from bnmnist.cli import ScriptParser  # noqa: E402
+from bnmnist.errors import BnmnistError  # noqa: E402
 
 
 def check_out_dir(out_dir):
     """OUT_DIR must be new, in a folder that exists (or can be made) and is writable."""
-    from bnmnist.errors import BnmnistError
     if os.path.exists(out_dir):
         raise BnmnistError(f"{out_dir} already exists; choose a new folder")
     parent = os.path.dirname(os.path.abspath(out_dir))
@@ -27,13 +28,11 @@ def check_out_dir(out_dir):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description="Export a bnmnist run as a TF2 SavedModel.")
+    ap = ScriptParser(prog="export", description="Export a bnmnist run as a TF2 SavedModel.")
     ap.add_argument("run", help='a run folder, a checkpoint prefix, or "latest"')
     ap.add_argument("out_dir", help="where the SavedModel goes (must not exist yet)")
     ap.add_argument("--logdir", default="tf_logs", help='where "latest" looks (default: %(default)s)')
     args = ap.parse_args(argv)
-    from bnmnist import runs
-    from bnmnist.errors import BnmnistError
     try:
         runs.resolve(args.run, args.logdir)        # a wrong RUN is refused before TensorFlow loads
         check_out_dir(args.out_dir)

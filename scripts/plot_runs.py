@@ -3,17 +3,17 @@
 Saved as ``validation_accuracy.png`` in the first run's folder unless ``--out`` says otherwise.
 Needs matplotlib (``pip install -e ".[notebook]"``).
 """
-import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from bnmnist.cli import ScriptParser  # noqa: E402
 from bnmnist.errors import BnmnistError  # noqa: E402
 from bnmnist.reports import plot_runs  # noqa: E402
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description="Plot validation accuracy per epoch for one or more runs.")
+    ap = ScriptParser(prog="plot_runs", description="Plot validation accuracy per epoch for one or more runs.")
     ap.add_argument("runs", nargs="+", metavar="RUN", help="run folders, e.g. tf_logs/run-20261127085803")
     ap.add_argument("--book", action="store_true", help="overlay the book's published bn table")
     ap.add_argument("--out", help="PNG path (default: RUN/validation_accuracy.png of the first run)")
@@ -21,7 +21,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     try:
         out = plot_runs(args.runs, out=args.out, book=args.book, title=args.title)
-    except (BnmnistError, OSError) as e:
+    except BnmnistError as e:
         print(f"plot_runs: error: {e}", file=sys.stderr)
         return 2
     print(f"Plot written to {out}")

@@ -5,7 +5,6 @@ Each seed is a normal ``scripts/train.py`` run (its own run folder under ``--log
 and max of validation accuracy and the test accuracy, marks seed 42 (always trained, added if not
 listed), writes the same to CSV, and plots every seed's curve.
 """
-import argparse
 import concurrent.futures
 import datetime
 import os
@@ -14,7 +13,8 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
-from bnmnist import reports, runs  # noqa: E402
+from bnmnist import data, reports, runs  # noqa: E402
+from bnmnist.cli import ScriptParser, positive_int  # noqa: E402
 from bnmnist.errors import BnmnistError  # noqa: E402
 
 
@@ -28,7 +28,8 @@ def train_seed(seed, args):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     p = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if p.returncode != 0:
-        raise BnmnistError(f"seed {seed} failed (exit {p.returncode}): {p.stderr.strip().splitlines()[-1:]}")
+        last = (p.stderr.strip().splitlines() or ["(nothing on stderr)"])[-1]
+        raise BnmnistError(f"seed {seed} failed (exit {p.returncode}): {last}")
     run_dir = next(l.split(": ", 1)[1] for l in p.stdout.splitlines() if l.startswith("Run folder: "))
     results = reports.load_results(run_dir)
     results["run_dir"] = run_dir
@@ -36,18 +37,19 @@ def train_seed(seed, args):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description="Train a preset over many seeds and summarise.")
+    ap = ScriptParser(prog="seeds", description="Train a preset over many seeds and summarise.")
     ap.add_argument("--preset", choices=("bn", "plain"), default="bn", help="(default: %(default)s)")
     ap.add_argument("--seeds", default="0-9", help="ranges and lists, e.g. 0-9 or 0-4,42 (default: %(default)s)")
-    ap.add_argument("--epochs", type=int, help="override the preset's epochs")
+    ap.add_argument("--epochs", type=positive_int, help="override the preset's epochs")
     ap.add_argument("--data", help="MNIST path (default: $BNMNIST_DATA, then the Keras cache)")
     ap.add_argument("--logdir", default="tf_logs", help="where the runs go (default: %(default)s)")
-    ap.add_argument("--jobs", type=int, default=os.cpu_count(), help="parallel runs (default: cores = %(default)s)")
+    ap.add_argument("--jobs", type=positive_int, default=os.cpu_count(), help="parallel runs (default: cores = %(default)s)")
     ap.add_argument("--csv", help="CSV path (default: LOGDIR/seeds-PRESET-<UTC time>.csv)")
     args = ap.parse_args(argv)
     try:
         seeds = reports.parse_seeds(args.seeds)
         runs.check_logdir(args.logdir)
+        data.load(args.data)        # bad data is refused once, here, and a download happens once
     except BnmnistError as e:
         print(f"seeds: error: {e}", file=sys.stderr)
         return 2
@@ -58,7 +60,7 @@ def main(argv=None):
     print(f"Training preset {args.preset} for seeds {seeds}, {args.jobs} at a time", flush=True)
     results = {}
     try:
-        with concurrent.futures.ThreadPoolExecutor(max_workers=max(args.jobs, 1)) as pool:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
             for seed, res in pool.map(lambda s: train_seed(s, args), seeds):
                 results[seed] = res
                 print(f"seed {seed}: final validation {res['validation_accuracy'][-1]:.4f}, "

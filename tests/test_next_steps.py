@@ -77,6 +77,26 @@ def test_seeds_script_summarises_every_seed_and_marks_seed_42(tiny_mnist, tmp_pa
     assert os.path.getsize(tmp_path / "s.png") > 10_000
 
 
+@pytest.mark.parametrize("script, args, says", [
+    ("seeds.py", ["--seeds", "5-2"], "--seeds range 5-2 goes down"),
+    ("seeds.py", ["--seeds", "0-1", "--epochs", "0"], "--epochs: must be a positive integer"),
+    ("seeds.py", ["--seeds", "0-1", "--jobs", "two"], "--jobs: must be a positive integer"),
+    ("seeds.py", ["--seeds", "0-1", "--data", "{tmp}/missing"], "no such file or folder"),
+    ("plot_runs.py", [], "the following arguments are required: RUN"),
+    ("plot_runs.py", ["{run}", "--out", "/proc/bnmnist/plot.png"], "cannot write the plot"),
+    ("export.py", ["{run}"], "the following arguments are required: out_dir"),
+])
+def test_helper_scripts_refuse_bad_input_in_one_line_with_exit_2(script, args, says, two_runs, tmp_path):
+    args = [a.format(tmp=tmp_path, run=run_dir_from(two_runs[0].stdout)) for a in args]
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", script), *args, "--logdir",
+                        str(tmp_path / "logs")] if script == "seeds.py" else
+                       [sys.executable, os.path.join(ROOT, "scripts", script), *args],
+                       capture_output=True, text=True, timeout=120)
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and len(lines) == 1 and says in lines[0], p.stderr[-2000:]
+    assert not os.path.exists(tmp_path / "logs") or os.listdir(tmp_path / "logs") == []   # nothing trained
+
+
 def _run_on_terminal(args):
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))   # a 100-column terminal
