@@ -10,6 +10,7 @@ import tempfile
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from bnmnist import runs  # noqa: E402  (bnmnist's modules load TensorFlow only where they need it)
 from bnmnist.cli import ScriptParser  # noqa: E402
+from bnmnist.config import load_config  # noqa: E402
 from bnmnist.errors import BnmnistError  # noqa: E402
 
 
@@ -34,7 +35,8 @@ def main(argv=None):
     ap.add_argument("--logdir", default="tf_logs", help='where "latest" looks (default: %(default)s)')
     args = ap.parse_args(argv)
     try:
-        runs.resolve(args.run, args.logdir)        # a wrong RUN is refused before TensorFlow loads
+        run_dir, _ = runs.resolve(args.run, args.logdir)    # a wrong RUN is refused before TensorFlow loads
+        load_config(os.path.join(run_dir, runs.CONFIG_FILE))
         check_out_dir(args.out_dir)
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         from bnmnist.export import export_saved_model

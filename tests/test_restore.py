@@ -189,15 +189,19 @@ def test_exported_saved_model_matches_the_session_on_the_whole_test_set(mnist_di
     assert np.max(np.abs(exported_p - proba)) <= 1e-6
 
 
-@pytest.mark.parametrize("case", ["not a path", "not a run", "missing checkpoint", "out exists",
+@pytest.mark.parametrize("case", ["not a path", "not a run", "missing checkpoint", "bad config", "out exists",
                                   "out unwritable", "no runs for latest"])
 def test_export_refuses_a_wrong_run_or_out_dir_in_one_line_before_tensorflow(case, tiny_run, tmp_path):
     prefix = runs.read_state(tiny_run)[-1]
     (tmp_path / "taken").mkdir()
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_run, broken)
+    (broken / "config.json").write_text("{not json")
     args, says = {
         "not a path": ([str(tmp_path / "nope"), str(tmp_path / "out")], "neither a run folder nor a checkpoint"),
         "not a run": ([str(tmp_path), str(tmp_path / "out")], "is not a bnmnist run folder"),
         "missing checkpoint": ([prefix[:-1] + "7", str(tmp_path / "out")], "no such checkpoint"),
+        "bad config": ([str(broken), str(tmp_path / "out")], "is not a readable bnmnist config"),
         "out exists": ([tiny_run, str(tmp_path / "taken")], "already exists; choose a new folder"),
         "out unwritable": ([tiny_run, "/proc/bnmnist/out"], "choose an OUT_DIR in a folder you can write"),
         "no runs for latest": (["latest", str(tmp_path / "out"), "--logdir", str(tmp_path / "empty")],
