@@ -146,9 +146,11 @@ def prepare(argv):
     else:
         cfg = config_from_args(args)
     cfg.validated()
+    if not args.resume:
+        runs.check_logdir(args.logdir, create=False)    # quick, before the data is read
     mnist = data.load(args.data)
+    cfg.validated(n_train=data.n_train(mnist))
     split = data.split(mnist)
-    cfg.validated(n_train=len(split.X_train))
     info = {"source": mnist.source, "sha256": mnist.fingerprint(),
             "n_train": len(split.X_train), "n_valid": len(split.X_valid), "n_test": len(split.X_test)}
     if args.resume:

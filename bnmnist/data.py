@@ -69,10 +69,17 @@ def scale_images(images):
     return images.astype(np.float32).reshape(-1, 28 * 28) / 255.0
 
 
-def split(mnist, n_valid=5000):
+def n_train(mnist, n_valid=5000):
+    """How many training images :func:`split` leaves after holding out ``n_valid``, without
+    converting anything, so flags can be checked against it quickly."""
     if not 0 < n_valid < len(mnist.x_train):
         raise DataError(f"{mnist.source}: {len(mnist.x_train)} training images are too few to hold "
                         f"out {n_valid} for validation; use the full MNIST training set")
+    return len(mnist.x_train) - n_valid
+
+
+def split(mnist, n_valid=5000):
+    n_train(mnist, n_valid)
     X = scale_images(mnist.x_train)
     y = mnist.y_train.astype(np.int32)
     return Split(X[n_valid:], y[n_valid:], X[:n_valid], y[:n_valid],

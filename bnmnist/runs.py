@@ -30,10 +30,23 @@ CKPT_BASENAME = "model.ckpt"
 _RUN_RE = re.compile(r"^run-\d{14}(-\d+)?$")
 
 
-def check_logdir(logdir):
-    """Create ``logdir`` if needed and prove it writable, before any training starts."""
+def check_logdir(logdir, create=True):
+    """Create ``logdir`` if needed and prove it writable, before any training starts. With
+    ``create=False`` only what can be seen without creating anything: the nearest existing
+    folder on the path must be a writable folder."""
     if os.path.exists(logdir) and not os.path.isdir(logdir):
         raise RunFolderError(f"log folder {logdir} is not a folder; choose another with --logdir")
+    if not create:
+        existing = os.path.abspath(logdir)
+        while not os.path.exists(existing):
+            existing = os.path.dirname(existing)
+        if not os.path.isdir(existing):
+            raise RunFolderError(f"cannot create log folder {logdir} ({existing} is a file); "
+                                 "choose another with --logdir")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise RunFolderError(f"cannot write in log folder {logdir} (no write permission on "
+                                 f"{existing}); choose another with --logdir or fix its permissions")
+        return
     try:
         os.makedirs(logdir, exist_ok=True)
     except OSError as e:

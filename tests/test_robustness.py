@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from bnmnist import data, runs
 from bnmnist.config import Config
-from bnmnist.errors import NumericalError
+from bnmnist.errors import NumericalError, RunFolderError
 from bnmnist.trainer import train
 from conftest import ROOT, TRAIN_SCRIPT, bad_data_cases, read_events, run_dir_from, run_train, table_from
 
@@ -216,3 +216,15 @@ def test_two_runs_started_at_once_write_different_folders(tiny_mnist, tmp_path):
     assert all(p.returncode == 0 for p in procs)
     folders = {run_dir_from(o) for o in outs}
     assert len(folders) == 2 and len(os.listdir(tmp_path)) == 2
+
+
+def test_log_folder_precheck_creates_nothing_and_refuses_a_file_on_the_path(tmp_path):
+    runs.check_logdir(str(tmp_path / "a" / "b"), create=False)
+    assert os.listdir(tmp_path) == []
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(RunFolderError, match="is a file"):
+        runs.check_logdir(str(tmp_path / "f" / "x" / "y"), create=False)
+    if os.geteuid() != 0:                      # root may write anywhere
+        (tmp_path / "ro").mkdir(mode=0o555)
+        with pytest.raises(RunFolderError, match="no write permission"):
+            runs.check_logdir(str(tmp_path / "ro" / "logs"), create=False)
