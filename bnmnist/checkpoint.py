@@ -19,7 +19,7 @@ def stored_shapes(prefix):
     try:
         return dict(tf.train.list_variables(prefix))
     except (tf.errors.OpError, ValueError) as e:
-        raise CheckpointError(f"{prefix}: unreadable checkpoint ({_first_line(e)}); it may be "
+        raise CheckpointError(f"{prefix}: unreadable checkpoint ({first_line(e)}); it may be "
                               "truncated or corrupt: use an older one from the same run") from None
 
 
@@ -42,10 +42,11 @@ def restore(sess, saver, prefix, variables):
     try:
         saver.restore(sess, prefix)
     except (tf.errors.OpError, ValueError) as e:
-        raise CheckpointError(f"{prefix}: could not restore ({_first_line(e)}); the checkpoint may "
+        raise CheckpointError(f"{prefix}: could not restore ({first_line(e)}); the checkpoint may "
                               "be truncated or corrupt: use an older one from the same run") from None
 
 
-def _first_line(e):
-    text = getattr(e, "message", None) or str(e)
+def first_line(e):
+    """The first line of an exception's message (TensorFlow's run to pages), for one-line errors."""
+    text = getattr(e, "message", None) or getattr(e, "strerror", None) or str(e)
     return text.strip().splitlines()[0][:300] if text.strip() else type(e).__name__

@@ -3,7 +3,9 @@
 Everything that can be wrong with the flags, the data or the log folder is found before
 TensorFlow is imported, reported in one line on stderr, and exits with code 2. Exit codes:
 0 done, 2 bad input (nothing trained, nothing saved changed), 3 the loss became NaN or infinite
-(the last good checkpoint stays the newest), 130 stopped by Ctrl-C (resume with ``--resume``).
+(the last good checkpoint stays the newest), 4 a checkpoint or the results could not be written
+during training (disk full, folder removed; the last complete checkpoint stays the newest),
+130 stopped by Ctrl-C (resume with ``--resume``).
 """
 from __future__ import annotations
 
@@ -15,9 +17,9 @@ import time
 
 from . import data, runs
 from .config import PRESETS, Config, load_config
-from .errors import BnmnistError, NumericalError
+from .errors import BnmnistError, NumericalError, WriteError
 
-EXIT_USAGE, EXIT_NUMERICAL, EXIT_INTERRUPTED = 2, 3, 130
+EXIT_USAGE, EXIT_NUMERICAL, EXIT_WRITE, EXIT_INTERRUPTED = 2, 3, 4, 130
 # Flags that keep a resumed run the run it was: anything else would change its result.
 RESUME_ALLOWED = {"epochs", "data", "logdir", "quiet", "resume", "threads"}
 
@@ -199,6 +201,9 @@ def main(argv=None):
     except NumericalError as e:
         print(f"bnmnist-train: error: {e}", file=sys.stderr)
         return EXIT_NUMERICAL
+    except WriteError as e:
+        print(f"bnmnist-train: error: {e}", file=sys.stderr)
+        return EXIT_WRITE
     except BnmnistError as e:
         print(f"bnmnist-train: error: {e}", file=sys.stderr)
         return EXIT_USAGE

@@ -1,6 +1,7 @@
 """The package's own exceptions: each carries one line saying what is wrong and what to do.
 
-The command line turns any of them into that line on stderr and exit code 2, with no traceback;
+The command line turns any of them into that line on stderr and an exit code (2 for bad input,
+3 for divergence, 4 when a run's files could not be written), with no traceback;
 notebook users see them as ordinary exceptions (``ValueError`` subclasses where the input is bad).
 """
 
@@ -27,3 +28,7 @@ class CheckpointError(BnmnistError, ValueError):
 
 class NumericalError(BnmnistError):
     """Training diverged: the loss became NaN or infinite."""
+
+
+class WriteError(BnmnistError):
+    """A run's files could not be written during training (disk full, folder removed, read-only)."""

@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from . import checkpoint, runs
-from .errors import NumericalError
+from .errors import NumericalError, WriteError
 from .epoch_end import EpochEnd
 from .graph import build_graph
 
@@ -284,13 +284,18 @@ class _Run:
         result.train_seconds = time.perf_counter() - t_train
         result.examples_per_second = examples / max(result.train_seconds, 1e-9)
         result.test_accuracy = self.sess.run(h.accuracy, feed_dict={h.X: split.X_test, h.y: split.y_test})
-        runs.write_json_atomic(os.path.join(self.run_dir, runs.RESULTS_FILE), {
-            "validation_accuracy": [float(a) for a in result.accuracies],
-            "validation_accuracy_printed": [str(a) for a in result.accuracies],
-            "training_loss": result.losses, "epoch_seconds": result.epoch_seconds,
-            "test_accuracy": float(result.test_accuracy),
-            "train_seconds": result.train_seconds, "checkpoint": os.path.basename(result.checkpoint),
-        })
+        try:
+            runs.write_json_atomic(os.path.join(self.run_dir, runs.RESULTS_FILE), {
+                "validation_accuracy": [float(a) for a in result.accuracies],
+                "validation_accuracy_printed": [str(a) for a in result.accuracies],
+                "training_loss": result.losses, "epoch_seconds": result.epoch_seconds,
+                "test_accuracy": float(result.test_accuracy),
+                "train_seconds": result.train_seconds, "checkpoint": os.path.basename(result.checkpoint),
+            })
+        except OSError as e:
+            raise WriteError(f"could not write {runs.RESULTS_FILE} in {self.run_dir} ({e.strerror}); "
+                             "every epoch's checkpoint is saved: make room or fix the folder, then "
+                             f"resume with: python scripts/train.py --resume {self.run_dir}") from None
         return result
 
     def _save(self, epoch):
@@ -301,9 +306,17 @@ class _Run:
                  "losses": result.losses, "epoch_seconds": result.epoch_seconds}
         self.sess.run(self.set_run_state, feed_dict={self.run_state_in: json.dumps(state)})
         prefix = runs.checkpoint_prefix(self.run_dir, epoch)
-        self.saver.save(self.sess, prefix, write_meta_graph=False, write_state=False)
-        runs.link_meta(self.run_dir, prefix)
-        runs.commit_checkpoint(self.run_dir, prefix, self.config.keep_checkpoints)
+        try:
+            self.saver.save(self.sess, prefix, write_meta_graph=False, write_state=False)
+            runs.link_meta(self.run_dir, prefix)
+            runs.commit_checkpoint(self.run_dir, prefix, self.config.keep_checkpoints)
+        except (tf.errors.OpError, OSError, ValueError) as e:
+            newest = runs.read_state(self.run_dir)
+            kept = (f"the newest complete checkpoint is still {os.path.basename(newest[-1])}"
+                    if newest else "no epoch of this run is saved yet")
+            raise WriteError(f"could not write the checkpoint of epoch {epoch} in {self.run_dir} "
+                             f"({checkpoint.first_line(e)}); {kept}; make room or fix the folder, "
+                             f"then resume with: python scripts/train.py --resume {self.run_dir}") from None
         result.checkpoint = prefix
 
 

@@ -1,4 +1,5 @@
 """Runs that survive kills and bad input: crash-safe checkpoints, exact resume, clear errors."""
+import errno
 import hashlib
 import json
 import os
@@ -228,3 +229,29 @@ def test_log_folder_precheck_creates_nothing_and_refuses_a_file_on_the_path(tmp_
         (tmp_path / "ro").mkdir(mode=0o555)
         with pytest.raises(RunFolderError, match="no write permission"):
             runs.check_logdir(str(tmp_path / "ro" / "logs"), create=False)
+
+
+def test_a_checkpoint_that_cannot_be_written_stops_with_exit_4_keeping_the_last_one(tiny_mnist, tmp_path,
+                                                                                   monkeypatch, capsys):
+    from bnmnist import cli
+    commit = runs.commit_checkpoint
+
+    def disk_full_at_epoch_1(run_dir, prefix, keep):
+        if prefix.endswith("model.ckpt-1"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return commit(run_dir, prefix, keep)
+
+    monkeypatch.setattr(runs, "commit_checkpoint", disk_full_at_epoch_1)
+    args = ["--data", tiny_mnist, "--logdir", str(tmp_path), "--batch-size", "100", "--quiet"]
+    assert cli.main(args + ["--epochs", "3"]) == 4
+    out, err = capsys.readouterr()
+    run_dir = run_dir_from(out)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "could not write the checkpoint of epoch 1" in lines[0], err
+    assert "No space left on device" in lines[0] and "still model.ckpt-0" in lines[0]
+    assert f"--resume {run_dir}" in lines[0]
+    assert [os.path.basename(p) for p in runs.read_state(run_dir)] == ["model.ckpt-0"]
+    monkeypatch.setattr(runs, "commit_checkpoint", commit)          # room again: the run goes on
+    assert cli.main(["--resume", run_dir, "--data", tiny_mnist, "--quiet"]) == 0
+    assert runs.read_state(run_dir)[-1].endswith("model.ckpt-2")
+    assert len(json.load(open(os.path.join(run_dir, "results.json")))["validation_accuracy"]) == 3
