@@ -311,6 +311,10 @@ class _Run:
             runs.link_meta(self.run_dir, prefix)
             runs.commit_checkpoint(self.run_dir, prefix, self.config.keep_checkpoints)
         except (tf.errors.OpError, OSError, ValueError) as e:
+            if not runs.is_run_dir(self.run_dir):       # removed (TensorBoard may remake it empty)
+                raise WriteError(f"could not write the checkpoint of epoch {epoch}: the run folder "
+                                 f"{self.run_dir} is gone ({checkpoint.first_line(e)}); "
+                                 "start a new run") from None
             newest = runs.read_state(self.run_dir)
             kept = (f"the newest complete checkpoint is still {os.path.basename(newest[-1])}"
                     if newest else "no epoch of this run is saved yet")

@@ -255,3 +255,20 @@ def test_a_checkpoint_that_cannot_be_written_stops_with_exit_4_keeping_the_last_
     assert cli.main(["--resume", run_dir, "--data", tiny_mnist, "--quiet"]) == 0
     assert runs.read_state(run_dir)[-1].endswith("model.ckpt-2")
     assert len(json.load(open(os.path.join(run_dir, "results.json")))["validation_accuracy"]) == 3
+
+
+def test_a_run_folder_removed_mid_run_stops_with_exit_4_in_one_line(tiny_mnist, tmp_path):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
+    p = subprocess.Popen([sys.executable, TRAIN_SCRIPT, "--data", tiny_mnist, "--logdir", str(tmp_path),
+                          "--epochs", "100000", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env=env)
+    for line in p.stdout:
+        if line.startswith("Run folder: "):
+            run_dir = line.split(": ", 1)[1].strip()
+        if line.startswith("1 Validation accuracy"):
+            shutil.rmtree(run_dir)
+            break
+    _, err = p.communicate(timeout=60)
+    lines = [l for l in err.splitlines() if l.startswith("bnmnist-train")]
+    assert p.returncode == 4, err
+    assert len(lines) == 1 and f"the run folder {run_dir} is gone" in lines[0] and "Traceback" not in err
