@@ -5,7 +5,8 @@ TensorFlow is imported, reported in one line on stderr, and exits with code 2. E
 0 done, 2 bad input (nothing trained, nothing saved changed), 3 the loss became NaN or infinite
 (the last good checkpoint stays the newest), 4 a checkpoint or the results could not be written
 during training (disk full, folder removed; the last complete checkpoint stays the newest),
-130 stopped by Ctrl-C (resume with ``--resume``).
+130 stopped by Ctrl-C (resume with ``--resume``), 141 stopped because standard output was closed
+(piped into ``head``, say; resume with ``--resume``).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from . import data, runs
 from .config import PRESETS, Config, load_config
 from .errors import BnmnistError, NumericalError, WriteError
 
-EXIT_USAGE, EXIT_NUMERICAL, EXIT_WRITE, EXIT_INTERRUPTED = 2, 3, 4, 130
+EXIT_USAGE, EXIT_NUMERICAL, EXIT_WRITE, EXIT_INTERRUPTED, EXIT_PIPE = 2, 3, 4, 130, 141
 # Flags that keep a resumed run the run it was: anything else would change its result.
 RESUME_ALLOWED = {"epochs", "data", "logdir", "quiet", "resume", "threads"}
 
@@ -171,6 +172,19 @@ def prepare(argv):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
+    run = {}                            # the run folder, once there is one
+    try:
+        return _main(argv, run)
+    except BrokenPipeError:             # stdout was a pipe whose reader went away (| head)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())       # so the exit-time flush is quiet too
+        resume = (f"; the completed epochs are saved, resume with: python scripts/train.py "
+                  f"--resume {run['dir']}") if run.get("dir") and runs.read_state(run["dir"]) else ""
+        print(f"bnmnist-train: stopped: standard output was closed{resume}", file=sys.stderr)
+        return EXIT_PIPE
+
+
+def _main(argv, run):
     t0 = time.perf_counter()
     try:
         cfg, split, info, logdir, resume_dir, args = prepare(argv)
@@ -186,7 +200,7 @@ def main(argv=None):
     try:
         from .trainer import TrainingInterrupted, train   # imports TensorFlow
         t_tf = time.perf_counter()
-        run_dir = resume_dir or runs.new_run_dir(logdir)
+        run_dir = run["dir"] = resume_dir or runs.new_run_dir(logdir)
         print(f"Run folder: {run_dir}", flush=True)
         result = train(cfg, split, run_dir, resume=resume_dir is not None, dry_run=args.dry_run,
                        data_info=info, progress=not args.quiet)

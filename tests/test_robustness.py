@@ -272,3 +272,18 @@ def test_a_run_folder_removed_mid_run_stops_with_exit_4_in_one_line(tiny_mnist, 
     lines = [l for l in err.splitlines() if l.startswith("bnmnist-train")]
     assert p.returncode == 4, err
     assert len(lines) == 1 and f"the run folder {run_dir} is gone" in lines[0] and "Traceback" not in err
+
+
+def test_closed_stdout_stops_quietly_with_exit_141_and_a_resumable_run(tiny_mnist, tmp_path):
+    # python scripts/train.py | head -1: the reader goes away; no BrokenPipeError traceback
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
+    p = subprocess.Popen([sys.executable, TRAIN_SCRIPT, "--data", tiny_mnist, "--logdir", str(tmp_path),
+                          "--epochs", "100000", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env=env)
+    run_dir = p.stdout.readline().split(": ", 1)[1].strip()
+    p.stdout.close()
+    err = p.stderr.read()
+    assert p.wait(timeout=60) == 141, err
+    lines = [l for l in err.splitlines() if l.startswith("bnmnist-train")]
+    assert len(lines) == 1 and "standard output was closed" in lines[0], err
+    assert f"--resume {run_dir}" in lines[0] and "Traceback" not in err and "Exception ignored" not in err
