@@ -27,6 +27,8 @@ def train_seed(seed, args):
         cmd += ["--data", args.data]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     p = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if p.returncode == 130:             # Ctrl-C reached the run too (it saved its last epoch)
+        raise KeyboardInterrupt
     if p.returncode != 0:
         last = (p.stderr.strip().splitlines() or ["(nothing on stderr)"])[-1]
         raise BnmnistError(f"seed {seed} failed (exit {p.returncode}): {last}")
@@ -59,15 +61,24 @@ def main(argv=None):
     csv_path = args.csv or os.path.join(args.logdir, f"seeds-{args.preset}-{stamp}.csv")
     print(f"Training preset {args.preset} for seeds {seeds}, {args.jobs} at a time", flush=True)
     results = {}
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs)
     try:
-        with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            for seed, res in pool.map(lambda s: train_seed(s, args), seeds):
-                results[seed] = res
-                print(f"seed {seed}: final validation {res['validation_accuracy'][-1]:.4f}, "
-                      f"test {res['test_accuracy']:.4f} ({res['run_dir']})", flush=True)
-    except BnmnistError as e:
+        for future in [pool.submit(train_seed, s, args) for s in seeds]:
+            seed, res = future.result()
+            results[seed] = res
+            print(f"seed {seed}: final validation {res['validation_accuracy'][-1]:.4f}, "
+                  f"test {res['test_accuracy']:.4f} ({res['run_dir']})", flush=True)
+    except (BnmnistError, KeyboardInterrupt) as e:
+        pool.shutdown(wait=True, cancel_futures=True)   # start no more seeds; running ones end
+        if isinstance(e, KeyboardInterrupt):
+            print(f"seeds: interrupted after {len(results)} finished seed(s); every run keeps its "
+                  f"completed epochs in {args.logdir} (resume one with python scripts/train.py "
+                  "--resume RUN)", file=sys.stderr)
+            return 130
         print(f"seeds: error: {e}", file=sys.stderr)
         return 2
+    finally:
+        pool.shutdown(wait=True)
     ordered, rows, test = reports.seed_statistics(results)
     print(f"\nValidation accuracy over {len(ordered)} seeds ({args.preset}):")
     print(f"{'epoch':>5} {'mean':>7} {'std':>7} {'min':>7} {'max':>7} {'seed 42':>8}")

@@ -4,10 +4,12 @@ import fcntl
 import json
 import os
 import pty
+import signal
 import struct
 import subprocess
 import sys
 import termios
+import time
 
 import numpy as np
 import pytest
@@ -95,6 +97,26 @@ def test_helper_scripts_refuse_bad_input_in_one_line_with_exit_2(script, args, s
     lines = p.stderr.strip().splitlines()
     assert p.returncode == 2 and len(lines) == 1 and says in lines[0], p.stderr[-2000:]
     assert not os.path.exists(tmp_path / "logs") or os.listdir(tmp_path / "logs") == []   # nothing trained
+
+
+def test_ctrl_c_on_seeds_starts_no_more_runs_and_exits_130_in_one_line(tiny_mnist, tmp_path):
+    logdir = tmp_path / "logs"
+    p = subprocess.Popen([sys.executable, os.path.join(ROOT, "scripts", "seeds.py"), "--seeds", "0-5",
+                          "--epochs", "100000", "--jobs", "2", "--data", tiny_mnist, "--logdir", str(logdir)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    deadline = time.time() + 120
+    while time.time() < deadline:          # both first runs have saved an epoch
+        saved = [d for d in logdir.glob("run-*") if (d / "checkpoint").exists()] if logdir.exists() else []
+        if len(saved) == 2:
+            break
+        time.sleep(0.2)
+    os.killpg(p.pid, signal.SIGINT)        # what Ctrl-C in a terminal does: the whole group
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("seeds: interrupted after 0 finished seed(s)"), err
+    assert len(list(logdir.glob("run-*"))) == 2                    # seeds 2-5 and 42 never started
 
 
 def _run_on_terminal(args):
