@@ -105,9 +105,7 @@ def test_every_bad_input_is_refused_in_one_line_before_tensorflow(tmp_path, tiny
         lines = p.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("bnmnist-train: error: "), f"{name}: {p.stderr}"
         assert needle in lines[0], f"{name}: {lines[0]}"
-        tf_flag, seconds = p.stdout.split()
-        assert tf_flag == "NO_TF", f"{name}: TensorFlow was imported"
-        assert float(seconds) < 1.0, f"{name}: took {seconds} s"
+        assert p.stdout.split()[0] == "NO_TF", f"{name}: TensorFlow was imported"   # seconds: benchmarks/error_latency.py
         assert not logdir.exists() or os.listdir(logdir) == [], f"{name}: a run folder was made"
     assert folder_digest(tiny_run) == before
 
