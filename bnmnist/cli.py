@@ -17,7 +17,7 @@ import sys
 import time
 
 from . import data, runs
-from .config import PRESETS, Config, load_config
+from .config import PRESETS, Config
 from .errors import BnmnistError, NumericalError, WriteError
 
 EXIT_USAGE, EXIT_NUMERICAL, EXIT_WRITE, EXIT_INTERRUPTED, EXIT_PIPE = 2, 3, 4, 130, 141
@@ -138,7 +138,7 @@ def prepare(argv):
         if not runs.is_run_dir(run_dir):
             raise BnmnistError(f"{run_dir} is not a bnmnist run folder (no {runs.CONFIG_FILE}); "
                                "pass a folder like tf_logs/run-20261127084929")
-        cfg = load_config(os.path.join(run_dir, runs.CONFIG_FILE))
+        cfg = runs.read_config(run_dir)
         if args.epochs is not None:
             cfg = cfg.replace(epochs=args.epochs)
         if args.threads is not None:
@@ -212,15 +212,9 @@ def _main(argv, run):
         where = f" ({run_dir})" if run_dir else ""
         print(f"\nbnmnist-train: interrupted before the first epoch finished{where}", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except NumericalError as e:
-        print(f"bnmnist-train: error: {e}", file=sys.stderr)
-        return EXIT_NUMERICAL
-    except WriteError as e:
-        print(f"bnmnist-train: error: {e}", file=sys.stderr)
-        return EXIT_WRITE
     except BnmnistError as e:
         print(f"bnmnist-train: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        return {NumericalError: EXIT_NUMERICAL, WriteError: EXIT_WRITE}.get(type(e), EXIT_USAGE)
     print("Test accuracy:", result.test_accuracy)   # float32, printed as the book prints
     print(f"Start-up before the first step: {t_tf - t0 + result.startup_seconds:.1f} s "
           f"(flags and data {t_data - t0:.1f} s, TensorFlow import {t_tf - t_data:.1f} s, "

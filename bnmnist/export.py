@@ -9,12 +9,9 @@ the same ops: the book's scaling, ``MatMul`` + ``BiasAdd``, batch norm with the 
 """
 from __future__ import annotations
 
-import os
-
 import tensorflow as tf
 
 from . import runs
-from .config import load_config
 from .layers import EPSILON
 from .checkpoint import check_compatible
 from .graph import build_graph
@@ -54,8 +51,7 @@ class InferenceModule(tf.Module):
 
 def export_saved_model(run, out_dir, logdir="tf_logs"):
     """Write the SavedModel of ``run`` (folder, checkpoint prefix or "latest") to ``out_dir``."""
-    run_dir, prefix = runs.resolve(run, logdir)
-    config = load_config(os.path.join(run_dir, runs.CONFIG_FILE))
+    _, prefix, config = runs.resolve(run, logdir)
     variables = build_graph(config).model_variables
     check_compatible(prefix, variables)
     reader = tf.train.load_checkpoint(prefix)

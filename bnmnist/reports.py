@@ -11,7 +11,6 @@ import os
 import numpy as np
 
 from . import runs
-from .config import load_config
 from .errors import RunFolderError
 
 BOOK_TABLE = [0.8952, 0.9202, 0.9318, 0.9422, 0.9468, 0.954, 0.9568, 0.96, 0.962, 0.9638,
@@ -42,7 +41,7 @@ def plot_runs(run_dirs, out=None, book=False, title=None):
         ax.set_prop_cycle(color=plt.cm.tab20.colors)
     for run_dir in run_dirs:
         results = load_results(run_dir)
-        cfg = load_config(os.path.join(run_dir, runs.CONFIG_FILE))
+        cfg = runs.read_config(run_dir)
         acc = results["validation_accuracy"]
         ax.plot(range(len(acc)), acc, marker=".", label=f"{cfg.preset} seed {cfg.seed} "
                 f"({os.path.basename(os.path.normpath(run_dir))})")

@@ -7,13 +7,10 @@ can be open side by side, and nothing global in TensorFlow is touched.
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import tensorflow as tf
 
 from . import checkpoint, data, runs
-from .config import load_config
 from .graph import build_graph
 
 tf1 = tf.compat.v1
@@ -36,8 +33,7 @@ class RestoredModel:
     """A trained network in its own graph and session. Use as a context manager, or ``close()``."""
 
     def __init__(self, path, logdir="tf_logs"):
-        self.run_dir, self.checkpoint = runs.resolve(path, logdir)
-        self.config = load_config(os.path.join(self.run_dir, runs.CONFIG_FILE))
+        self.run_dir, self.checkpoint, self.config = runs.resolve(path, logdir)
         self.handles = h = build_graph(self.config)
         self.graph = h.graph
         with self.graph.as_default():

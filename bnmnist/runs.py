@@ -19,6 +19,7 @@ import re
 import shutil
 import tempfile
 
+from .config import load_config
 from .errors import CheckpointError, RunFolderError
 
 CONFIG_FILE = "config.json"
@@ -47,17 +48,20 @@ def check_logdir(logdir, create=True):
             raise RunFolderError(f"cannot write in log folder {logdir} (no write permission on "
                                  f"{existing}); choose another with --logdir or fix its permissions")
         return
+    make_writable(logdir, "log folder", "choose another with --logdir or fix its permissions")
+
+
+def make_writable(folder, name, what_to_do):
+    """Create ``folder`` if needed and prove a file can be written in it."""
     try:
-        os.makedirs(logdir, exist_ok=True)
+        os.makedirs(folder, exist_ok=True)
     except OSError as e:
-        raise RunFolderError(f"cannot create log folder {logdir} ({e.strerror}); "
-                             "choose another with --logdir") from None
+        raise RunFolderError(f"cannot create {name} {folder} ({e.strerror}); {what_to_do}") from None
     try:
-        with tempfile.TemporaryFile(dir=logdir):
+        with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as e:
-        raise RunFolderError(f"cannot write in log folder {logdir} ({e.strerror}); "
-                             "choose another with --logdir or fix its permissions") from None
+        raise RunFolderError(f"cannot write in {name} {folder} ({e.strerror}); {what_to_do}") from None
 
 
 def new_run_dir(logdir, now=None):
@@ -136,10 +140,14 @@ def require_checkpoint(prefix):
                               "pass a run folder or an existing model.ckpt-N prefix")
 
 
+def read_config(run_dir):
+    return load_config(os.path.join(run_dir, CONFIG_FILE))
+
+
 def resolve(path, logdir="tf_logs"):
-    """(run folder, checkpoint prefix) for a run folder, a checkpoint prefix or ``"latest"``;
-    checks the checkpoint's index file is there. Needs no TensorFlow, so scripts can refuse a
-    wrong path before importing it."""
+    """(run folder, checkpoint prefix, its Config) for a run folder, a checkpoint prefix or
+    ``"latest"``; checks the checkpoint's index file is there. Needs no TensorFlow, so scripts
+    can refuse a wrong path before importing it."""
     path = str(path)
     if path == "latest":
         path = latest_run(logdir)
@@ -153,7 +161,7 @@ def resolve(path, logdir="tf_logs"):
             raise CheckpointError(f"{path}: neither a run folder nor a checkpoint inside one "
                                   f"(no {CONFIG_FILE} in {run_dir})")
     require_checkpoint(prefix)
-    return run_dir, prefix
+    return run_dir, prefix, read_config(run_dir)
 
 
 def checkpoint_prefix(run_dir, epoch):

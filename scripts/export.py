@@ -5,12 +5,10 @@ RUN is a run folder, a checkpoint prefix, or "latest". Inspect the result with
 """
 import os
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from bnmnist import runs  # noqa: E402  (bnmnist's modules load TensorFlow only where they need it)
 from bnmnist.cli import ScriptParser  # noqa: E402
-from bnmnist.config import load_config  # noqa: E402
 from bnmnist.errors import BnmnistError  # noqa: E402
 
 
@@ -18,14 +16,8 @@ def check_out_dir(out_dir):
     """OUT_DIR must be new, in a folder that exists (or can be made) and is writable."""
     if os.path.exists(out_dir):
         raise BnmnistError(f"{out_dir} already exists; choose a new folder")
-    parent = os.path.dirname(os.path.abspath(out_dir))
-    try:
-        os.makedirs(parent, exist_ok=True)
-        with tempfile.TemporaryFile(dir=parent):
-            pass
-    except OSError as e:
-        raise BnmnistError(f"cannot write {out_dir} ({e.strerror} in {parent}); "
-                           "choose an OUT_DIR in a folder you can write") from None
+    runs.make_writable(os.path.dirname(os.path.abspath(out_dir)), "the folder of OUT_DIR",
+                       "choose an OUT_DIR in a folder you can write")
 
 
 def main(argv=None):
@@ -35,8 +27,7 @@ def main(argv=None):
     ap.add_argument("--logdir", default="tf_logs", help='where "latest" looks (default: %(default)s)')
     args = ap.parse_args(argv)
     try:
-        run_dir, _ = runs.resolve(args.run, args.logdir)    # a wrong RUN is refused before TensorFlow loads
-        load_config(os.path.join(run_dir, runs.CONFIG_FILE))
+        runs.resolve(args.run, args.logdir)        # a wrong RUN is refused before TensorFlow loads
         check_out_dir(args.out_dir)
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         from bnmnist.export import export_saved_model

@@ -61,24 +61,22 @@ def main(argv=None):
     csv_path = args.csv or os.path.join(args.logdir, f"seeds-{args.preset}-{stamp}.csv")
     print(f"Training preset {args.preset} for seeds {seeds}, {args.jobs} at a time", flush=True)
     results = {}
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs)
-    try:
-        for future in [pool.submit(train_seed, s, args) for s in seeds]:
-            seed, res = future.result()
-            results[seed] = res
-            print(f"seed {seed}: final validation {res['validation_accuracy'][-1]:.4f}, "
-                  f"test {res['test_accuracy']:.4f} ({res['run_dir']})", flush=True)
-    except (BnmnistError, KeyboardInterrupt) as e:
-        pool.shutdown(wait=True, cancel_futures=True)   # start no more seeds; running ones end
-        if isinstance(e, KeyboardInterrupt):
-            print(f"seeds: interrupted after {len(results)} finished seed(s); every run keeps its "
-                  f"completed epochs in {args.logdir} (resume one with python scripts/train.py "
-                  "--resume RUN)", file=sys.stderr)
-            return 130
-        print(f"seeds: error: {e}", file=sys.stderr)
-        return 2
-    finally:
-        pool.shutdown(wait=True)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        try:
+            for future in [pool.submit(train_seed, s, args) for s in seeds]:
+                seed, res = future.result()
+                results[seed] = res
+                print(f"seed {seed}: final validation {res['validation_accuracy'][-1]:.4f}, "
+                      f"test {res['test_accuracy']:.4f} ({res['run_dir']})", flush=True)
+        except (BnmnistError, KeyboardInterrupt) as e:
+            pool.shutdown(cancel_futures=True)          # start no more seeds; running ones end
+            if isinstance(e, KeyboardInterrupt):
+                print(f"seeds: interrupted after {len(results)} finished seed(s); every run keeps its "
+                      f"completed epochs in {args.logdir} (resume one with python scripts/train.py "
+                      "--resume RUN)", file=sys.stderr)
+                return 130
+            print(f"seeds: error: {e}", file=sys.stderr)
+            return 2
     ordered, rows, test = reports.seed_statistics(results)
     print(f"\nValidation accuracy over {len(ordered)} seeds ({args.preset}):")
     print(f"{'epoch':>5} {'mean':>7} {'std':>7} {'min':>7} {'max':>7} {'seed 42':>8}")
