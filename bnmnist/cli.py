@@ -56,6 +56,12 @@ _momentum = _number(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 _seed = _number(int, lambda v: 0 <= v < 2**31, "an integer in [0, 2**31)")
 
 
+def _path(text):
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must be a path, got an empty string")
+    return text
+
+
 def _threads(text):
     try:
         intra, inter = (int(t) for t in text.split(","))
@@ -93,12 +99,12 @@ def build_parser():
     p.add_argument("--threads", type=_threads, metavar="INTRA,INTER",
                    help="Session thread pools, 0 = one per core; speed only, same results "
                         "(default: 1,2)")
-    p.add_argument("--data", metavar="PATH",
+    p.add_argument("--data", metavar="PATH", type=_path,
                    help=f"mnist.npz or a folder with the four MNIST IDX files (default: "
                         f"${data.ENV_VAR}, then the Keras cache, then a download)")
-    p.add_argument("--logdir", metavar="DIR", default="tf_logs",
+    p.add_argument("--logdir", metavar="DIR", default="tf_logs", type=_path,
                    help="where run folders go (default: %(default)s)")
-    p.add_argument("--resume", metavar="RUN", help="continue RUN (a run folder) from its last completed epoch")
+    p.add_argument("--resume", metavar="RUN", type=_path, help="continue RUN (a run folder) from its last completed epoch")
     p.add_argument("--dry-run", action="store_true", help="a couple of steps and one checkpoint, for smoke tests")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -143,8 +149,7 @@ def prepare(argv):
             cfg = cfg.replace(epochs=args.epochs)
         if args.threads is not None:
             cfg = cfg.replace(threads=args.threads)
-        if not runs.read_state(run_dir):
-            raise BnmnistError(f"{run_dir} has no completed epoch to resume from; start a new run")
+        _check_resumable(run_dir, cfg, args.epochs)
         runs.check_logdir(run_dir)
     else:
         cfg = config_from_args(args)
@@ -165,9 +170,29 @@ def prepare(argv):
         if saved.get("sha256") != info["sha256"]:
             raise BnmnistError(f"the data differs from the data {run_dir} was trained on "
                                f"({saved.get('source')}); pass that copy with --data")
+        runs.lock_run(run_dir)          # held until this process ends
         return cfg, split, info, None, run_dir, args
     runs.check_logdir(args.logdir)
     return cfg, split, info, args.logdir, None, args
+
+
+def _check_resumable(run_dir, cfg, epochs_flag):
+    """A resume must have an epoch to start from and one to train (or a result to finish)."""
+    done = runs.epochs_done(run_dir)
+    if not done:
+        raise BnmnistError(f"{run_dir} has no completed epoch to resume from; start a new run")
+    results = runs.read_results(run_dir)
+    if results is not None and results.get("dry_run"):
+        raise BnmnistError(f"{run_dir} was a --dry-run (a couple of steps), not a run to go on "
+                           "with; start a new run")
+    if epochs_flag is not None and epochs_flag < done:
+        raise BnmnistError(f"{run_dir} already has {done} completed epochs; --epochs {epochs_flag} "
+                           f"would not extend it: pass more than {done}")
+    if done >= cfg.epochs and results is not None:
+        accuracy = results.get("test_accuracy")
+        accuracy = f" (test accuracy {accuracy:.4f})" if isinstance(accuracy, float) else ""
+        raise BnmnistError(f"{run_dir} already finished its {done} epochs{accuracy}; pass --epochs N "
+                           f"with N above {done} to train it further, or open it with bnmnist.restore")
 
 
 def main(argv=None):
@@ -194,6 +219,14 @@ def _main(argv, run):
     except KeyboardInterrupt:
         print("bnmnist-train: interrupted before training started", file=sys.stderr)
         return EXIT_INTERRUPTED
+    try:
+        return _train(t0, cfg, split, info, logdir, resume_dir, args, run)
+    finally:
+        if resume_dir:
+            runs.unlock_run(resume_dir)     # taken by prepare()
+
+
+def _train(t0, cfg, split, info, logdir, resume_dir, args, run):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")   # hide TensorFlow's start-up chatter
     run_dir = resume_dir
     t_data = time.perf_counter()

@@ -173,7 +173,29 @@ def _read_idx(path, ndim):
     return np.frombuffer(raw, np.uint8, offset=header).reshape(dims)
 
 
+def _sniff_npz(path):
+    """Refuse, by its first bytes, a file that is not a zip archive before NumPy guesses at it
+    (NumPy takes any unknown file for a pickle)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror}); check the path and permissions") from None
+    if head.startswith(b"PK"):
+        return
+    if not head:
+        raise DataError(f"{path}: the file is empty; download or copy it again")
+    if head.startswith(b"\x93NUMPY"):
+        raise DataError(f"{path}: a single NumPy array (.npy), not an .npz archive; pass a Keras "
+                        "mnist.npz (x_train, y_train, x_test, y_test) or a folder of the four IDX files")
+    if head[:2] == b"\x1f\x8b" or head[:3] == b"\x00\x00\x08":
+        raise DataError(f"{path}: one IDX file, not the data set; pass the folder that holds all four "
+                        f"({', '.join(n + '.gz' for n in IDX_FILES.values())})")
+    raise DataError(f"{path}: neither an .npz archive nor a folder; {HOW_TO_PASS}")
+
+
 def _read_npz(path):
+    _sniff_npz(path)
     try:
         with np.load(path, allow_pickle=False) as npz:
             missing = [k for k in IDX_FILES if k not in npz.files]

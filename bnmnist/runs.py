@@ -80,6 +80,39 @@ def new_run_dir(logdir, now=None):
     raise RunFolderError(f"could not find a free run folder name under {logdir}")
 
 
+_held_locks = {}      # run folder (real path) -> the open folder this process locked
+
+
+def lock_run(run_dir):
+    """Take the run folder's training lock for this process: an exclusive ``flock`` on the folder
+    itself (no file is made), which the kernel drops when the process ends, ``kill -9`` included.
+    A second process that tries to train the same run (a resume started while the run still
+    trains) is refused. Returns True if this call took the lock, False if this process already
+    held it. Where ``fcntl`` does not exist (Windows) runs are not locked."""
+    key = os.path.realpath(run_dir)
+    if key in _held_locks:
+        return False
+    try:
+        import fcntl
+    except ImportError:
+        return False
+    fd = os.open(key, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise RunFolderError(f"{run_dir} is being trained by another process right now; let it "
+                             "finish (or stop it with Ctrl-C) before resuming it") from None
+    _held_locks[key] = fd
+    return True
+
+
+def unlock_run(run_dir):
+    fd = _held_locks.pop(os.path.realpath(run_dir), None)
+    if fd is not None:
+        os.close(fd)
+
+
 def write_bytes_atomic(path, data):
     """Write to a temporary name, flush to disk, then rename over ``path``: readers (and a
     process killed half-way) see the old file or the new one, never a partial one."""
@@ -132,6 +165,27 @@ def newest_prefix(run_dir):
         raise CheckpointError(f"{run_dir} holds no checkpoint (no '{STATE_FILE}' file naming "
                               "one); train at least one epoch, or pass a checkpoint prefix")
     return prefixes[-1]
+
+
+def epochs_done(run_dir):
+    """How many epochs the newest checkpoint holds (``model.ckpt-<epoch>`` is saved after
+    ``epoch``); 0 when there is none."""
+    prefixes = read_state(run_dir)
+    if not prefixes:
+        return 0
+    m = re.match(rf"^{re.escape(CKPT_BASENAME)}-(\d+)$", os.path.basename(prefixes[-1]))
+    if not m:
+        raise CheckpointError(f"{run_dir}: its '{STATE_FILE}' file names {prefixes[-1]}, not a "
+                              f"{CKPT_BASENAME}-<epoch> checkpoint of bnmnist")
+    return int(m.group(1)) + 1
+
+
+def read_results(run_dir):
+    """The finished run's results.json, or None when the run has not finished (or it is unreadable)."""
+    try:
+        return read_json(os.path.join(run_dir, RESULTS_FILE))
+    except (OSError, ValueError):
+        return None
 
 
 def require_checkpoint(prefix):

@@ -156,6 +156,15 @@ def train(config, split, run_dir, *, resume=False, dry_run=False, out=sys.stdout
 
     ``steps_per_call`` caps the steps of one Session call of the "xla" loop (default: a whole
     epoch, or a twentieth of one while a progress bar shows); the results do not depend on it."""
+    locked = runs.lock_run(run_dir)     # one process trains a run at a time
+    try:
+        return _train(config, split, run_dir, resume, dry_run, out, data_info, progress, steps_per_call)
+    finally:
+        if locked:
+            runs.unlock_run(run_dir)
+
+
+def _train(config, split, run_dir, resume, dry_run, out, data_info, progress, steps_per_call):
     if not resume:
         runs.write_json_atomic(os.path.join(run_dir, runs.CONFIG_FILE), config.to_json())
         if data_info is not None:
@@ -204,7 +213,12 @@ class _Run:
         if not self.resume:
             self.sess.run([h.init, self.run_state.initializer])
             return 0
-        checkpoint.restore(self.sess, self.saver, runs.newest_prefix(self.run_dir), h.model_variables)
+        result.checkpoint = runs.newest_prefix(self.run_dir)
+        checkpoint.restore(self.sess, self.saver, result.checkpoint, h.model_variables)
+        saved = runs.read_config(self.run_dir)
+        if saved.epochs != self.config.epochs:     # --epochs extends the run: it is now that long
+            runs.write_json_atomic(os.path.join(self.run_dir, runs.CONFIG_FILE),
+                                   saved.replace(epochs=self.config.epochs).to_json())
         state = json.loads(self.sess.run(self.run_state).decode())
         self.rng.set_state(_rng_from_json(state["rng"]))
         result.accuracies = [np.float32(a) for a in state["accuracies"]]
@@ -291,6 +305,7 @@ class _Run:
                 "training_loss": result.losses, "epoch_seconds": result.epoch_seconds,
                 "test_accuracy": float(result.test_accuracy),
                 "train_seconds": result.train_seconds, "checkpoint": os.path.basename(result.checkpoint),
+                **({"dry_run": True} if dry_run else {}),
             })
         except OSError as e:
             raise WriteError(f"could not write {runs.RESULTS_FILE} in {self.run_dir} ({e.strerror}); "

@@ -146,6 +146,11 @@ def bad_data_cases(tmp_path, tiny_mnist):
         ("npz wrong shape", write_npz(tmp_path / "shape.npz", x_train=x_train.reshape(6000, 784)), "28, 28"),
         ("npz pickled objects", write_npz(tmp_path / "pickle.npz", y_test=np.array([object()] * 50, dtype=object)), "pickle"),
         ("not an npz", str(tmp_path / "junk.npz"), "readable"),
+        ("a text file", str(tmp_path / "notes.txt"), "neither an .npz archive nor a folder"),
+        ("a single npy array", str(tmp_path / "x.npy"), "single NumPy array"),
+        ("one IDX file, not its folder", os.path.join(tiny_mnist, train_img), "pass the folder that holds all four"),
     ]
     (tmp_path / "junk.npz").write_bytes(b"PK\x03\x04 definitely not a zip archive")
+    (tmp_path / "notes.txt").write_text("MNIST is in ../shared\n")
+    np.save(tmp_path / "x.npy", x_train)
     return cases

@@ -59,6 +59,8 @@ def _bad_flag_cases(tiny):
         ("unknown loop", d + ["--loop", "fast"], "invalid choice"),
         ("two loops at once", d + ["--feed-dict", "--loop", "xla"], "contradict"),
         ("unknown flag", d + ["--epoch", "3"], "unrecognized"),
+        ("empty data path", ["--data", ""], "empty string"),
+        ("empty log folder", d + ["--logdir", ""], "empty string"),
     ]
 
 
@@ -74,7 +76,12 @@ def _bad_folder_cases(tmp_path, tiny, tiny_run):
     broken_config = tmp_path / "run-20260101000002"
     shutil.copytree(tiny_run, broken_config)
     (broken_config / "config.json").write_text("{not json")
+    dry_run = tmp_path / "run-20260101000003"
+    shutil.copytree(tiny_run, dry_run)
+    results = json.load(open(dry_run / "results.json"))
+    (dry_run / "results.json").write_text(json.dumps(dict(results, dry_run=True)))
     d = ["--data", tiny]
+    more = ["--epochs", "3"]            # tiny_run finished its 2 epochs: extend it to get further
     return [
         ("logdir is a file", d + ["--logdir", str(a_file)], "not a folder"),
         ("logdir under a file", d + ["--logdir", str(a_file / "sub")], "cannot create log folder"),
@@ -82,8 +89,12 @@ def _bad_folder_cases(tmp_path, tiny, tiny_run):
         ("resume a non-run", d + ["--resume", str(tmp_path)], "not a bnmnist run folder"),
         ("resume a run without checkpoints", d + ["--resume", str(empty_run)], "no completed epoch"),
         ("resume with a changed flag", d + ["--resume", tiny_run, "--learning-rate", "0.1"], "drop --learning-rate"),
-        ("resume on other data", ["--data", str(tmp_path / "other.npz"), "--resume", tiny_run], "differs from the data"),
-        ("resume without data.json", d + ["--resume", str(no_data_json)], "cannot read data.json"),
+        ("resume a finished run", d + ["--resume", tiny_run], "already finished its 2 epochs"),
+        ("resume to fewer epochs", d + ["--resume", tiny_run, "--epochs", "1"], "would not extend it"),
+        ("resume a dry run", d + ["--resume", str(dry_run), "--epochs", "5"], "was a --dry-run"),
+        ("resume on other data", ["--data", str(tmp_path / "other.npz"), "--resume", tiny_run] + more,
+         "differs from the data"),
+        ("resume without data.json", d + ["--resume", str(no_data_json)] + more, "cannot read data.json"),
         ("resume with a broken config", d + ["--resume", str(broken_config)], "not a readable bnmnist config"),
     ]
 
@@ -117,7 +128,7 @@ def test_resume_of_another_architecture_names_the_variable_and_both_shapes(tiny_
     cfg["hidden"] = [50, 100]
     (other / "config.json").write_text(json.dumps(cfg))
     before = folder_digest(other)
-    p = run_train("--resume", other, "--data", tiny_mnist)
+    p = run_train("--resume", other, "--data", tiny_mnist, "--epochs", "3")
     assert p.returncode == 2, p.stderr
     err = [l for l in p.stderr.splitlines() if l.startswith("bnmnist-train")]
     assert len(err) == 1 and "hidden1/kernel" in err[0] and "[784, 300]" in err[0] and "[784, 50]" in err[0]
@@ -215,6 +226,45 @@ def test_two_runs_started_at_once_write_different_folders(tiny_mnist, tmp_path):
     assert all(p.returncode == 0 for p in procs)
     folders = {run_dir_from(o) for o in outs}
     assert len(folders) == 2 and len(os.listdir(tmp_path)) == 2
+
+
+def test_a_resume_while_the_run_still_trains_is_refused_before_tensorflow(tiny_mnist, tmp_path):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
+    p = subprocess.Popen([sys.executable, TRAIN_SCRIPT, "--data", tiny_mnist, "--logdir", str(tmp_path),
+                          "--epochs", "100000", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env=env)
+    try:
+        for line in p.stdout:
+            if line.startswith("Run folder: "):
+                run_dir = line.split(": ", 1)[1].strip()
+            if line.startswith("0 Validation accuracy"):     # a checkpoint to resume from exists
+                break
+        second = subprocess.run([sys.executable, "-c", DRIVER, ROOT, "--resume", run_dir, "--data", tiny_mnist],
+                                capture_output=True, text=True, timeout=60)
+        assert p.poll() is None, "the first run stopped"
+    finally:
+        p.send_signal(signal.SIGINT)
+        p.communicate(timeout=60)
+    assert second.returncode == 2, second.stderr
+    lines = second.stderr.strip().splitlines()
+    assert len(lines) == 1 and "is being trained by another process" in lines[0], second.stderr
+    assert second.stdout.split()[0] == "NO_TF"
+    assert p.returncode == 130                  # the first run went on, undisturbed, until stopped
+
+
+def test_extending_a_finished_run_with_epochs_equals_a_longer_run(tiny_run, tiny_mnist, tmp_path):
+    extended = tmp_path / "run-20260101000000"
+    shutil.copytree(tiny_run, extended)
+    p = run_train("--resume", extended, "--data", tiny_mnist, "--epochs", "3")
+    assert p.returncode == 0, p.stderr
+    longer = run_train("--data", tiny_mnist, "--logdir", tmp_path / "longer", "--epochs", "3", "--batch-size", "100")
+    assert longer.returncode == 0, longer.stderr
+    assert len(table_from(longer.stdout)) == 3 and table_from(p.stdout) == table_from(longer.stdout)
+    a, b = final_variables(str(extended)), final_variables(run_dir_from(longer.stdout))
+    assert all(a[n].tobytes() == b[n].tobytes() for n in a)
+    assert json.load(open(extended / "config.json"))["epochs"] == 3      # the run is now 3 epochs long
+    results = json.load(open(extended / "results.json"))
+    assert len(results["validation_accuracy"]) == 3 and results["checkpoint"] == "model.ckpt-2"
 
 
 def test_log_folder_precheck_creates_nothing_and_refuses_a_file_on_the_path(tmp_path):
