@@ -56,7 +56,8 @@ _momentum = _number(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
 _seed = _number(int, lambda v: 0 <= v < 2**31, "an integer in [0, 2**31)")
 
 
-def _path(text):
+def path_arg(text):
+    """An argparse type for paths: an empty string (``--data ""``, an unset shell variable) is refused."""
     if not text.strip():
         raise argparse.ArgumentTypeError("must be a path, got an empty string")
     return text
@@ -99,12 +100,12 @@ def build_parser():
     p.add_argument("--threads", type=_threads, metavar="INTRA,INTER",
                    help="Session thread pools, 0 = one per core; speed only, same results "
                         "(default: 1,2)")
-    p.add_argument("--data", metavar="PATH", type=_path,
+    p.add_argument("--data", metavar="PATH", type=path_arg,
                    help=f"mnist.npz or a folder with the four MNIST IDX files (default: "
                         f"${data.ENV_VAR}, then the Keras cache, then a download)")
-    p.add_argument("--logdir", metavar="DIR", default="tf_logs", type=_path,
+    p.add_argument("--logdir", metavar="DIR", default="tf_logs", type=path_arg,
                    help="where run folders go (default: %(default)s)")
-    p.add_argument("--resume", metavar="RUN", type=_path, help="continue RUN (a run folder) from its last completed epoch")
+    p.add_argument("--resume", metavar="RUN", type=path_arg, help="continue RUN (a run folder) from its last completed epoch")
     p.add_argument("--dry-run", action="store_true", help="a couple of steps and one checkpoint, for smoke tests")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p

@@ -35,7 +35,12 @@ def plot_runs(run_dirs, out=None, book=False, title=None):
         import matplotlib.pyplot as plt
     except ImportError:
         raise RunFolderError("plotting needs matplotlib: pip install -e \".[notebook]\"") from None
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     out = out or os.path.join(run_dirs[0], "validation_accuracy.png")
+    formats = FigureCanvasAgg.get_supported_filetypes()
+    if os.path.splitext(out)[1][1:].lower() not in formats:
+        raise RunFolderError(f"cannot tell the image format of {out}; end it with .png (or "
+                             f"{', '.join('.' + f for f in sorted(formats) if f != 'png')})")
     fig, ax = plt.subplots(figsize=(8, 5))
     if len(run_dirs) > 10:          # the default cycle repeats after ten colours
         ax.set_prop_cycle(color=plt.cm.tab20.colors)
@@ -63,8 +68,11 @@ def plot_runs(run_dirs, out=None, book=False, title=None):
     return out
 
 
+MAX_SEEDS = 1000        # a 20-epoch bn run takes about half a minute here: 1,000 are hours
+
+
 def parse_seeds(text):
-    """'0-9' or '1,5,42' or '0-4,42' -> sorted unique list of ints."""
+    """'0-9' or '1,5,42' or '0-4,42' -> sorted unique list of ints in [0, 2**31)."""
     seeds = set()
     try:
         for part in text.split(","):
@@ -73,13 +81,19 @@ def parse_seeds(text):
                 if lo > hi:
                     raise RunFolderError(f"--seeds range {part.strip()} goes down; write it low-high, "
                                          f"like {hi}-{lo}")
+                if hi - lo >= MAX_SEEDS:
+                    raise RunFolderError(f"--seeds {part.strip()} is {hi - lo + 1:,} runs; pass at most "
+                                         f"{MAX_SEEDS:,} seeds (each is a whole training run)")
                 seeds.update(range(lo, hi + 1))
             else:
                 seeds.add(int(part))
     except ValueError:
         raise RunFolderError(f"--seeds takes ranges and lists like 0-9 or 0-4,42; got {text!r}") from None
-    if not seeds or min(seeds) < 0:
-        raise RunFolderError(f"--seeds needs non-negative seeds; got {text!r}")
+    if not seeds or min(seeds) < 0 or max(seeds) >= 2**31:
+        raise RunFolderError(f"--seeds needs seeds in [0, 2**31), as --seed does; got {text!r}")
+    if len(seeds) > MAX_SEEDS:
+        raise RunFolderError(f"--seeds {text} is {len(seeds):,} runs; pass at most {MAX_SEEDS:,} "
+                             "seeds (each is a whole training run)")
     return sorted(seeds)
 
 

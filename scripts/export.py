@@ -8,7 +8,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from bnmnist import runs  # noqa: E402  (bnmnist's modules load TensorFlow only where they need it)
-from bnmnist.cli import ScriptParser  # noqa: E402
+from bnmnist.cli import ScriptParser, path_arg  # noqa: E402
 from bnmnist.errors import BnmnistError  # noqa: E402
 
 
@@ -22,9 +22,9 @@ def check_out_dir(out_dir):
 
 def main(argv=None):
     ap = ScriptParser(prog="export", description="Export a bnmnist run as a TF2 SavedModel.")
-    ap.add_argument("run", help='a run folder, a checkpoint prefix, or "latest"')
-    ap.add_argument("out_dir", help="where the SavedModel goes (must not exist yet)")
-    ap.add_argument("--logdir", default="tf_logs", help='where "latest" looks (default: %(default)s)')
+    ap.add_argument("run", type=path_arg, help='a run folder, a checkpoint prefix, or "latest"')
+    ap.add_argument("out_dir", type=path_arg, help="where the SavedModel goes (must not exist yet)")
+    ap.add_argument("--logdir", default="tf_logs", type=path_arg, help='where "latest" looks (default: %(default)s)')
     args = ap.parse_args(argv)
     try:
         runs.resolve(args.run, args.logdir)        # a wrong RUN is refused before TensorFlow loads

@@ -14,7 +14,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
 from bnmnist import data, reports, runs  # noqa: E402
-from bnmnist.cli import ScriptParser, positive_int  # noqa: E402
+from bnmnist.cli import ScriptParser, path_arg, positive_int  # noqa: E402
 from bnmnist.errors import BnmnistError  # noqa: E402
 
 
@@ -43,14 +43,19 @@ def main(argv=None):
     ap.add_argument("--preset", choices=("bn", "plain"), default="bn", help="(default: %(default)s)")
     ap.add_argument("--seeds", default="0-9", help="ranges and lists, e.g. 0-9 or 0-4,42 (default: %(default)s)")
     ap.add_argument("--epochs", type=positive_int, help="override the preset's epochs")
-    ap.add_argument("--data", help="MNIST path (default: $BNMNIST_DATA, then the Keras cache)")
-    ap.add_argument("--logdir", default="tf_logs", help="where the runs go (default: %(default)s)")
+    ap.add_argument("--data", type=path_arg, help="MNIST path (default: $BNMNIST_DATA, then the Keras cache)")
+    ap.add_argument("--logdir", default="tf_logs", type=path_arg, help="where the runs go (default: %(default)s)")
     ap.add_argument("--jobs", type=positive_int, default=os.cpu_count(), help="parallel runs (default: cores = %(default)s)")
-    ap.add_argument("--csv", help="CSV path (default: LOGDIR/seeds-PRESET-<UTC time>.csv)")
+    ap.add_argument("--csv", type=path_arg, help="CSV path (default: LOGDIR/seeds-PRESET-<UTC time>.csv)")
     args = ap.parse_args(argv)
     try:
         seeds = reports.parse_seeds(args.seeds)
         runs.check_logdir(args.logdir)
+        if args.csv:                # its folder must take the table once every seed has trained
+            if os.path.isdir(args.csv):
+                raise BnmnistError(f"--csv {args.csv} is a folder; give a file name, like {args.csv}/seeds.csv")
+            runs.make_writable(os.path.dirname(os.path.abspath(args.csv)), "the folder of --csv",
+                               "choose a --csv path in a folder you can write")
         data.load(args.data)        # bad data is refused once, here, and a download happens once
     except BnmnistError as e:
         print(f"seeds: error: {e}", file=sys.stderr)
@@ -86,7 +91,12 @@ def main(argv=None):
           f"{test.max():.4f} {results[42]['test_accuracy']:>8.4f}")
     print(f"Seed 42 ranks {reports.rank_of_seed_42(results, 'validation')} on final validation accuracy, "
           f"{reports.rank_of_seed_42(results, 'test')} on test accuracy")
-    reports.write_seed_csv(csv_path, ordered, rows, test, results)
+    try:
+        reports.write_seed_csv(csv_path, ordered, rows, test, results)
+    except OSError as e:
+        print(f"seeds: error: could not write {csv_path} ({e.strerror}); the table above and every "
+              f"run folder in {args.logdir} are kept", file=sys.stderr)
+        return 4
     print(f"CSV written to {csv_path}")
     try:
         png = reports.plot_runs([results[s]["run_dir"] for s in ordered],

@@ -84,9 +84,15 @@ def test_seeds_script_summarises_every_seed_and_marks_seed_42(tiny_mnist, tmp_pa
     ("seeds.py", ["--seeds", "0-1", "--epochs", "0"], "--epochs: must be a positive integer"),
     ("seeds.py", ["--seeds", "0-1", "--jobs", "two"], "--jobs: must be a positive integer"),
     ("seeds.py", ["--seeds", "0-1", "--data", "{tmp}/missing"], "no such file or folder"),
+    ("seeds.py", ["--seeds", "0-100000000"], "pass at most 1,000 seeds"),
+    ("seeds.py", ["--seeds", "2147483648"], "seeds in [0, 2**31)"),
+    ("seeds.py", ["--seeds", "0-1", "--csv", "{tmp}"], "is a folder; give a file name"),
+    ("seeds.py", ["--seeds", "0-1", "--csv", "/proc/bnmnist/s.csv"], "choose a --csv path"),
     ("plot_runs.py", [], "the following arguments are required: RUN"),
     ("plot_runs.py", ["{run}", "--out", "/proc/bnmnist/plot.png"], "cannot write the plot"),
+    ("plot_runs.py", ["{run}", "--out", "{tmp}/plot.txt"], "cannot tell the image format"),
     ("export.py", ["{run}"], "the following arguments are required: out_dir"),
+    ("export.py", ["{run}", ""], "must be a path, got an empty string"),
 ])
 def test_helper_scripts_refuse_bad_input_in_one_line_with_exit_2(script, args, says, two_runs, tmp_path):
     args = [a.format(tmp=tmp_path, run=run_dir_from(two_runs[0].stdout)) for a in args]
