@@ -25,14 +25,16 @@ def as_model_input(images):
         if a.size and not (np.all(np.isfinite(a)) and a.min() >= 0 and a.max() <= 1):
             raise ValueError("images must be scaled to [0, 1] (pixels / 255) when given as floats")
         return a.astype(np.float32, copy=False)
+    hint = "; for one image pass images[None]" if a.shape in ((28, 28), (784,)) else ""
     raise ValueError(f"images must be uint8 of shape (n, 28, 28) or float of shape (n, 784) in "
-                     f"[0, 1]; got {a.dtype} {a.shape}")
+                     f"[0, 1]; got {a.dtype} {a.shape}{hint}")
 
 
 class RestoredModel:
     """A trained network in its own graph and session. Use as a context manager, or ``close()``."""
 
     def __init__(self, path, logdir="tf_logs"):
+        self.closed = False
         self.run_dir, self.checkpoint, self.config = runs.resolve(path, logdir)
         self.handles = h = build_graph(self.config)
         self.graph = h.graph
@@ -46,11 +48,16 @@ class RestoredModel:
             self.session.close()
             raise
 
+    def _run(self, fetch, feed):
+        if self.closed:
+            raise RuntimeError(f"{self!r} is closed; restore it again with bnmnist.restore")
+        return self.session.run(fetch, feed)
+
     def predict_proba(self, images):
-        return self.session.run(self.handles.probabilities, {self.handles.X: as_model_input(images)})
+        return self._run(self.handles.probabilities, {self.handles.X: as_model_input(images)})
 
     def predict(self, images):
-        return self.session.run(self.handles.predictions, {self.handles.X: as_model_input(images)})
+        return self._run(self.handles.predictions, {self.handles.X: as_model_input(images)})
 
     def evaluate(self, images, labels):
         """Accuracy as the book computes it (``eval/accuracy``), a float32."""
@@ -58,14 +65,17 @@ class RestoredModel:
         y = np.asarray(labels)
         if y.shape != (len(X),) or not np.issubdtype(y.dtype, np.integer):
             raise ValueError(f"labels must be integers of shape ({len(X)},); got {y.dtype} {y.shape}")
-        return self.session.run(self.handles.accuracy, {self.handles.X: X, self.handles.y: y.astype(np.int32)})
+        if y.size and (y.min() < 0 or y.max() > 9):
+            raise ValueError(f"labels must be digits 0-9; got {y.min()}..{y.max()}")
+        return self._run(self.handles.accuracy, {self.handles.X: X, self.handles.y: y.astype(np.int32)})
 
     def variables(self):
         """Name -> NumPy value of every restored variable."""
-        values = self.session.run(self.handles.model_variables)
+        values = self._run(self.handles.model_variables, None)
         return {v.op.name: value for v, value in zip(self.handles.model_variables, values)}
 
     def close(self):
+        self.closed = True
         self.session.close()
 
     def __enter__(self):

@@ -205,6 +205,7 @@ def resolve(path, logdir="tf_logs"):
     path = str(path)
     if path == "latest":
         path = latest_run(logdir)
+    path = re.sub(r"\.(index|meta|data-\d+-of-\d+)$", "", path)    # a checkpoint's file for its prefix
     if os.path.isdir(path):
         if not is_run_dir(path):
             raise CheckpointError(f"{path} is not a bnmnist run folder (no {CONFIG_FILE})")

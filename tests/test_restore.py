@@ -24,7 +24,8 @@ def printed_test_accuracy(run_dir):
 def test_restore_run_folder_prefix_and_latest_give_the_accuracy_the_run_printed(tiny_run, tiny_mnist):
     m = data.load(tiny_mnist)
     logdir = os.path.dirname(tiny_run)
-    for path in (tiny_run, runs.read_state(tiny_run)[-1], "latest"):
+    prefix = runs.read_state(tiny_run)[-1]
+    for path in (tiny_run, prefix, prefix + ".index", "latest"):   # .index: what tab completion gives
         with bnmnist.restore(path, logdir=logdir) as model:
             assert float(model.evaluate(m.x_test, m.y_test)) == printed_test_accuracy(tiny_run)
             assert model.checkpoint.endswith("model.ckpt-1")
@@ -54,6 +55,12 @@ def test_predict_takes_raw_uint8_or_scaled_floats_and_refuses_anything_else(tiny
                 model.predict(bad)
         with pytest.raises(ValueError, match="labels"):
             model.evaluate(m.x_test[:3], m.y_test[:4])
+        with pytest.raises(ValueError, match="for one image pass images"):
+            model.predict(m.x_test[0])
+        with pytest.raises(ValueError, match="digits 0-9"):
+            model.evaluate(m.x_test[:3], np.array([10, 1, 2]))     # in_top_k would just say "wrong"
+    with pytest.raises(RuntimeError, match="is closed; restore it again"):
+        model.predict(m.x_test[:3])
 
 
 def test_two_restored_runs_live_side_by_side_after_eager_tensorflow(tiny_run, tiny_mnist, tmp_path):
