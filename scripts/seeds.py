@@ -8,8 +8,10 @@ listed), writes the same to CSV, and plots every seed's curve.
 import concurrent.futures
 import datetime
 import os
+import signal
 import subprocess
 import sys
+import threading
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
@@ -18,7 +20,11 @@ from bnmnist.cli import ScriptParser, path_arg, positive_int  # noqa: E402
 from bnmnist.errors import BnmnistError  # noqa: E402
 
 
-def train_seed(seed, args):
+def train_seed(seed, args, stop):
+    """Train one seed; once ``stop`` is set (Ctrl-C, or a seed failed) queued seeds start no run.
+    The worker that sees its run fail sets ``stop`` itself, before it could take the next seed."""
+    if stop.is_set():
+        return seed, None
     cmd = [sys.executable, os.path.join(HERE, "train.py"), "--preset", args.preset, "--seed", str(seed),
            "--logdir", args.logdir, "--quiet"]
     if args.epochs:
@@ -27,6 +33,8 @@ def train_seed(seed, args):
         cmd += ["--data", args.data]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     p = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if p.returncode != 0:
+        stop.set()
     if p.returncode == 130:             # Ctrl-C reached the run too (it saved its last epoch)
         raise KeyboardInterrupt
     if p.returncode != 0:
@@ -65,15 +73,19 @@ def main(argv=None):
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d%H%M%S")
     csv_path = args.csv or os.path.join(args.logdir, f"seeds-{args.preset}-{stamp}.csv")
     print(f"Training preset {args.preset} for seeds {seeds}, {args.jobs} at a time", flush=True)
-    results = {}
+    signal.signal(signal.SIGINT, signal.default_int_handler)   # Ctrl-C works even if started with `&`
+    results, stop = {}, threading.Event()
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
         try:
-            for future in [pool.submit(train_seed, s, args) for s in seeds]:
+            for future in [pool.submit(train_seed, s, args, stop) for s in seeds]:
                 seed, res = future.result()
+                if res is None:         # not started: a failure or Ctrl-C comes first in seed order
+                    continue
                 results[seed] = res
                 print(f"seed {seed}: final validation {res['validation_accuracy'][-1]:.4f}, "
                       f"test {res['test_accuracy']:.4f} ({res['run_dir']})", flush=True)
         except (BnmnistError, KeyboardInterrupt) as e:
+            stop.set()
             pool.shutdown(cancel_futures=True)          # start no more seeds; running ones end
             if isinstance(e, KeyboardInterrupt):
                 print(f"seeds: interrupted after {len(results)} finished seed(s); every run keeps its "

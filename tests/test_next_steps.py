@@ -105,7 +105,22 @@ def test_helper_scripts_refuse_bad_input_in_one_line_with_exit_2(script, args, s
     assert not os.path.exists(tmp_path / "logs") or os.listdir(tmp_path / "logs") == []   # nothing trained
 
 
-def test_ctrl_c_on_seeds_starts_no_more_runs_and_exits_130_in_one_line(tiny_mnist, tmp_path):
+def child_pids(pid):
+    children = []
+    for stat in os.listdir("/proc"):
+        try:
+            fields = open(f"/proc/{stat}/stat").read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[1] == str(pid):           # the field after the state is the parent's pid
+            children.append(int(stat))
+    return children
+
+
+# "group": Ctrl-C in a terminal, to seeds.py and its runs; "runs": only the runs get it (seeds.py
+# started in the background by a script, where SIGINT is ignored), so the workers must stop alone
+@pytest.mark.parametrize("who", ["group", "runs"])
+def test_ctrl_c_on_seeds_starts_no_more_runs_and_exits_130_in_one_line(who, tiny_mnist, tmp_path):
     logdir = tmp_path / "logs"
     p = subprocess.Popen([sys.executable, os.path.join(ROOT, "scripts", "seeds.py"), "--seeds", "0-5",
                           "--epochs", "100000", "--jobs", "2", "--data", tiny_mnist, "--logdir", str(logdir)],
@@ -117,8 +132,18 @@ def test_ctrl_c_on_seeds_starts_no_more_runs_and_exits_130_in_one_line(tiny_mnis
         if len(saved) == 2:
             break
         time.sleep(0.2)
-    os.killpg(p.pid, signal.SIGINT)        # what Ctrl-C in a terminal does: the whole group
-    _, err = p.communicate(timeout=120)
+    if who == "group":
+        os.killpg(p.pid, signal.SIGINT)    # what Ctrl-C in a terminal does: the whole group
+    else:
+        for child in child_pids(p.pid):
+            os.kill(child, signal.SIGINT)
+    try:
+        _, err = p.communicate(timeout=120)
+    finally:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)        # no runs left behind, even when the test fails
+        except ProcessLookupError:
+            pass
     assert p.returncode == 130, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("seeds: interrupted after 0 finished seed(s)"), err
