@@ -72,6 +72,16 @@ def tiny_run(tiny_mnist, tmp_path_factory):
     return run_dir_from(p.stdout)
 
 
+@pytest.fixture(scope="session")
+def six_epoch_run(tiny_mnist, tmp_path_factory):
+    """An uninterrupted 6-epoch run on the tiny data (batch 100, 10 steps per epoch; stdout a pipe,
+    no --quiet): what killed-and-resumed and extended runs must equal. Returns CompletedProcess."""
+    p = run_train("--data", tiny_mnist, "--logdir", tmp_path_factory.mktemp("six_epochs"), "--epochs", "6",
+                  "--batch-size", "100")
+    assert p.returncode == 0, p.stderr
+    return p
+
+
 def run_train(*args, env=None, timeout=600, cwd=None):
     """Run ``python scripts/train.py ARGS`` in a fresh process; returns CompletedProcess."""
     full_env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")

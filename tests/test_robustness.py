@@ -142,10 +142,9 @@ def final_variables(run_dir):
     return {n: reader.get_tensor(n) for n, _ in tf.train.list_variables(prefix) if n != "run_state"}
 
 
-def test_killed_mid_epoch_twice_and_resumed_ends_bit_identical(tiny_mnist, tmp_path):
+def test_killed_mid_epoch_twice_and_resumed_ends_bit_identical(tiny_mnist, tmp_path, six_epoch_run):
     common = ["--data", tiny_mnist, "--epochs", "6", "--batch-size", "100"]   # 10 steps per epoch
-    whole = run_train(*common, "--logdir", tmp_path / "whole")
-    assert whole.returncode == 0, whole.stderr
+    whole = six_epoch_run
     first = run_train(*common, "--logdir", tmp_path / "killed", env={"BNMNIST_TEST_SIGKILL_AT_STEP": "25"})
     assert first.returncode == -signal.SIGKILL
     run_dir = run_dir_from(first.stdout)
@@ -252,19 +251,18 @@ def test_a_resume_while_the_run_still_trains_is_refused_before_tensorflow(tiny_m
     assert p.returncode == 130                  # the first run went on, undisturbed, until stopped
 
 
-def test_extending_a_finished_run_with_epochs_equals_a_longer_run(tiny_run, tiny_mnist, tmp_path):
+def test_extending_a_finished_run_with_epochs_equals_a_longer_run(tiny_run, tiny_mnist, tmp_path, six_epoch_run):
     extended = tmp_path / "run-20260101000000"
-    shutil.copytree(tiny_run, extended)
-    p = run_train("--resume", extended, "--data", tiny_mnist, "--epochs", "3")
+    shutil.copytree(tiny_run, extended)             # 2 epochs, batch 100: the start of the 6-epoch run
+    p = run_train("--resume", extended, "--data", tiny_mnist, "--epochs", "6")
     assert p.returncode == 0, p.stderr
-    longer = run_train("--data", tiny_mnist, "--logdir", tmp_path / "longer", "--epochs", "3", "--batch-size", "100")
-    assert longer.returncode == 0, longer.stderr
-    assert len(table_from(longer.stdout)) == 3 and table_from(p.stdout) == table_from(longer.stdout)
+    longer = six_epoch_run
+    assert len(table_from(longer.stdout)) == 6 and table_from(p.stdout) == table_from(longer.stdout)
     a, b = final_variables(str(extended)), final_variables(run_dir_from(longer.stdout))
     assert all(a[n].tobytes() == b[n].tobytes() for n in a)
-    assert json.load(open(extended / "config.json"))["epochs"] == 3      # the run is now 3 epochs long
+    assert json.load(open(extended / "config.json"))["epochs"] == 6      # the run is now 6 epochs long
     results = json.load(open(extended / "results.json"))
-    assert len(results["validation_accuracy"]) == 3 and results["checkpoint"] == "model.ckpt-2"
+    assert len(results["validation_accuracy"]) == 6 and results["checkpoint"] == "model.ckpt-5"
 
 
 def test_log_folder_precheck_creates_nothing_and_refuses_a_file_on_the_path(tmp_path):

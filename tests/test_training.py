@@ -14,7 +14,7 @@ from bnmnist.config import Config
 from bnmnist.epoch_end import EpochEnd
 from bnmnist.graph import build_graph
 from bnmnist.trainer import Result, batch_indices, session_config, shuffle_batch, train
-from conftest import BOOK_TABLE, ROOT, read_events, run_dir_from, run_train, table_from
+from conftest import BOOK_TABLE, ROOT, TRAIN_SCRIPT, read_events, run_dir_from, run_train, table_from
 
 
 def book_shuffle_batch(X, y, batch_size):
@@ -175,13 +175,15 @@ def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path):
 
 
 def test_console_script_is_the_same_entry_point(tiny_mnist, tmp_path):
+    # the same help and the same refusal (before TensorFlow, so quick) from both: one program
     exe = os.path.join(os.path.dirname(sys.executable), "bnmnist-train")
     if not os.path.exists(exe):
         pytest.skip("bnmnist-train is not installed (pip install -e .)")
-    p = subprocess.run([exe, "--data", tiny_mnist, "--logdir", str(tmp_path), "--dry-run"],
-                       capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0, p.stderr
-    assert len(table_from(p.stdout)) == 1 and run_dir_from(p.stdout).startswith(str(tmp_path))
+    for args in (["--help"], ["--data", tiny_mnist, "--logdir", str(tmp_path), "--batch-size", "99999"]):
+        script = subprocess.run([sys.executable, TRAIN_SCRIPT, *args], capture_output=True, text=True, timeout=60)
+        console = subprocess.run([exe, *args], capture_output=True, text=True, timeout=60)
+        assert (console.returncode, console.stdout, console.stderr) == (script.returncode, script.stdout, script.stderr)
+    assert console.returncode == 2 and "larger than the training set (1000 images)" in console.stderr
 
 
 def test_state_file_with_only_the_newest_path_still_names_it(tmp_path):
