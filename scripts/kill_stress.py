@@ -6,7 +6,6 @@ runs 20 kills; run more by hand:
 
     python scripts/kill_stress.py --data ../shared/data/mnist --kills 200
 """
-import argparse
 import json
 import os
 import random
@@ -67,15 +66,26 @@ def kill_at_random_moments(data, logdir, n_kills, seed=0, max_delay=0.8, log=Non
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", required=True, help="MNIST (mnist.npz or the IDX folder)")
-    ap.add_argument("--logdir", default="tf_logs/kill_stress", help="where the run goes (default: %(default)s)")
-    ap.add_argument("--kills", type=int, default=100, help="how many kills (default: %(default)s)")
+    from bnmnist.cli import ScriptParser, path_arg, positive_int
+    ap = ScriptParser(prog="kill_stress", description=__doc__.splitlines()[0])
+    ap.add_argument("--data", required=True, type=path_arg, help="MNIST (mnist.npz or the IDX folder)")
+    ap.add_argument("--logdir", default="tf_logs/kill_stress", type=path_arg,
+                    help="where the run goes (default: %(default)s)")
+    ap.add_argument("--kills", type=positive_int, default=100, help="how many kills (default: %(default)s)")
     ap.add_argument("--seed", type=int, default=0, help="random moments seed (default: %(default)s)")
     args = ap.parse_args()
+    from bnmnist import data, runs
+    from bnmnist.errors import BnmnistError
+    try:
+        data.load(args.data, download=False)      # refused here, not as a run that never starts
+        runs.check_logdir(args.logdir)
+    except BnmnistError as e:
+        print(f"kill_stress: error: {e}", file=sys.stderr)
+        return 2
     saved = kill_at_random_moments(args.data, args.logdir, args.kills, args.seed, log=sys.stdout)
     print(f"{len(saved)} kills, every newest checkpoint complete and restorable; final epoch {saved[-1]}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
