@@ -6,6 +6,8 @@ never a TensorFlow stack dump. Only variables are read; no graph is ever importe
 """
 from __future__ import annotations
 
+import os
+
 import tensorflow as tf
 
 from . import runs
@@ -20,7 +22,20 @@ def stored_shapes(prefix):
         return dict(tf.train.list_variables(prefix))
     except (tf.errors.OpError, ValueError) as e:
         raise CheckpointError(f"{prefix}: unreadable checkpoint ({first_line(e)}); it may be "
-                              "truncated or corrupt: use an older one from the same run") from None
+                              f"truncated or corrupt: {_older(prefix)}") from None
+
+
+def _older(prefix):
+    """What to do about a broken checkpoint: name the run's newest older one, if there is one."""
+    epoch = runs.checkpoint_epoch(prefix)
+    if epoch is None:
+        return "use an older one from the same run"
+    older = [p for p in runs.saved_checkpoints(os.path.dirname(prefix) or ".")
+             if runs.checkpoint_epoch(p) < epoch]
+    if not older:
+        return "no older checkpoint of this run is left; start a new run"
+    return (f"use an older one, {older[-1]} (pass it to --resume or bnmnist.restore; a resume "
+            "from it trains the later epochs again, to the same result)")
 
 
 def check_compatible(prefix, variables):
@@ -43,10 +58,18 @@ def restore(sess, saver, prefix, variables):
         saver.restore(sess, prefix)
     except (tf.errors.OpError, ValueError) as e:
         raise CheckpointError(f"{prefix}: could not restore ({first_line(e)}); the checkpoint may "
-                              "be truncated or corrupt: use an older one from the same run") from None
+                              f"be truncated or corrupt: {_older(prefix)}") from None
+
+
+_TF_NOISE = ("Graph execution error", "Detected at node", "Node:")
 
 
 def first_line(e):
-    """The first line of an exception's message (TensorFlow's run to pages), for one-line errors."""
+    """The line of an exception's message that says what went wrong, for one-line errors.
+    TensorFlow's run to pages: "Graph execution error:", where the node was defined (indented),
+    then the cause ("Read less bytes than requested"); the cause is the line wanted."""
     text = getattr(e, "message", None) or getattr(e, "strerror", None) or str(e)
-    return text.strip().splitlines()[0][:300] if text.strip() else type(e).__name__
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    causes = [line.strip() for line in text.splitlines()
+              if line.strip() and not line[0].isspace() and not line.startswith(_TF_NOISE)]
+    return (causes or lines or [type(e).__name__])[0][:300]

@@ -105,7 +105,9 @@ def build_parser():
                         f"${data.ENV_VAR}, then the Keras cache, then a download)")
     p.add_argument("--logdir", metavar="DIR", default="tf_logs", type=path_arg,
                    help="where run folders go (default: %(default)s)")
-    p.add_argument("--resume", metavar="RUN", type=path_arg, help="continue RUN (a run folder) from its last completed epoch")
+    p.add_argument("--resume", metavar="RUN", type=path_arg,
+                   help="continue RUN (a run folder) from its last completed epoch, or from the "
+                        "epoch of one of its checkpoints (RUN/model.ckpt-N)")
     p.add_argument("--dry-run", action="store_true", help="a couple of steps and one checkpoint, for smoke tests")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -141,16 +143,13 @@ def prepare(argv):
         if refused:
             raise BnmnistError(f"--resume takes its configuration from the run folder; drop "
                                f"--{', --'.join(r.replace('_', '-') for r in refused)}")
-        run_dir = args.resume.rstrip("/")
-        if not runs.is_run_dir(run_dir):
-            raise BnmnistError(f"{run_dir} is not a bnmnist run folder (no {runs.CONFIG_FILE}); "
-                               "pass a folder like tf_logs/run-20261127084929")
+        run_dir, args.resume_from = _resume_target(args.resume)
         cfg = runs.read_config(run_dir)
         if args.epochs is not None:
             cfg = cfg.replace(epochs=args.epochs)
         if args.threads is not None:
             cfg = cfg.replace(threads=args.threads)
-        _check_resumable(run_dir, cfg, args.epochs)
+        _check_resumable(run_dir, cfg, args.epochs, args.resume_from)
         runs.check_logdir(run_dir)
     else:
         cfg = config_from_args(args)
@@ -177,10 +176,31 @@ def prepare(argv):
     return cfg, split, info, args.logdir, None, args
 
 
-def _check_resumable(run_dir, cfg, epochs_flag):
+def _resume_target(path):
+    """--resume RUN (from its newest checkpoint) or RUN/model.ckpt-N (from that one):
+    (run folder, checkpoint prefix or None)."""
+    path = path.rstrip("/") or "/"
+    prefix = runs.strip_checkpoint_suffix(path)
+    if not os.path.isdir(path) and os.path.isfile(prefix + ".index"):
+        run_dir = os.path.dirname(prefix) or "."
+        if runs.is_run_dir(run_dir) and runs.checkpoint_epoch(prefix) is not None:
+            return run_dir, prefix
+    elif runs.is_run_dir(path):
+        return path, None
+    raise BnmnistError(f"{path} is neither a bnmnist run folder (no {runs.CONFIG_FILE}) nor one of its "
+                       "checkpoints; pass a folder like tf_logs/run-20261127084929 or a checkpoint "
+                       "like tf_logs/run-20261127084929/model.ckpt-19")
+
+
+def _check_resumable(run_dir, cfg, epochs_flag, start):
     """A resume must have an epoch to start from and one to train (or a result to finish)."""
-    done = runs.epochs_done(run_dir)
+    done = runs.epochs_done(run_dir, start)
     if not done:
+        saved = runs.saved_checkpoints(run_dir)
+        if saved:
+            raise BnmnistError(f"{run_dir}: its '{runs.STATE_FILE}' file names no checkpoint, but "
+                               f"{os.path.basename(saved[-1])} is there; resume from it: python "
+                               f"scripts/train.py --resume {saved[-1]}")
         raise BnmnistError(f"{run_dir} has no completed epoch to resume from; start a new run")
     results = runs.read_results(run_dir)
     if results is not None and results.get("dry_run"):
@@ -236,8 +256,9 @@ def _train(t0, cfg, split, info, logdir, resume_dir, args, run):
         t_tf = time.perf_counter()
         run_dir = run["dir"] = resume_dir or runs.new_run_dir(logdir)
         print(f"Run folder: {run_dir}", flush=True)
-        result = train(cfg, split, run_dir, resume=resume_dir is not None, dry_run=args.dry_run,
-                       data_info=info, progress=not args.quiet)
+        resume = getattr(args, "resume_from", None) or resume_dir is not None   # a checkpoint, or the newest
+        result = train(cfg, split, run_dir, resume=resume, dry_run=args.dry_run, data_info=info,
+                       progress=not args.quiet)
     except TrainingInterrupted as e:
         print(f"\nInterrupted: {e.epochs_done} completed epoch(s) are saved in {e.run_dir}.\n"
               f"Resume with: python scripts/train.py --resume {e.run_dir}", file=sys.stderr)

@@ -167,17 +167,34 @@ def newest_prefix(run_dir):
     return prefixes[-1]
 
 
-def epochs_done(run_dir):
-    """How many epochs the newest checkpoint holds (``model.ckpt-<epoch>`` is saved after
-    ``epoch``); 0 when there is none."""
-    prefixes = read_state(run_dir)
+def checkpoint_epoch(prefix):
+    """The epoch of ``.../model.ckpt-<epoch>`` (saved after that epoch), or None for another name."""
+    m = re.match(rf"^{re.escape(CKPT_BASENAME)}-(\d+)$", os.path.basename(prefix))
+    return int(m.group(1)) if m else None
+
+
+def saved_checkpoints(run_dir):
+    """Every checkpoint prefix with an index file in the folder, oldest epoch first, whatever the
+    state file says (for telling the user what is there when it is damaged)."""
+    try:
+        names = os.listdir(run_dir)
+    except OSError:
+        return []
+    prefixes = [os.path.join(run_dir, n[:-len(".index")]) for n in names if n.endswith(".index")]
+    return sorted((p for p in prefixes if checkpoint_epoch(p) is not None), key=checkpoint_epoch)
+
+
+def epochs_done(run_dir, start=None):
+    """How many epochs the checkpoint a resume starts from holds: ``start``, else the newest the
+    state file names (``model.ckpt-<epoch>`` is saved after ``epoch``); 0 when there is none."""
+    prefixes = [start] if start else read_state(run_dir)
     if not prefixes:
         return 0
-    m = re.match(rf"^{re.escape(CKPT_BASENAME)}-(\d+)$", os.path.basename(prefixes[-1]))
-    if not m:
+    epoch = checkpoint_epoch(prefixes[-1])
+    if epoch is None:
         raise CheckpointError(f"{run_dir}: its '{STATE_FILE}' file names {prefixes[-1]}, not a "
                               f"{CKPT_BASENAME}-<epoch> checkpoint of bnmnist")
-    return int(m.group(1)) + 1
+    return epoch + 1
 
 
 def read_results(run_dir):
@@ -198,6 +215,11 @@ def read_config(run_dir):
     return load_config(os.path.join(run_dir, CONFIG_FILE))
 
 
+def strip_checkpoint_suffix(path):
+    """A checkpoint's ``.index``, ``.meta`` or ``.data-*`` file name -> its prefix."""
+    return re.sub(r"\.(index|meta|data-\d+-of-\d+)$", "", str(path))
+
+
 def resolve(path, logdir="tf_logs"):
     """(run folder, checkpoint prefix, its Config) for a run folder, a checkpoint prefix or
     ``"latest"``; checks the checkpoint's index file is there. Needs no TensorFlow, so scripts
@@ -205,7 +227,7 @@ def resolve(path, logdir="tf_logs"):
     path = str(path)
     if path == "latest":
         path = latest_run(logdir)
-    path = re.sub(r"\.(index|meta|data-\d+-of-\d+)$", "", path)    # a checkpoint's file for its prefix
+    path = strip_checkpoint_suffix(path)
     if os.path.isdir(path):
         if not is_run_dir(path):
             raise CheckpointError(f"{path} is not a bnmnist run folder (no {CONFIG_FILE})")

@@ -155,7 +155,9 @@ def train(config, split, run_dir, *, resume=False, dry_run=False, out=sys.stdout
     on Ctrl-C and :class:`NumericalError` if the loss or a variable stops being finite.
 
     ``steps_per_call`` caps the steps of one Session call of the "xla" loop (default: a whole
-    epoch, or a twentieth of one while a progress bar shows); the results do not depend on it."""
+    epoch, or a twentieth of one while a progress bar shows); the results do not depend on it.
+    ``resume`` may also be a checkpoint prefix of the run, to resume from it instead of the newest:
+    the later ones stop being named by the state file before they are trained again."""
     locked = runs.lock_run(run_dir)     # one process trains a run at a time
     try:
         return _train(config, split, run_dir, resume, dry_run, out, data_info, progress, steps_per_call)
@@ -213,8 +215,13 @@ class _Run:
         if not self.resume:
             self.sess.run([h.init, self.run_state.initializer])
             return 0
-        result.checkpoint = runs.newest_prefix(self.run_dir)
+        start = self.resume if isinstance(self.resume, str) else None
+        result.checkpoint = start or runs.newest_prefix(self.run_dir)
         checkpoint.restore(self.sess, self.saver, result.checkpoint, h.model_variables)
+        if start:                   # back to this epoch: later checkpoints are trained again
+            epoch = runs.checkpoint_epoch(start)
+            runs.write_state(self.run_dir, [p for p in runs.read_state(self.run_dir)
+                                            if (runs.checkpoint_epoch(p) or 0) < epoch] + [start])
         saved = runs.read_config(self.run_dir)
         if saved.epochs != self.config.epochs:     # --epochs extends the run: it is now that long
             runs.write_json_atomic(os.path.join(self.run_dir, runs.CONFIG_FILE),

@@ -80,16 +80,26 @@ def _bad_folder_cases(tmp_path, tiny, tiny_run):
     shutil.copytree(tiny_run, dry_run)
     results = json.load(open(dry_run / "results.json"))
     (dry_run / "results.json").write_text(json.dumps(dict(results, dry_run=True)))
+    garbled_state = tmp_path / "run-20260101000004"
+    shutil.copytree(tiny_run, garbled_state)
+    (garbled_state / "checkpoint").write_text("garbage\n")
     d = ["--data", tiny]
     more = ["--epochs", "3"]            # tiny_run finished its 2 epochs: extend it to get further
     return [
         ("logdir is a file", d + ["--logdir", str(a_file)], "not a folder"),
         ("logdir under a file", d + ["--logdir", str(a_file / "sub")], "cannot create log folder"),
         ("logdir not creatable", d + ["--logdir", "/proc/bnmnist-logs"], "cannot create log folder"),
-        ("resume a non-run", d + ["--resume", str(tmp_path)], "not a bnmnist run folder"),
+        ("resume a non-run", d + ["--resume", str(tmp_path)], "neither a bnmnist run folder"),
         ("resume a run without checkpoints", d + ["--resume", str(empty_run)], "no completed epoch"),
         ("resume with a changed flag", d + ["--resume", tiny_run, "--learning-rate", "0.1"], "drop --learning-rate"),
         ("resume a finished run", d + ["--resume", tiny_run], "already finished its 2 epochs"),
+        ("resume a finished run's last checkpoint", d + ["--resume", os.path.join(tiny_run, "model.ckpt-1.index")],
+         "already finished its 2 epochs"),
+        ("resume a checkpoint outside a run", d + ["--resume", str(tmp_path / "nope" / "model.ckpt-1")],
+         "neither a bnmnist run folder"),
+        ("resume with a garbled state file", d + ["--resume", str(garbled_state)],
+         f"names no checkpoint, but model.ckpt-1 is there; resume from it: python scripts/train.py "
+         f"--resume {garbled_state / 'model.ckpt-1'}"),
         ("resume to fewer epochs", d + ["--resume", tiny_run, "--epochs", "1"], "would not extend it"),
         ("resume a dry run", d + ["--resume", str(dry_run), "--epochs", "5"], "was a --dry-run"),
         ("resume on other data", ["--data", str(tmp_path / "other.npz"), "--resume", tiny_run] + more,
@@ -134,6 +144,32 @@ def test_resume_of_another_architecture_names_the_variable_and_both_shapes(tiny_
     assert len(err) == 1 and "hidden1/kernel" in err[0] and "[784, 300]" in err[0] and "[784, 50]" in err[0]
     assert "Traceback" not in p.stderr
     assert folder_digest(other) == before
+
+
+def test_a_corrupt_newest_checkpoint_names_the_older_one_and_a_resume_from_it_ends_identical(
+        tiny_run, tiny_mnist, tmp_path, capsys):
+    from bnmnist import cli
+    damaged = tmp_path / "run-20260101000000"
+    shutil.copytree(tiny_run, damaged)
+    data_file = next(damaged.glob("model.ckpt-1.data-*"))
+    data_file.write_bytes(data_file.read_bytes()[:1000])            # a disk that lost the end
+    before = folder_digest(damaged)
+    args = ["--data", tiny_mnist, "--quiet"]
+    assert cli.main(["--resume", str(damaged), "--epochs", "3"] + args) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "model.ckpt-1: could not restore (" in lines[0], lines
+    assert f"use an older one, {damaged / 'model.ckpt-0'} (pass it to --resume" in lines[0]
+    assert folder_digest(damaged) == before
+    os.remove(damaged / "results.json")         # so the table compared below is the resumed run's
+    assert cli.main(["--resume", str(damaged / "model.ckpt-0")] + args) == 0   # epoch 1 again
+    assert printed_table(str(damaged)) == printed_table(tiny_run)
+    assert [os.path.basename(p) for p in runs.read_state(str(damaged))] == ["model.ckpt-0", "model.ckpt-1"]
+    a, b = final_variables(str(damaged)), final_variables(tiny_run)
+    assert all(a[n].tobytes() == b[n].tobytes() for n in a)
+
+
+def printed_table(run_dir):
+    return json.load(open(os.path.join(run_dir, "results.json")))["validation_accuracy_printed"]
 
 
 def final_variables(run_dir):
