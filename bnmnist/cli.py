@@ -110,6 +110,7 @@ def build_parser():
                         "epoch of one of its checkpoints (RUN/model.ckpt-N)")
     p.add_argument("--dry-run", action="store_true", help="a couple of steps and one checkpoint, for smoke tests")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(resume_from=None)    # the checkpoint of RUN/model.ckpt-N, found by prepare()
     return p
 
 
@@ -256,7 +257,7 @@ def _train(t0, cfg, split, info, logdir, resume_dir, args, run):
         t_tf = time.perf_counter()
         run_dir = run["dir"] = resume_dir or runs.new_run_dir(logdir)
         print(f"Run folder: {run_dir}", flush=True)
-        resume = getattr(args, "resume_from", None) or resume_dir is not None   # a checkpoint, or the newest
+        resume = args.resume_from or resume_dir is not None     # that checkpoint, or the newest
         result = train(cfg, split, run_dir, resume=resume, dry_run=args.dry_run, data_info=info,
                        progress=not args.quiet)
     except TrainingInterrupted as e:
