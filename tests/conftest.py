@@ -82,13 +82,30 @@ def six_epoch_run(tiny_mnist, tmp_path_factory):
     return p
 
 
-def run_train(*args, env=None, timeout=600, cwd=None):
-    """Run ``python scripts/train.py ARGS`` in a fresh process; returns CompletedProcess."""
+def _train_env(env):
     full_env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
     full_env.pop("BNMNIST_DATA", None)
     full_env.update(env or {})
+    return full_env
+
+
+def run_train(*args, env=None, timeout=600, cwd=None):
+    """Run ``python scripts/train.py ARGS`` in a fresh process; returns CompletedProcess."""
     return subprocess.run([sys.executable, TRAIN_SCRIPT, *map(str, args)], capture_output=True,
-                          text=True, env=full_env, timeout=timeout, cwd=cwd or ROOT)
+                          text=True, env=_train_env(env), timeout=timeout, cwd=cwd or ROOT)
+
+
+def run_train_at_once(*arg_lists, timeout=600):
+    """``run_train`` for each argument list, all processes at the same time; their
+    CompletedProcesses in order."""
+    procs = [subprocess.Popen([sys.executable, TRAIN_SCRIPT, *map(str, args)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=_train_env(None), cwd=ROOT)
+             for args in arg_lists]
+    done = []
+    for p in procs:
+        out, err = p.communicate(timeout=timeout)
+        done.append(subprocess.CompletedProcess(p.args, p.returncode, out, err))
+    return done
 
 
 def table_from(stdout):

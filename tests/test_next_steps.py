@@ -14,17 +14,16 @@ import time
 import numpy as np
 import pytest
 
-from conftest import ROOT, TRAIN_SCRIPT, read_events, run_dir_from, run_train, table_from
+from conftest import ROOT, TRAIN_SCRIPT, read_events, run_dir_from, run_train_at_once, table_from
 
 
 @pytest.fixture(scope="module")
 def two_runs(tiny_mnist, tmp_path_factory):
     logdir = tmp_path_factory.mktemp("next_logs")
-    out = []
-    for preset in ("bn", "plain"):
-        p = run_train("--data", tiny_mnist, "--logdir", logdir, "--preset", preset, "--epochs", "3")
+    out = run_train_at_once(*[["--data", tiny_mnist, "--logdir", logdir, "--preset", preset, "--epochs", "3"]
+                              for preset in ("bn", "plain")])
+    for p in out:
         assert p.returncode == 0, p.stderr
-        out.append(p)
     return out
 
 
