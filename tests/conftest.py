@@ -73,6 +73,17 @@ def tiny_run(tiny_mnist, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def book_runs(mnist_dir, tmp_path_factory):
+    """The book's full 20-epoch run on the real MNIST, twice, through the real command line;
+    both at once (one per core), which the result must not depend on either."""
+    logdir = tmp_path_factory.mktemp("book_logs")
+    done = run_train_at_once(*[["--data", mnist_dir, "--logdir", logdir, "--quiet"]] * 2)
+    for p in done:
+        assert p.returncode == 0, p.stderr[-3000:]
+    return done
+
+
+@pytest.fixture(scope="session")
 def six_epoch_run(tiny_mnist, tmp_path_factory):
     """An uninterrupted 6-epoch run on the tiny data (batch 100, 10 steps per epoch; stdout a pipe,
     no --quiet): what killed-and-resumed and extended runs must equal. Returns CompletedProcess."""

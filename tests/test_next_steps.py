@@ -170,11 +170,12 @@ def _run_on_terminal(args):
 
 
 def test_progress_bar_only_on_a_terminal_and_not_with_quiet(tiny_mnist, tmp_path, six_epoch_run):
+    from concurrent.futures import ThreadPoolExecutor
     args = ["--data", tiny_mnist, "--logdir", str(tmp_path), "--epochs", "2", "--batch-size", "20"]
-    on_tty = _run_on_terminal(args)
+    with ThreadPoolExecutor(2) as pool:         # both at once, each on its own terminal
+        on_tty, quiet = pool.map(_run_on_terminal, [args, args + ["--quiet"]])
     assert "step/s" in on_tty or "s/step" in on_tty, on_tty
     assert "1 Validation accuracy:" in on_tty
-    quiet = _run_on_terminal(args + ["--quiet"])
     assert "step/s" not in quiet and "s/step" not in quiet and "1 Validation accuracy:" in quiet
     piped = six_epoch_run.stdout                # stdout a pipe, no --quiet
     assert "step/s" not in piped and "s/step" not in piped and "1 Validation accuracy:" in piped

@@ -14,7 +14,7 @@ from bnmnist.config import Config
 from bnmnist.epoch_end import EpochEnd
 from bnmnist.graph import build_graph
 from bnmnist.trainer import Result, batch_indices, session_config, shuffle_batch, train
-from conftest import BOOK_TABLE, ROOT, TRAIN_SCRIPT, read_events, run_dir_from, run_train, run_train_at_once, table_from
+from conftest import BOOK_TABLE, ROOT, TRAIN_SCRIPT, read_events, run_dir_from, run_train, table_from
 
 
 def book_shuffle_batch(X, y, batch_size):
@@ -41,17 +41,6 @@ def final_variables(run_dir):
     reader = tf.train.load_checkpoint(prefix)
     return {name: reader.get_tensor(name) for name, _ in tf.train.list_variables(prefix)
             if not name.startswith("run_state")}
-
-
-@pytest.fixture(scope="module")
-def book_runs(mnist_dir, tmp_path_factory):
-    """The book's full 20-epoch run, twice, through the real command line; both at once (one
-    per core), which the result must not depend on either."""
-    logdir = tmp_path_factory.mktemp("book_logs")
-    done = run_train_at_once(*[["--data", mnist_dir, "--logdir", logdir, "--quiet"]] * 2)
-    for p in done:
-        assert p.returncode == 0, p.stderr[-3000:]
-    return done
 
 
 def test_train_script_prints_the_books_seed_42_table(book_runs):
