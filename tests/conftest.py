@@ -84,6 +84,15 @@ def book_runs(mnist_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def dry_runs_at_once(tiny_mnist, tmp_path_factory):
+    """Two ``--dry-run``s started at the same moment with the same --logdir: (logdir, their
+    CompletedProcesses)."""
+    logdir = tmp_path_factory.mktemp("dry_runs")
+    done = run_train_at_once(*[["--data", tiny_mnist, "--logdir", logdir, "--dry-run"]] * 2, timeout=120)
+    return logdir, done
+
+
+@pytest.fixture(scope="session")
 def six_epoch_run(tiny_mnist, tmp_path_factory):
     """An uninterrupted 6-epoch run on the tiny data (batch 100, 10 steps per epoch; stdout a pipe,
     no --quiet): what killed-and-resumed and extended runs must equal. Returns CompletedProcess."""

@@ -1,6 +1,7 @@
 """Runs that survive kills and bad input: crash-safe checkpoints, exact resume, clear errors."""
 import errno
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -252,39 +253,38 @@ def test_divergence_after_good_epochs_leaves_the_last_good_checkpoint_newest(tin
     assert newest_checkpoint_epochs(run_dir) == 2
 
 
-def test_two_runs_started_at_once_write_different_folders(tiny_mnist, tmp_path):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    procs = [subprocess.Popen([sys.executable, TRAIN_SCRIPT, "--data", tiny_mnist, "--logdir", str(tmp_path),
-                               "--dry-run"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
-             for _ in range(2)]
-    outs = [p.communicate(timeout=120)[0] for p in procs]
-    assert all(p.returncode == 0 for p in procs)
-    folders = {run_dir_from(o) for o in outs}
-    assert len(folders) == 2 and len(os.listdir(tmp_path)) == 2
+def test_two_runs_started_at_once_write_different_folders(dry_runs_at_once):
+    logdir, procs = dry_runs_at_once
+    assert all(p.returncode == 0 for p in procs), [p.stderr[-2000:] for p in procs]
+    folders = {run_dir_from(p.stdout) for p in procs}
+    assert len(folders) == 2 and len(os.listdir(logdir)) == 2
 
 
 def test_a_resume_while_the_run_still_trains_is_refused_before_tensorflow(tiny_mnist, tmp_path):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
-    p = subprocess.Popen([sys.executable, TRAIN_SCRIPT, "--data", tiny_mnist, "--logdir", str(tmp_path),
-                          "--epochs", "100000", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True, env=env)
-    try:
-        for line in p.stdout:
-            if line.startswith("Run folder: "):
-                run_dir = line.split(": ", 1)[1].strip()
-            if line.startswith("0 Validation accuracy"):     # a checkpoint to resume from exists
-                break
-        second = subprocess.run([sys.executable, "-c", DRIVER, ROOT, "--resume", run_dir, "--data", tiny_mnist],
-                                capture_output=True, text=True, timeout=60)
-        assert p.poll() is None, "the first run stopped"
-    finally:
-        p.send_signal(signal.SIGINT)
-        p.communicate(timeout=60)
-    assert second.returncode == 2, second.stderr
-    lines = second.stderr.strip().splitlines()
-    assert len(lines) == 1 and "is being trained by another process" in lines[0], second.stderr
-    assert second.stdout.split()[0] == "NO_TF"
-    assert p.returncode == 130                  # the first run went on, undisturbed, until stopped
+    mnist = data.load(tiny_mnist)
+    info = {"source": mnist.source, "sha256": mnist.fingerprint()}      # as the command line saves it
+    run_dir = runs.new_run_dir(str(tmp_path))
+    attempts = []
+
+    class ResumeFromAnotherProcess(io.StringIO):
+        """The training's output: after the first epoch's line (its checkpoint is saved), another
+        process tries to resume the run while this one still trains it."""
+        def write(self, text):
+            written = super().write(text)
+            if "\n" in text and "0 Validation accuracy" in self.getvalue() and not attempts:
+                attempts.append(subprocess.run([sys.executable, "-c", DRIVER, ROOT, "--resume", run_dir,
+                                                "--data", tiny_mnist], capture_output=True, text=True, timeout=60))
+            return written
+
+    train(Config(epochs=2, batch_size=100), data.split(mnist), run_dir, out=ResumeFromAnotherProcess(),
+          data_info=info)
+    assert len(attempts) == 1 and attempts[0].returncode == 2, attempts
+    lines = attempts[0].stderr.strip().splitlines()
+    assert len(lines) == 1 and "is being trained by another process" in lines[0], attempts[0].stderr
+    assert attempts[0].stdout.split()[0] == "NO_TF"
+    assert len(runs.read_state(run_dir)) == 2           # the run went on, undisturbed
+    assert runs.lock_run(run_dir)                       # and let go of the run when it ended
+    runs.unlock_run(run_dir)
 
 
 def test_extending_a_finished_run_with_epochs_equals_a_longer_run(tiny_run, tiny_mnist, tmp_path, six_epoch_run):

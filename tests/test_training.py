@@ -14,7 +14,7 @@ from bnmnist.config import Config
 from bnmnist.epoch_end import EpochEnd
 from bnmnist.graph import build_graph
 from bnmnist.trainer import Result, batch_indices, session_config, shuffle_batch, train
-from conftest import BOOK_TABLE, ROOT, TRAIN_SCRIPT, read_events, run_dir_from, run_train, table_from
+from conftest import BOOK_TABLE, ROOT, TRAIN_SCRIPT, read_events, run_dir_from, table_from
 
 
 def book_shuffle_batch(X, y, batch_size):
@@ -129,8 +129,8 @@ def test_xla_loop_handles_batches_of_two_sizes_and_a_partial_epoch(tiny_mnist, t
         np.testing.assert_allclose(xla[name], step[name], rtol=0, atol=XLA_TOLERANCE, err_msg=name)
 
 
-def test_dry_run_trains_a_couple_of_steps_and_saves_a_checkpoint(tiny_mnist, tmp_path):
-    p = run_train("--data", tiny_mnist, "--logdir", tmp_path, "--dry-run")
+def test_dry_run_trains_a_couple_of_steps_and_saves_a_checkpoint(dry_runs_at_once):
+    p = dry_runs_at_once[1][0]
     assert p.returncode == 0, p.stderr
     assert len(table_from(p.stdout)) == 1
     run_dir = run_dir_from(p.stdout)
