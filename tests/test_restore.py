@@ -167,12 +167,8 @@ def test_notebook_runs_headless_and_shows_the_printed_accuracy(tiny_run, tiny_mn
     assert len(images) == 2                                   # the digit grid and the confusion matrix
 
 
-LOAD_SAVED_MODEL = """
-import sys, numpy as np, tensorflow as tf
-loaded = tf.saved_model.load(sys.argv[1])
-out = loaded.signatures["serving_default"](images=tf.constant(np.load(sys.argv[2])))
-np.save(sys.argv[3], out["probabilities"].numpy()); np.save(sys.argv[4], out["classes"].numpy())
-"""
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+from compare_export import SERVE as LOAD_SAVED_MODEL  # noqa: E402  (a fresh eager process runs it)
 
 
 def test_exported_saved_model_matches_the_session_on_the_whole_test_set(mnist_dir, book_runs, tmp_path):
