@@ -135,15 +135,16 @@ def _find_idx(folder, name):
                     f"IDX files ({', '.join(n + '.gz' for n in IDX_FILES.values())})")
 
 
-def _read_bytes(path):
+def _read_bytes(path, limit=-1):
+    """The file's bytes (the first ``limit``, undecoded, if given), gunzipped if gzipped."""
     try:
         with open(path, "rb") as f:
-            raw = f.read()
+            raw = f.read(limit)
     except OSError as e:
         raise DataError(f"{path}: cannot read ({e.strerror}); check the path and permissions") from None
     if not raw:
         raise DataError(f"{path}: the file is empty; download or copy it again")
-    if raw[:2] == b"\x1f\x8b":
+    if raw[:2] == b"\x1f\x8b" and limit < 0:
         try:
             raw = gzip.decompress(raw)
         except (OSError, EOFError, zlib.error) as e:
@@ -176,15 +177,9 @@ def _read_idx(path, ndim):
 def _sniff_npz(path):
     """Refuse, by its first bytes, a file that is not a zip archive before NumPy guesses at it
     (NumPy takes any unknown file for a pickle)."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(8)
-    except OSError as e:
-        raise DataError(f"{path}: cannot read ({e.strerror}); check the path and permissions") from None
+    head = _read_bytes(path, limit=8)
     if head.startswith(b"PK"):
         return
-    if not head:
-        raise DataError(f"{path}: the file is empty; download or copy it again")
     if head.startswith(b"\x93NUMPY"):
         raise DataError(f"{path}: a single NumPy array (.npy), not an .npz archive; pass a Keras "
                         "mnist.npz (x_train, y_train, x_test, y_test) or a folder of the four IDX files")

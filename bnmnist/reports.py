@@ -18,13 +18,13 @@ BOOK_TABLE = [0.8952, 0.9202, 0.9318, 0.9422, 0.9468, 0.954, 0.9568, 0.96, 0.962
 
 
 def load_results(run_dir):
-    path = os.path.join(run_dir, runs.RESULTS_FILE)
     if not runs.is_run_dir(run_dir):
         raise RunFolderError(f"{run_dir} is not a bnmnist run folder (no {runs.CONFIG_FILE})")
-    if not os.path.isfile(path):
-        raise RunFolderError(f"{run_dir} has no {runs.RESULTS_FILE}: the run has not finished; "
+    results = runs.read_results(run_dir)
+    if results is None:
+        raise RunFolderError(f"{run_dir} has no readable {runs.RESULTS_FILE}: the run has not finished; "
                              f"finish it with: python scripts/train.py --resume {run_dir}")
-    return runs.read_json(path)
+    return results
 
 
 def plot_runs(run_dirs, out=None, book=False, title=None):
