@@ -47,6 +47,18 @@ def matmuls_only(tf, threads, reps=200):
     return best / reps
 
 
+def xla_loop(split, config):
+    """The default loop of a freshly initialised book network, compiled: (loop, compile seconds)."""
+    import tensorflow as tf
+    from bnmnist.graph import build_graph
+    from bnmnist.trainer import _training_loop, session_config
+    h = build_graph(config, in_graph_data=True)
+    sess = tf.compat.v1.Session(graph=h.graph, config=session_config(config.threads))
+    sess.run(h.init)
+    loop = _training_loop(sess, h, split, config)
+    return loop, loop.compile(len(split.X_train), config.batch_size)
+
+
 def _timed(fn, *args):
     t = time.perf_counter()
     fn(*args)
@@ -65,19 +77,13 @@ def main():
         print(matmuls_only(tf, args.matmuls_only))
         return
     import numpy as np
-    import tensorflow as tf
     from bnmnist import data
     from bnmnist.config import Config
-    from bnmnist.graph import build_graph
-    from bnmnist.trainer import _training_loop, batch_indices, session_config
+    from bnmnist.trainer import batch_indices
 
     split = data.split(data.load(args.data))
     config = Config(threads=tuple(int(t) for t in args.threads.split(",")))
-    h = build_graph(config, in_graph_data=True)
-    sess = tf.compat.v1.Session(graph=h.graph, config=session_config(config.threads))
-    sess.run(h.init)
-    loop = _training_loop(sess, h, split, config)
-    compile_s = loop.compile(len(split.X_train), config.batch_size)
+    loop, compile_s = xla_loop(split, config)
     loop.start_epoch(batch_indices(len(split.X_train), config.batch_size, np.random.RandomState(42)))
     rows = loop.groups[0][1]
     loop.run(0, 5)                                           # first executions

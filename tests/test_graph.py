@@ -123,3 +123,18 @@ def test_plain_preset_has_no_batch_norm_and_no_training_placeholder():
     assert [v.op.name for v in h.model_variables] == [
         "hidden1/kernel", "hidden1/bias", "hidden2/kernel", "hidden2/bias", "outputs/kernel", "outputs/bias"]
     assert h.graph.get_operation_by_name("dnn/hidden1/Maximum").type == "Maximum"
+
+
+def test_xla_loop_elu_equals_tensorflows_elu_kernel_and_its_gradient():
+    from bnmnist.xla_loop import _elu_as_tf_kernel
+    z = np.concatenate([np.linspace(-20, 5, 20001, dtype=np.float32), [0.0, -0.0, -1e-30, 1e-30]])
+    g = np.random.RandomState(0).randn(z.size).astype(np.float32)
+    graph = tf.Graph()
+    with graph.as_default():
+        z_in, g_in = tf1.placeholder(tf.float32, z.shape), tf1.placeholder(tf.float32, z.shape)
+        ours, book = _elu_as_tf_kernel(z_in), tf.nn.elu(z_in)
+        fetches = [ours, book, tf.gradients(ours, z_in, g_in)[0], tf.gradients(book, z_in, g_in)[0]]
+    with tf1.Session(graph=graph) as sess:
+        ours_v, book_v, ours_g, book_g = sess.run(fetches, {z_in: z, g_in: g})
+    assert np.array_equal(ours_v, book_v) and np.array_equal(ours_g, book_g)
+    assert (ours_v < 0).sum() > 10000            # the exp branch is exercised
