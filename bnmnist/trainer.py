@@ -60,8 +60,9 @@ class Result:
     losses: list = field(default_factory=list)         # mean training loss per epoch
     epoch_seconds: list = field(default_factory=list)
     test_accuracy: np.float32 = np.float32("nan")
-    train_seconds: float = 0.0
+    train_seconds: float = 0.0                         # this process's epochs, first_epoch on
     examples_per_second: float = 0.0
+    first_epoch: int = 0                               # > 0 when resumed
     checkpoint: str = ""
     startup_seconds: float = 0.0                       # train() entry to the first step
     compile_seconds: float = 0.0                       # of which the XLA loop's compile
@@ -245,7 +246,7 @@ class _Run:
     def train(self, dry_run, progress, steps_per_call=None):
         config, split, h, result = self.config, self.split, self.h, self.result
         self.epoch_end.prepare()
-        start_epoch = self._start()
+        start_epoch = result.first_epoch = self._start()
         loop = _training_loop(self.sess, h, split, config)
         n_train = len(split.X_train)
         result.compile_seconds = loop.compile(n_train, config.batch_size)  # before the first step, like JAX's AOT
@@ -311,7 +312,8 @@ class _Run:
                 "validation_accuracy_printed": [str(a) for a in result.accuracies],
                 "training_loss": result.losses, "epoch_seconds": result.epoch_seconds,
                 "test_accuracy": float(result.test_accuracy),
-                "train_seconds": result.train_seconds, "checkpoint": os.path.basename(result.checkpoint),
+                "train_seconds": result.train_seconds, "train_seconds_from_epoch": result.first_epoch,
+                "checkpoint": os.path.basename(result.checkpoint),
                 **({"dry_run": True} if dry_run else {}),
             })
         except OSError as e:

@@ -192,6 +192,10 @@ def test_killed_mid_epoch_twice_and_resumed_ends_bit_identical(tiny_mnist, tmp_p
     last = run_train("--resume", run_dir, "--data", tiny_mnist)
     assert last.returncode == 0, last.stderr
     assert table_from(last.stdout) == table_from(whole.stdout)
+    # the time printed and saved is this process's: the epochs it trained
+    assert " s for epochs 3-5 (resumed) (" in last.stdout
+    assert runs.read_results(run_dir)["train_seconds_from_epoch"] == 3
+    assert runs.read_results(run_dir_from(whole.stdout))["train_seconds_from_epoch"] == 0
     a, b = final_variables(run_dir_from(whole.stdout)), final_variables(run_dir)
     assert all(a[n].tobytes() == b[n].tobytes() for n in a)
     # TensorBoard, over the three processes' event files, has every epoch's accuracy, including
