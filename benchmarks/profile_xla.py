@@ -47,15 +47,17 @@ def matmuls_only(tf, threads, reps=200):
     return best / reps
 
 
-def xla_loop(split, config):
-    """The default loop of a freshly initialised book network, compiled: (loop, compile seconds)."""
+def xla_loop(split, config, **options):
+    """The default loop of a freshly initialised network, compiled: (loop, compile seconds).
+    ``options`` go to ``XlaEpochLoop``."""
     import tensorflow as tf
     from bnmnist.graph import build_graph
-    from bnmnist.trainer import _training_loop, session_config
-    h = build_graph(config, in_graph_data=True)
+    from bnmnist.trainer import session_config
+    from bnmnist.xla_loop import XlaEpochLoop
+    h = build_graph(config)                       # the XLA loop holds its own training set
     sess = tf.compat.v1.Session(graph=h.graph, config=session_config(config.threads))
     sess.run(h.init)
-    loop = _training_loop(sess, h, split, config)
+    loop = XlaEpochLoop(sess, h, config, split.X_train, split.y_train, **options)
     return loop, loop.compile(len(split.X_train), config.batch_size)
 
 

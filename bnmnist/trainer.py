@@ -113,10 +113,10 @@ def _training_loop(sess, h, split, config):
                 feed[h.training] = True
             return sess.run(fetches, feed_dict=feed)[2]
         return _StepLoop(step)
-    sess.run(h.data.load, feed_dict={h.data.X_in: split.X_train, h.data.y_in: split.y_train})
-    if config.loop == "xla":
+    if config.loop == "xla":           # holds its own copy of the training set
         from .xla_loop import XlaEpochLoop
-        return XlaEpochLoop(sess, h, config)
+        return XlaEpochLoop(sess, h, config, split.X_train, split.y_train)
+    sess.run(h.data.load, feed_dict={h.data.X_in: split.X_train, h.data.y_in: split.y_train})
     run = sess.make_callable(fetches, feed_list=[h.data.batch_idx, *extra])
     flags = [True] * len(extra)
     return _StepLoop(lambda idx: run(idx, *flags)[2])
@@ -188,7 +188,7 @@ class _Run:
 
     def __init__(self, config, split, run_dir, resume, out):
         self.config, self.split, self.run_dir, self.resume, self.out = config, split, run_dir, resume, out
-        self.h = h = build_graph(config, in_graph_data=config.loop != "feed_dict")
+        self.h = h = build_graph(config, in_graph_data=config.loop == "graph")
         with h.graph.as_default():
             # everything that decides the rest of the run, as JSON, saved in every checkpoint
             self.run_state = tf1.Variable("", trainable=False, name=RUN_STATE, dtype=tf.string)

@@ -109,6 +109,16 @@ def test_xla_loop_and_per_step_loops_print_the_same_table(mnist_dir, tmp_path):
         assert feed[name].tobytes() == graph[name].tobytes(), name
         np.testing.assert_allclose(xla[name], feed[name], rtol=0, atol=XLA_TOLERANCE, err_msg=name)
     assert any(xla[name].tobytes() != feed[name].tobytes() for name in xla)   # really two paths
+    # the XLA loop leaves out the pixels that are 0 in every training image: their kernel rows
+    # keep the initial values exactly, as the book's loop leaves them (its gradient there is 0)
+    unused = ~(split.X_train != 0).any(axis=0)
+    assert unused.sum() == 69
+    h = build_graph(Config())
+    with tf.compat.v1.Session(graph=h.graph) as sess:
+        sess.run(h.init)
+        initial = sess.run(next(v for v in h.model_variables if v.op.name == "hidden1/kernel"))
+    for variables in (xla, feed):
+        assert variables["hidden1/kernel"][unused].tobytes() == initial[unused].tobytes()
 
 
 def test_xla_loop_handles_batches_of_two_sizes_and_a_partial_epoch(tiny_mnist, tmp_path):
