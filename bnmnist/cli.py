@@ -276,12 +276,17 @@ def _train(t0, cfg, split, info, logdir, resume_dir, args, run):
           f"(flags and data {t_data - t0:.1f} s, TensorFlow import {t_tf - t_data:.1f} s, "
           f"graph and session {result.startup_seconds:.1f} s"
           + (f", of which XLA compile {result.compile_seconds:.1f} s)" if result.compile_seconds else ")"))
-    epochs = len(result.accuracies)
-    resumed = (f" for epochs {result.first_epoch}-{epochs - 1} (resumed)" if result.first_epoch < epochs - 1
-               else f" for epoch {result.first_epoch} (resumed)") if result.first_epoch else ""
-    print(f"Training took {result.train_seconds:.1f} s{resumed} "
+    print(f"Training took {result.train_seconds:.1f} s{_resumed_epochs(result)} "
           f"({result.examples_per_second:,.0f} examples/s); run saved in {run_dir}")
     return 0
+
+
+def _resumed_epochs(result):
+    """For a resumed run, which epochs this process trained (the time covers only those)."""
+    first, last = result.first_epoch, len(result.accuracies) - 1
+    if not first:
+        return ""
+    return f" for epoch {first} (resumed)" if first == last else f" for epochs {first}-{last} (resumed)"
 
 
 if __name__ == "__main__":

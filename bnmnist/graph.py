@@ -149,15 +149,18 @@ class DataHandles:
     y_data: object
 
 
+def local_data(initial, name):
+    """A variable holding data set ``initial`` (a placeholder fed when it is initialised): local,
+    not global, so the Saver never writes the data set into checkpoints."""
+    return tf1.Variable(initial, trainable=False, validate_shape=False, name=name,
+                        collections=[tf1.GraphKeys.LOCAL_VARIABLES])
+
+
 def _in_graph_data(config):
     with tf.name_scope("data"):
         X_in = tf1.placeholder(tf.float32, (None, config.n_inputs), name="X_in")
         y_in = tf1.placeholder(tf.int32, (None,), name="y_in")
-        # local, not global: the Saver never writes the data set into checkpoints
-        X_data = tf1.Variable(X_in, trainable=False, validate_shape=False, name="X_train",
-                              collections=[tf1.GraphKeys.LOCAL_VARIABLES])
-        y_data = tf1.Variable(y_in, trainable=False, validate_shape=False, name="y_train",
-                              collections=[tf1.GraphKeys.LOCAL_VARIABLES])
+        X_data, y_data = local_data(X_in, "X_train"), local_data(y_in, "y_train")
         load = tf.group(X_data.initializer, y_data.initializer, name="load")
         batch_idx = tf1.placeholder(tf.int32, (None,), name="batch_idx")
         X_batch = tf.gather(X_data.value(), batch_idx, name="X_batch")

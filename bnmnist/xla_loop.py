@@ -46,7 +46,7 @@ import numpy as np
 import tensorflow as tf
 
 from . import layers
-from .graph import ACTIVATIONS, layer_names
+from .graph import ACTIVATIONS, layer_names, local_data
 
 tf1 = tf.compat.v1
 
@@ -90,10 +90,10 @@ def _train_step(config, params, X, y):
     return loss, new
 
 
-def _local_data(sess, array, name):
-    """``array`` held in the graph as a local variable (never saved by the Saver), loaded now."""
+def _load_data(sess, array, name):
+    """``array`` held in the graph (:func:`~bnmnist.graph.local_data`), loaded now."""
     value = tf1.placeholder(tf.as_dtype(array.dtype), array.shape, name=name + "_in")
-    v = tf1.Variable(value, trainable=False, name=name, collections=[tf1.GraphKeys.LOCAL_VARIABLES])
+    v = local_data(value, name)
     sess.run(v.initializer, {value: array})
     return v
 
@@ -114,7 +114,7 @@ class XlaEpochLoop:
         in_use = (X_train != 0).any(axis=0) if drop_unused_inputs else np.ones(X_train.shape[1], bool)
         self.used_inputs = used = np.flatnonzero(in_use).astype(np.int32)
         with h.graph.as_default(), tf.name_scope("xla_epoch"):
-            X_data, y_data = _local_data(sess, X_train[:, used], "X_train_used"), _local_data(sess, y_train, "y_train")
+            X_data, y_data = _load_data(sess, X_train[:, used], "X_train_used"), _load_data(sess, y_train, "y_train")
             self.rows = tf1.placeholder(tf.int32, (None, None), name="batches")
             self.start = tf1.placeholder(tf.int32, (), name="start")
             self.stop = tf1.placeholder(tf.int32, (), name="stop")
