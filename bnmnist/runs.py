@@ -154,7 +154,10 @@ def _suffix(path):
 def latest_run(logdir="tf_logs"):
     runs = list_runs(logdir)
     if not runs:
-        raise RunFolderError(f"no runs under {logdir}/; train one with `python scripts/train.py`")
+        where = "" if os.path.isabs(logdir) else f" (relative to this folder: {os.path.abspath(logdir)})"
+        raise RunFolderError(f"no runs under {logdir}/{where}; train one with `python "
+                             "scripts/train.py`, or say where the runs are (--logdir, or "
+                             "logdir=... in bnmnist.restore)")
     return runs[-1]
 
 
