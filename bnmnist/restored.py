@@ -7,10 +7,13 @@ can be open side by side, and nothing global in TensorFlow is touched.
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import tensorflow as tf
 
 from . import checkpoint, data, runs
+from .errors import DataError
 from .graph import build_graph
 
 tf1 = tf.compat.v1
@@ -68,6 +71,19 @@ class RestoredModel:
         if y.size and (y.min() < 0 or y.max() > 9):
             raise ValueError(f"labels must be digits 0-9; got {y.min()}..{y.max()}")
         return self._run(self.handles.accuracy, {self.handles.X: X, self.handles.y: y.astype(np.int32)})
+
+    def load_data(self):
+        """MNIST for this run: the copy it was trained on (the source its ``data.json`` records)
+        while that path still holds the same data (by SHA-256), else :func:`bnmnist.data.load`'s
+        sources (``BNMNIST_DATA``, the Keras cache, a download). A :class:`bnmnist.data.Mnist`."""
+        try:
+            recorded = runs.read_json(os.path.join(self.run_dir, runs.DATA_FILE))
+            mnist = data.load(recorded["source"], download=False)
+            if mnist.fingerprint() == recorded.get("sha256"):
+                return mnist
+        except (OSError, ValueError, KeyError, TypeError, DataError):
+            pass                # no record, or the copy moved or changed: the usual sources
+        return data.load()
 
     def variables(self):
         """Name -> NumPy value of every restored variable."""

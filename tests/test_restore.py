@@ -154,8 +154,9 @@ def test_notebook_runs_headless_and_shows_the_printed_accuracy(tiny_run, tiny_mn
     (project / "notebooks").mkdir(parents=True)
     shutil.copytree(tiny_run, project / "tf_logs" / os.path.basename(tiny_run))
     env_before = dict(os.environ)
-    os.environ.pop("BNMNIST_RUN", None)
-    os.environ.update(BNMNIST_DATA=tiny_mnist, TF_CPP_MIN_LOG_LEVEL="3")
+    for name in ("BNMNIST_RUN", "BNMNIST_DATA"):      # the data: the copy the run was trained on
+        os.environ.pop(name, None)
+    os.environ.update(KERAS_HOME=str(tmp_path / "no_keras_cache"), TF_CPP_MIN_LOG_LEVEL="3")
     try:
         nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
                                 resources={"metadata": {"path": str(project / "notebooks")}}).execute()
@@ -170,6 +171,23 @@ def test_notebook_runs_headless_and_shows_the_printed_accuracy(tiny_run, tiny_mn
     assert f"Validation accuracy before: {final_valid} after one more epoch:" in text
     images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert len(images) == 2                                   # the digit grid and the confusion matrix
+
+
+def test_load_data_reads_the_copy_the_run_was_trained_on_while_it_holds_the_same_data(
+        tiny_run, tiny_mnist, tmp_path, monkeypatch):
+    monkeypatch.delenv("BNMNIST_DATA", raising=False)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "no_keras_cache"))
+    with bnmnist.restore(tiny_run) as model:
+        assert model.load_data().source == os.path.realpath(tiny_mnist)
+    # the recorded copy moved, or holds other data now: the usual sources (here BNMNIST_DATA)
+    other = shutil.copytree(tiny_mnist, tmp_path / "other_copy")
+    monkeypatch.setenv("BNMNIST_DATA", str(other))
+    for i, change in enumerate(({"source": str(tmp_path / "moved")}, {"sha256": "0" * 64})):
+        run = shutil.copytree(tiny_run, tmp_path / f"run{i}")
+        record = json.load(open(run / "data.json"))
+        (run / "data.json").write_text(json.dumps({**record, **change}))
+        with bnmnist.restore(str(run)) as model:
+            assert model.load_data().source == os.path.realpath(other), change
 
 
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
