@@ -11,7 +11,9 @@ import tensorflow as tf
 
 import bnmnist
 from bnmnist import data, runs
+from bnmnist.config import PRESETS
 from bnmnist.errors import CheckpointError
+from bnmnist.trainer import train
 from conftest import ROOT, run_dir_from, run_train
 
 tf1 = tf.compat.v1
@@ -142,35 +144,48 @@ def test_the_books_import_meta_graph_recipe_evaluates_and_keeps_training(tiny_ru
             assert loss.eval(feed_dict={X: split.X_train, y: split.y_train}) < loss_before
 
 
-def test_notebook_runs_headless_and_shows_the_printed_accuracy(tiny_run, tiny_mnist, tmp_path):
+def test_notebook_runs_headless_and_shows_the_printed_accuracy_for_both_presets(tiny_run, tiny_mnist, tmp_path):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
-    nb = nbformat.read(os.path.join(ROOT, "notebooks", "restore_checkpoint.ipynb"), as_version=4)
+    path = os.path.join(ROOT, "notebooks", "restore_checkpoint.ipynb")
+    nb = nbformat.read(path, as_version=4)
     assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code"), "commit it without outputs"
     kinds = [c.cell_type for c in nb.cells]
     assert all(kinds[i - 1] == "markdown" for i, k in enumerate(kinds) if k == "code"), "prose before each cell"
-    # as Jupyter runs it: the kernel in notebooks/, the run the newest under the project's tf_logs/
+    # as Jupyter runs it: the kernel in notebooks/, the runs in the project's tf_logs/: the book's
+    # network, and the plain preset (no batch norm, no `training`), the newest, hence "latest"
     project = tmp_path / "project"
     (project / "notebooks").mkdir(parents=True)
-    shutil.copytree(tiny_run, project / "tf_logs" / os.path.basename(tiny_run))
-    env_before = dict(os.environ)
-    for name in ("BNMNIST_RUN", "BNMNIST_DATA"):      # the data: the copy the run was trained on
-        os.environ.pop(name, None)
-    os.environ.update(KERAS_HOME=str(tmp_path / "no_keras_cache"), TF_CPP_MIN_LOG_LEVEL="3")
-    try:
+    bn_run = str(shutil.copytree(tiny_run, project / "tf_logs" / "run-20000101000000"))
+    mnist = data.load(tiny_mnist)
+    plain_run = runs.new_run_dir(str(project / "tf_logs"))
+    train(PRESETS["plain"].replace(epochs=1), data.split(mnist), plain_run, out=None,
+          data_info={"source": mnist.source, "sha256": mnist.fingerprint()})
+    # no BNMNIST_DATA: the data is the copy the run was trained on
+    env = {k: v for k, v in os.environ.items() if k not in ("BNMNIST_RUN", "BNMNIST_DATA")}
+    env.update(KERAS_HOME=str(tmp_path / "no_keras_cache"), TF_CPP_MIN_LOG_LEVEL="3")
+
+    def execute(chosen):
+        nb = nbformat.read(path, as_version=4)
         nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
-                                resources={"metadata": {"path": str(project / "notebooks")}}).execute()
-    finally:
-        os.environ.clear()
-        os.environ.update(env_before)
-    text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "stream")
-    printed = str(np.float32(printed_test_accuracy(tiny_run)))
-    assert f"Test accuracy: {printed}\n" in text
-    assert f"Recipe test accuracy: {printed}\n" in text
-    final_valid = json.load(open(os.path.join(tiny_run, "results.json")))["validation_accuracy_printed"][-1]
-    assert f"Validation accuracy before: {final_valid} after one more epoch:" in text
-    images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
-    assert len(images) == 2                                   # the digit grid and the confusion matrix
+                                resources={"metadata": {"path": str(project / "notebooks")}}
+                                ).execute(env=dict(env, **chosen))
+        return "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", [])
+                       if o.get("output_type") == "stream"), \
+            [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+
+    from concurrent.futures import ThreadPoolExecutor
+    cases = ((plain_run, {}), (bn_run, {"BNMNIST_RUN": bn_run}))
+    with ThreadPoolExecutor(2) as pool:          # one kernel per core
+        outputs = list(pool.map(lambda case: execute(case[1]), cases))
+    for (run_dir, _), (text, images) in zip(cases, outputs):
+        results = json.load(open(os.path.join(run_dir, "results.json")))
+        printed = str(np.float32(results["test_accuracy"]))
+        assert f"Test accuracy: {printed}\n" in text, run_dir
+        assert f"Recipe test accuracy: {printed}\n" in text
+        final_valid = results["validation_accuracy_printed"][-1]
+        assert f"Validation accuracy before: {final_valid} after one more epoch:" in text
+        assert len(images) == 2                                # the digit grid and the confusion matrix
 
 
 def test_load_data_reads_the_copy_the_run_was_trained_on_while_it_holds_the_same_data(
