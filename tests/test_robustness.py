@@ -118,17 +118,24 @@ def test_every_bad_input_is_refused_in_one_line_before_tensorflow(tmp_path, tiny
              [(name, ["--data", path, "--logdir", str(logdir)], needle)
               for name, path, needle in bad_data_cases(tmp_path / "bad", tiny_mnist)])
     before = folder_digest(tiny_run)
-    for name, args, needle in cases:
-        if "--logdir" not in args:
-            args = args + ["--logdir", str(logdir)]
-        p = subprocess.run([sys.executable, "-c", DRIVER, ROOT, *args], capture_output=True, text=True,
-                           timeout=60, cwd=str(tmp_path))
+    cases = [(name, args if "--logdir" in args else args + ["--logdir", str(logdir / f"case{i}")], needle)
+             for i, (name, args, needle) in enumerate(cases)]
+
+    def refuse(args):
+        return subprocess.run([sys.executable, "-c", DRIVER, ROOT, *args], capture_output=True,
+                              text=True, timeout=60, cwd=str(tmp_path))
+
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(2) as pool:         # two at once: each is a short process of its own
+        done = list(pool.map(refuse, [args for _, args, _ in cases]))
+    for (name, args, needle), p in zip(cases, done):
         assert p.returncode == 2, f"{name}: rc {p.returncode}\n{p.stderr}"
         lines = p.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("bnmnist-train: error: "), f"{name}: {p.stderr}"
         assert needle in lines[0], f"{name}: {lines[0]}"
         assert p.stdout.split()[0] == "NO_TF", f"{name}: TensorFlow was imported"   # seconds: benchmarks/error_latency.py
-        assert not logdir.exists() or os.listdir(logdir) == [], f"{name}: a run folder was made"
+        used = args[args.index("--logdir") + 1]
+        assert not os.path.isdir(used) or os.listdir(used) == [], f"{name}: a run folder was made"
     assert folder_digest(tiny_run) == before
 
 
