@@ -13,7 +13,6 @@ import numpy as np
 import tensorflow as tf
 
 from . import checkpoint, data, runs
-from .errors import DataError
 from .graph import build_graph
 
 tf1 = tf.compat.v1
@@ -81,7 +80,7 @@ class RestoredModel:
             mnist = data.load(recorded["source"], download=False)
             if mnist.fingerprint() == recorded.get("sha256"):
                 return mnist
-        except (OSError, ValueError, KeyError, TypeError, DataError):
+        except (OSError, ValueError, KeyError, TypeError):     # ValueError: DataError too
             pass                # no record, or the copy moved or changed: the usual sources
         return data.load()
 

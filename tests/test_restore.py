@@ -170,15 +170,15 @@ def test_notebook_runs_headless_and_shows_the_printed_accuracy_for_both_presets(
         nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
                                 resources={"metadata": {"path": str(project / "notebooks")}}
                                 ).execute(env=dict(env, **chosen))
-        return "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", [])
-                       if o.get("output_type") == "stream"), \
-            [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+        return [o for c in nb.cells for o in c.get("outputs", [])]
 
     from concurrent.futures import ThreadPoolExecutor
     cases = ((plain_run, {}), (bn_run, {"BNMNIST_RUN": bn_run}))
     with ThreadPoolExecutor(2) as pool:          # one kernel per core
         outputs = list(pool.map(lambda case: execute(case[1]), cases))
-    for (run_dir, _), (text, images) in zip(cases, outputs):
+    for (run_dir, _), out in zip(cases, outputs):
+        text = "".join(o.get("text", "") for o in out if o.get("output_type") == "stream")
+        images = [o for o in out if "image/png" in o.get("data", {})]
         results = json.load(open(os.path.join(run_dir, "results.json")))
         printed = str(np.float32(results["test_accuracy"]))
         assert f"Test accuracy: {printed}\n" in text, run_dir
