@@ -11,6 +11,7 @@ during training (disk full, folder removed; the last complete checkpoint stays t
 from __future__ import annotations
 
 import argparse
+import importlib
 import math
 import os
 import sys
@@ -109,7 +110,7 @@ def build_parser():
                    help="continue RUN (a run folder) from its last completed epoch, or from the "
                         "epoch of one of its checkpoints (RUN/model.ckpt-N)")
     p.add_argument("--dry-run", action="store_true", help="a couple of steps and one checkpoint, for smoke tests")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (nor the note when tqdm is missing)")
     p.set_defaults(resume_from=None)    # the checkpoint of RUN/model.ckpt-N, found by prepare()
     return p
 
@@ -259,7 +260,7 @@ def _train(t0, cfg, split, info, logdir, resume_dir, args, run):
         print(f"Run folder: {run_dir}", flush=True)
         resume = args.resume_from or resume_dir is not None     # that checkpoint, or the newest
         result = train(cfg, split, run_dir, resume=resume, dry_run=args.dry_run, data_info=info,
-                       progress=not args.quiet)
+                       progress=_progress_bar_wanted(args.quiet))
     except TrainingInterrupted as e:
         print(f"\nInterrupted: {e.epochs_done} completed epoch(s) are saved in {e.run_dir}.\n"
               f"Resume with: python scripts/train.py --resume {e.run_dir}", file=sys.stderr)
@@ -279,6 +280,20 @@ def _train(t0, cfg, split, info, logdir, resume_dir, args, run):
     print(f"Training took {result.train_seconds:.1f} s{_resumed_epochs(result)} "
           f"({result.examples_per_second:,.0f} examples/s); run saved in {run_dir}")
     return 0
+
+
+def _progress_bar_wanted(quiet):
+    """A bar on a terminal unless --quiet. tqdm draws it and is optional (the 'progress' extra):
+    without it a terminal run says so once and trains the same."""
+    if quiet or not sys.stdout.isatty():
+        return False
+    try:
+        importlib.import_module("tqdm")
+    except ImportError:
+        print("bnmnist-train: note: no progress bar: tqdm is not installed (pip install tqdm, or "
+              "install bnmnist with its [progress] extra); --quiet hides this note", file=sys.stderr)
+        return False
+    return True
 
 
 def _resumed_epochs(result):

@@ -349,10 +349,14 @@ class _Run:
 
 
 def _progress_bar(n_steps, epoch, enabled):
-    """A tqdm bar over the epoch's steps, only when asked and stdout is a terminal."""
+    """A tqdm bar over the epoch's steps, only when asked, stdout is a terminal and tqdm (the
+    'progress' extra) is installed."""
     if not enabled or not sys.stdout.isatty():
         return None
-    from tqdm import tqdm
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
     return tqdm(total=n_steps, desc=f"epoch {epoch}", unit="step", leave=False, file=sys.stdout)
 
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import termios
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -149,11 +150,19 @@ def test_ctrl_c_on_seeds_starts_no_more_runs_and_exits_130_in_one_line(who, tiny
     assert len(list(logdir.glob("run-*"))) == 2                    # seeds 2-5 and 42 never started
 
 
-def _run_on_terminal(args):
+def _run_on_terminal(args, tmp_path, name, hide_tqdm=False):
+    """train.py with stdout on a pseudo-terminal; returns what the terminal and stderr got."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))   # a 100-column terminal
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    p = subprocess.Popen([sys.executable, TRAIN_SCRIPT, *args], stdout=slave, stderr=subprocess.DEVNULL, env=env)
+    if hide_tqdm:                               # as if the 'progress' extra were not installed
+        shadow = tmp_path / f"{name}-no-tqdm"
+        shadow.mkdir()
+        (shadow / "tqdm.py").write_text("raise ImportError('No module named tqdm')\n")
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(shadow), env.get("PYTHONPATH")]))
+    err_path = tmp_path / f"{name}.stderr"
+    with open(err_path, "wb") as err:
+        p = subprocess.Popen([sys.executable, TRAIN_SCRIPT, *args], stdout=slave, stderr=err, env=env)
     os.close(slave)
     chunks = []
     while True:
@@ -166,19 +175,35 @@ def _run_on_terminal(args):
         chunks.append(chunk)
     p.wait(timeout=120)
     os.close(master)
-    return b"".join(chunks).decode(errors="replace")
+    assert p.returncode == 0, err_path.read_text()
+    return b"".join(chunks).decode(errors="replace"), err_path.read_text()
+
+
+def _has_bar(text):
+    return "step/s" in text or "s/step" in text
 
 
 def test_progress_bar_only_on_a_terminal_and_not_with_quiet(tiny_mnist, tmp_path, six_epoch_run):
-    from concurrent.futures import ThreadPoolExecutor
-    args = ["--data", tiny_mnist, "--logdir", str(tmp_path), "--epochs", "2", "--batch-size", "20"]
+    args = ["--data", tiny_mnist, "--logdir", str(tmp_path / "logs"), "--epochs", "2", "--batch-size", "20"]
     with ThreadPoolExecutor(2) as pool:         # both at once, each on its own terminal
-        on_tty, quiet = pool.map(_run_on_terminal, [args, args + ["--quiet"]])
-    assert "step/s" in on_tty or "s/step" in on_tty, on_tty
-    assert "1 Validation accuracy:" in on_tty
-    assert "step/s" not in quiet and "s/step" not in quiet and "1 Validation accuracy:" in quiet
+        (on_tty, _), (quiet, _) = pool.map(_run_on_terminal, [args, args + ["--quiet"]],
+                                           [tmp_path] * 2, ["tty", "quiet"])
+    assert _has_bar(on_tty) and "1 Validation accuracy:" in on_tty, on_tty
+    assert not _has_bar(quiet) and "1 Validation accuracy:" in quiet, quiet
     piped = six_epoch_run.stdout                # stdout a pipe, no --quiet
-    assert "step/s" not in piped and "s/step" not in piped and "1 Validation accuracy:" in piped
+    assert not _has_bar(piped) and "1 Validation accuracy:" in piped
+
+
+def test_without_tqdm_a_terminal_run_trains_the_same_and_says_once_how_to_get_the_bar(tiny_mnist, tmp_path):
+    args = ["--data", tiny_mnist, "--logdir", str(tmp_path / "logs"), "--epochs", "2", "--batch-size", "20"]
+    with ThreadPoolExecutor(2) as pool:
+        (shown, err), (_, quiet_err) = pool.map(
+            lambda a, name: _run_on_terminal(a, tmp_path, name, hide_tqdm=True),
+            [args, args + ["--quiet"]], ["bare", "bare-quiet"])
+    assert not _has_bar(shown) and "1 Validation accuracy:" in shown, shown
+    notes = [line for line in err.splitlines() if "tqdm" in line]
+    assert len(notes) == 1 and "no progress bar" in notes[0] and "[progress]" in notes[0], err
+    assert "tqdm" not in quiet_err, quiet_err
 
 
 def test_tensorboard_events_hold_the_printed_scalars_histograms_and_graph(two_runs):
