@@ -183,9 +183,10 @@ def _resume_target(path):
     (run folder, checkpoint prefix or None)."""
     path = path.rstrip("/") or "/"
     prefix = runs.strip_checkpoint_suffix(path)
-    if not os.path.isdir(path) and os.path.isfile(prefix + ".index"):
+    if not os.path.isdir(path):
         run_dir = os.path.dirname(prefix) or "."
         if runs.is_run_dir(run_dir) and runs.checkpoint_epoch(prefix) is not None:
+            runs.require_checkpoint(prefix)         # an epoch the run no longer keeps: say which it does
             return run_dir, prefix
     elif runs.is_run_dir(path):
         return path, None

@@ -209,9 +209,14 @@ def read_results(run_dir):
 
 
 def require_checkpoint(prefix):
-    if not os.path.exists(prefix + ".index"):
-        raise CheckpointError(f"{prefix}: no such checkpoint ({prefix}.index is missing); "
-                              "pass a run folder or an existing model.ckpt-N prefix")
+    """Refuses a prefix without an index file, naming the checkpoints its folder does keep (a run
+    keeps only its newest few, so an older epoch's is gone)."""
+    if os.path.exists(prefix + ".index"):
+        return
+    kept = [os.path.basename(p) for p in saved_checkpoints(os.path.dirname(prefix) or ".")]
+    kept = f"; the folder keeps {', '.join(kept)}" if kept else ""
+    raise CheckpointError(f"{prefix}: no such checkpoint ({prefix}.index is missing{kept}); "
+                          "pass a run folder or an existing model.ckpt-N prefix")
 
 
 def read_config(run_dir):

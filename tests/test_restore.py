@@ -104,7 +104,7 @@ def broken_copies(tiny_run, tmp_path):
             os.remove(empty / f)
     return [
         ("another architecture", str(other), ["hidden2/kernel", "[300, 100]", "[300, 64]"]),
-        ("missing checkpoint", os.path.join(tiny_run, "model.ckpt-99"), ["model.ckpt-99", "missing"]),
+        ("missing checkpoint", os.path.join(tiny_run, "model.ckpt-99"), ["model.ckpt-99", "missing", "keeps model.ckpt-0, model.ckpt-1"]),
         ("truncated checkpoint", str(truncated), ["truncated or corrupt"]),
         ("no checkpoint in folder", str(empty), ["holds no checkpoint"]),
         ("not a run", str(tmp_path), ["not a bnmnist run folder"]),

@@ -96,6 +96,9 @@ def _bad_folder_cases(tmp_path, tiny, tiny_run):
         ("resume a finished run", d + ["--resume", tiny_run], "already finished its 2 epochs"),
         ("resume a finished run's last checkpoint", d + ["--resume", os.path.join(tiny_run, "model.ckpt-1.index")],
          "already finished its 2 epochs"),
+        ("resume a checkpoint the run no longer keeps", d + ["--resume", os.path.join(tiny_run, "model.ckpt-7")],
+         "no such checkpoint (" + os.path.join(tiny_run, "model.ckpt-7") + ".index is missing; the folder "
+         "keeps model.ckpt-0, model.ckpt-1)"),
         ("resume a checkpoint outside a run", d + ["--resume", str(tmp_path / "nope" / "model.ckpt-1")],
          "neither a bnmnist run folder"),
         ("resume with a garbled state file", d + ["--resume", str(garbled_state)],
