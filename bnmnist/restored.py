@@ -24,7 +24,9 @@ def as_model_input(images):
     if a.dtype == np.uint8 and a.ndim == 3 and a.shape[1:] == (28, 28):
         return data.scale_images(a)
     if np.issubdtype(a.dtype, np.floating) and a.ndim == 2 and a.shape[1] == 784:
-        if a.size and not (np.all(np.isfinite(a)) and a.min() >= 0 and a.max() <= 1):
+        if a.size and not np.all(np.isfinite(a)):
+            raise ValueError("images must not hold NaN or infinite values")
+        if a.size and not (a.min() >= 0 and a.max() <= 1):
             raise ValueError("images must be scaled to [0, 1] (pixels / 255) when given as floats")
         return a.astype(np.float32, copy=False)
     hint = "; for one image pass images[None]" if a.shape in ((28, 28), (784,)) else ""
@@ -67,7 +69,9 @@ class RestoredModel:
         y = np.asarray(labels)
         if y.shape != (len(X),) or not np.issubdtype(y.dtype, np.integer):
             raise ValueError(f"labels must be integers of shape ({len(X)},); got {y.dtype} {y.shape}")
-        if y.size and (y.min() < 0 or y.max() > 9):
+        if not y.size:
+            raise ValueError("evaluate needs at least one image and label; the accuracy of none is undefined")
+        if y.min() < 0 or y.max() > 9:
             raise ValueError(f"labels must be digits 0-9; got {y.min()}..{y.max()}")
         return self._run(self.handles.accuracy, {self.handles.X: X, self.handles.y: y.astype(np.int32)})
 

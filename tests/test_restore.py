@@ -59,6 +59,11 @@ def test_predict_takes_raw_uint8_or_scaled_floats_and_refuses_anything_else(tiny
             model.evaluate(m.x_test[:3], m.y_test[:4])
         with pytest.raises(ValueError, match="for one image pass images"):
             model.predict(m.x_test[0])
+        with pytest.raises(ValueError, match="must not hold NaN"):
+            model.predict(np.full((1, 784), np.nan, np.float32))
+        with pytest.raises(ValueError, match="at least one image"):
+            model.evaluate(m.x_test[:0], m.y_test[:0])             # the accuracy of none would be NaN
+        assert model.predict(m.x_test[:0]).shape == (0,)            # predicting none is fine
         with pytest.raises(ValueError, match="digits 0-9"):
             model.evaluate(m.x_test[:3], np.array([10, 1, 2]))     # in_top_k would just say "wrong"
     with pytest.raises(RuntimeError, match="is closed; restore it again"):
