@@ -109,5 +109,5 @@ class RestoredModel:
 
 def restore(path="latest", logdir="tf_logs"):
     """Restore a run folder, a checkpoint prefix, or ``"latest"`` (the newest run under
-    ``logdir``). Returns a :class:`RestoredModel`."""
+    ``logdir`` that holds a checkpoint). Returns a :class:`RestoredModel`."""
     return RestoredModel(path, logdir)

@@ -152,13 +152,17 @@ def _suffix(path):
 
 
 def latest_run(logdir="tf_logs"):
-    runs = list_runs(logdir)
-    if not runs:
+    """The newest run folder that holds a checkpoint: a run killed in its first epoch, or one
+    still in it, has nothing to restore and is passed over."""
+    folders = list_runs(logdir)
+    restorable = [r for r in folders if read_state(r)]
+    if not restorable:
         where = "" if os.path.isabs(logdir) else f" (relative to this folder: {os.path.abspath(logdir)})"
-        raise RunFolderError(f"no runs under {logdir}/{where}; train one with `python "
-                             "scripts/train.py`, or say where the runs are (--logdir, or "
-                             "logdir=... in bnmnist.restore)")
-    return runs[-1]
+        what = (f"none of the {len(folders)} run folder(s) under {logdir}/ holds a checkpoint yet"
+                if folders else f"no runs under {logdir}/")
+        raise RunFolderError(f"{what}{where}; train one with `python scripts/train.py`, or say "
+                             "where the runs are (--logdir, or logdir=... in bnmnist.restore)")
+    return restorable[-1]
 
 
 def newest_prefix(run_dir):

@@ -1,4 +1,5 @@
 """The trainer: the book's batches, the published table on real MNIST, determinism, run folders."""
+import datetime
 import io
 import json
 import os
@@ -12,6 +13,7 @@ import tensorflow as tf
 from bnmnist import data, runs
 from bnmnist.config import Config
 from bnmnist.epoch_end import EpochEnd
+from bnmnist.errors import RunFolderError
 from bnmnist.graph import build_graph
 from bnmnist.trainer import Result, batch_indices, session_config, shuffle_batch, train
 from conftest import BOOK_TABLE, ROOT, TRAIN_SCRIPT, read_events, run_dir_from, table_from
@@ -162,14 +164,25 @@ def test_importing_the_package_and_cli_does_not_import_tensorflow():
 
 
 def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path):
-    import datetime
     now = datetime.datetime(2026, 11, 27, 8, 0, 0, tzinfo=datetime.timezone.utc)
     folders = [runs.new_run_dir(str(tmp_path), now=now) for _ in range(3)]
     assert [os.path.basename(f) for f in folders] == ["run-20261127080000", "run-20261127080000-1",
                                                       "run-20261127080000-2"]
     for f in folders:
         open(os.path.join(f, "config.json"), "w").write("{}")
+        runs.write_state(f, [os.path.join(f, "model.ckpt-0")])
     assert runs.latest_run(str(tmp_path)) == folders[-1]
+
+
+def test_latest_passes_over_run_folders_that_hold_no_checkpoint_yet(tmp_path):
+    older, newer = (runs.new_run_dir(str(tmp_path), now=datetime.datetime(2026, 11, 27, h, tzinfo=datetime.timezone.utc))
+                    for h in (8, 9))
+    for f in (older, newer):                        # both runs; only the older finished an epoch
+        open(os.path.join(f, "config.json"), "w").write("{}")
+    with pytest.raises(RunFolderError, match=r"none of the 2 run folder\(s\) under .* holds a checkpoint yet"):
+        runs.latest_run(str(tmp_path))
+    runs.write_state(older, [os.path.join(older, "model.ckpt-0")])
+    assert runs.latest_run(str(tmp_path)) == older
 
 
 def test_console_script_is_the_same_entry_point(tiny_mnist, tmp_path):
