@@ -33,6 +33,19 @@ def test_restore_run_folder_prefix_and_latest_give_the_accuracy_the_run_printed(
             assert model.checkpoint.endswith("model.ckpt-1")
 
 
+def test_restore_never_reads_a_meta_graph_file(tiny_run, tiny_mnist, tmp_path):
+    run = tmp_path / "run-20260101000000"
+    shutil.copytree(tiny_run, run)
+    metas = [f for f in os.listdir(run) if f.endswith(".meta")]
+    assert "graph.meta" in metas and any(f.startswith("model.ckpt-") for f in metas)
+    for f in metas:                         # a .meta can carry arbitrary ops: restore must not need one
+        (run / f).unlink()
+        (run / f).write_bytes(b"not a MetaGraphDef")
+    m = data.load(tiny_mnist)
+    with bnmnist.restore(str(run)) as model:
+        assert float(model.evaluate(m.x_test, m.y_test)) == printed_test_accuracy(tiny_run)
+
+
 def test_moving_statistics_are_restored(tiny_run):
     with bnmnist.restore(tiny_run) as model:
         values = model.variables()
