@@ -217,8 +217,8 @@ def require_checkpoint(prefix):
     keeps only its newest few, so an older epoch's is gone)."""
     if os.path.exists(prefix + ".index"):
         return
-    kept = [os.path.basename(p) for p in saved_checkpoints(os.path.dirname(prefix) or ".")]
-    kept = f"; the folder keeps {', '.join(kept)}" if kept else ""
+    names = [os.path.basename(p) for p in saved_checkpoints(os.path.dirname(prefix) or ".")]
+    kept = f"; the folder keeps {', '.join(names)}" if names else ""
     raise CheckpointError(f"{prefix}: no such checkpoint ({prefix}.index is missing{kept}); "
                           "pass a run folder or an existing model.ckpt-N prefix")
 
