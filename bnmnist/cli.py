@@ -255,7 +255,8 @@ def _train(t0, cfg, split, info, logdir, resume_dir, args, run):
     run_dir = resume_dir
     t_data = time.perf_counter()
     try:
-        from .trainer import TrainingInterrupted, train   # imports TensorFlow
+        _import_tensorflow_without_keras()
+        from .trainer import TrainingInterrupted, train
         t_tf = time.perf_counter()
         run_dir = run["dir"] = resume_dir or runs.new_run_dir(logdir)
         print(f"Run folder: {run_dir}", flush=True)
@@ -281,6 +282,22 @@ def _train(t0, cfg, split, info, logdir, resume_dir, args, run):
     print(f"Training took {result.train_seconds:.1f} s{_resumed_epochs(result)} "
           f"({result.examples_per_second:,.0f} examples/s); run saved in {run_dir}")
     return 0
+
+
+def _import_tensorflow_without_keras():
+    """TensorFlow's ``__init__`` imports Keras's optimizers eagerly, for the SavedModel registry
+    (it catches an ImportError there), a third of its import time here. Training never touches
+    Keras, so this process has that import fail and skips it; Keras imports normally afterwards
+    (and one already imported, by a download through Keras's ``get_file``, is left as it is)."""
+    blocked = [name for name in ("keras", "tf_keras") if name not in sys.modules]
+    for name in blocked:
+        sys.modules[name] = None        # "import keras" raises ImportError while this is here
+    try:
+        importlib.import_module("tensorflow")
+    finally:
+        for name in blocked:
+            if sys.modules.get(name, 0) is None:
+                del sys.modules[name]
 
 
 def _progress_bar_wanted(quiet):

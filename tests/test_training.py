@@ -163,6 +163,20 @@ def test_importing_the_package_and_cli_does_not_import_tensorflow():
     assert out.strip() == "False"
 
 
+def test_the_command_line_loads_tensorflow_without_keras_and_keras_still_imports_after():
+    load = "from bnmnist.cli import _import_tensorflow_without_keras as load; load(); "
+    codes = [  # as train.py does; and after a download through Keras's get_file had imported Keras
+        "import sys; " + load + "print('tensorflow' in sys.modules, 'keras' in sys.modules); "
+        "import keras; print(keras.utils.get_file.__name__)",
+        "import sys, keras; " + load + "print('tensorflow' in sys.modules, sys.modules['keras'] is keras)"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, cwd=ROOT, env=env) for code in codes]
+    (fresh, err1), (after, err2) = [p.communicate(timeout=120) for p in procs]
+    assert fresh.split() == ["True", "False", "get_file"], err1
+    assert after.split() == ["True", "True"], err2
+
+
 def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path):
     now = datetime.datetime(2026, 11, 27, 8, 0, 0, tzinfo=datetime.timezone.utc)
     folders = [runs.new_run_dir(str(tmp_path), now=now) for _ in range(3)]
