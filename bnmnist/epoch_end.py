@@ -47,7 +47,7 @@ class EpochEnd:
         """Build the copy graph and its session and set up its three Session calls
         (``make_callable`` builds their executors without running anything), so that neither
         happens during training; the trainer calls it before the first step."""
-        h = build_graph(self.config, in_graph_data=False)
+        h = build_graph(self.config, train_op=False)
         histograms = histogram_summaries(h)
         with h.graph.as_default():
             values_in = [tf1.placeholder(v.dtype.base_dtype, v.shape) for v in h.model_variables]

@@ -57,7 +57,7 @@ class InferenceModule(tf.Module):
 def export_saved_model(run, out_dir, logdir="tf_logs"):
     """Write the SavedModel of ``run`` (folder, checkpoint prefix or "latest") to ``out_dir``."""
     _, prefix, config = runs.resolve(run, logdir)
-    variables = build_graph(config).model_variables
+    variables = build_graph(config, train_op=False).model_variables
     check_compatible(prefix, variables)
     reader = tf.train.load_checkpoint(prefix)
     names = [v.op.name for v in variables]

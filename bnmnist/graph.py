@@ -66,7 +66,7 @@ class Handles:
     predictions: tf.Tensor
     loss: tf.Tensor
     accuracy: tf.Tensor
-    training_op: tf.Operation
+    training_op: object        # tf.Operation, or None for a graph built with train_op=False
     extra_update_ops: list
     init: tf.Operation
     kernel_seeds: dict         # variable name -> op seed given to its initializer
@@ -74,8 +74,12 @@ class Handles:
     data: object = None        # DataHandles when the training set is held in the graph
 
 
-def build_graph(config, in_graph_data=False):
+def build_graph(config, in_graph_data=False, train_op=True):
     """A fresh graph for ``config``, the way the book's cell builds it, seeded per ``config.seeding``.
+
+    Without ``train_op`` the ``train`` scope (the gradients, half the building time) is left out,
+    for graphs that only evaluate (a restored model, the epoch-end copy); the variables, their
+    seeds and every other name are the same.
 
     With ``in_graph_data`` the training set lives in the graph (local variables ``data/X_train``
     and ``data/y_train``, loaded once through ``data/*_in`` placeholders and never saved) and
@@ -122,9 +126,11 @@ def build_graph(config, in_graph_data=False):
         with tf.name_scope("loss"):
             xentropy = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
             loss = tf.reduce_mean(xentropy, name="loss")
-        with tf.name_scope("train"):
-            optimizer = tf1.train.GradientDescentOptimizer(config.learning_rate)
-            training_op = optimizer.minimize(loss, name="training_op")
+        training_op = None
+        if train_op:
+            with tf.name_scope("train"):
+                optimizer = tf1.train.GradientDescentOptimizer(config.learning_rate)
+                training_op = optimizer.minimize(loss, name="training_op")
         with tf.name_scope("eval"):
             correct = tf1.nn.in_top_k(logits, y, 1)
             accuracy = tf.reduce_mean(tf.cast(correct, tf.float32), name="accuracy")

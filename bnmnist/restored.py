@@ -40,7 +40,7 @@ class RestoredModel:
     def __init__(self, path, logdir="tf_logs"):
         self.closed = False
         self.run_dir, self.checkpoint, self.config = runs.resolve(path, logdir)
-        self.handles = h = build_graph(self.config)
+        self.handles = h = build_graph(self.config, train_op=False)
         self.graph = h.graph
         with self.graph.as_default():
             saver = tf1.train.Saver(var_list=h.model_variables)

@@ -44,6 +44,23 @@ def test_every_fetchable_tensor_has_an_explicit_name(book):
     assert book.X.dtype == tf.float32 and book.y.dtype == tf.int32 and book.training.dtype == tf.bool
 
 
+def test_an_evaluation_graph_is_the_training_graph_without_its_train_scope(book):
+    ev = build_graph(Config(), train_op=False)
+    assert ev.training_op is None
+    assert not [op.name for op in ev.graph.get_operations() if op.name.startswith("train/")]
+    book_ops = [op.name for op in book.graph.get_operations() if not op.name.startswith("train/")]
+    assert [op.name for op in ev.graph.get_operations()] == book_ops
+    assert ev.kernel_seeds == book.kernel_seeds
+    X = np.random.RandomState(1).rand(100, 784).astype(np.float32)
+    outputs = []
+    for h in (book, ev):            # the same initial weights, the same logits
+        with tf1.Session(graph=h.graph) as sess:
+            sess.run(h.init)
+            outputs.append(sess.run([h.model_variables, h.logits], {h.X: X, h.training: True}))
+    for a, b in zip(outputs[0][0] + [outputs[0][1]], outputs[1][0] + [outputs[1][1]]):
+        assert np.array_equal(a, b)
+
+
 def test_update_ops_hold_two_moving_average_updates_per_batch_norm_layer(book):
     updates = book.graph.get_collection(tf1.GraphKeys.UPDATE_OPS)
     assert updates == book.extra_update_ops and len(updates) == 6
