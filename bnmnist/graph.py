@@ -77,7 +77,7 @@ class Handles:
 def build_graph(config, in_graph_data=False, train_op=True):
     """A fresh graph for ``config``, the way the book's cell builds it, seeded per ``config.seeding``.
 
-    Without ``train_op`` the ``train`` scope (the gradients, half the building time) is left out,
+    Without ``train_op`` the ``train`` scope (the optimizer and its gradients) is left out,
     for graphs that only evaluate (a restored model, the epoch-end copy); the variables, their
     seeds and every other name are the same.
 
