@@ -286,7 +286,8 @@ def _train(t0, cfg, split, info, logdir, resume_dir, args, run):
 
 def _import_tensorflow_without_keras():
     """TensorFlow's ``__init__`` imports Keras's optimizers eagerly, for the SavedModel registry
-    (it catches an ImportError there), a third of its import time here. Training never touches
+    (it catches an ImportError there), about a quarter of its import time here
+    (``benchmarks/import_time.py``: 0.77 of it without). Training never touches
     Keras, so this process has that import fail and skips it; Keras imports normally afterwards
     (and one already imported, by a download through Keras's ``get_file``, is left as it is)."""
     blocked = [name for name in ("keras", "tf_keras") if name not in sys.modules]

@@ -24,10 +24,11 @@ def as_model_input(images):
     if a.dtype == np.uint8 and a.ndim == 3 and a.shape[1:] == (28, 28):
         return data.scale_images(a)
     if np.issubdtype(a.dtype, np.floating) and a.ndim == 2 and a.shape[1] == 784:
-        if a.size and not np.all(np.isfinite(a)):
-            raise ValueError("images must not hold NaN or infinite values")
-        if a.size and not (a.min() >= 0 and a.max() <= 1):
-            raise ValueError("images must be scaled to [0, 1] (pixels / 255) when given as floats")
+        if a.size:
+            if not np.all(np.isfinite(a)):
+                raise ValueError("images must not hold NaN or infinite values")
+            if a.min() < 0 or a.max() > 1:
+                raise ValueError("images must be scaled to [0, 1] (pixels / 255) when given as floats")
         return a.astype(np.float32, copy=False)
     hint = "; for one image pass images[None]" if a.shape in ((28, 28), (784,)) else ""
     raise ValueError(f"images must be uint8 of shape (n, 28, 28) or float of shape (n, 784) in "
