@@ -103,7 +103,8 @@ def build_parser():
                         "(default: 1,2)")
     p.add_argument("--data", metavar="PATH", type=path_arg,
                    help=f"mnist.npz or a folder with the four MNIST IDX files (default: "
-                        f"${data.ENV_VAR}, then the Keras cache, then a download)")
+                        f"${data.ENV_VAR}, then the Keras cache, then a download; with --resume, the "
+                        f"copy the run was trained on)")
     p.add_argument("--logdir", metavar="DIR", default="tf_logs", type=path_arg,
                    help="where run folders go (default: %(default)s)")
     p.add_argument("--resume", metavar="RUN", type=path_arg,
@@ -158,20 +159,20 @@ def prepare(argv):
     cfg.validated()
     if not args.resume:
         runs.check_logdir(args.logdir, create=False)    # quick, before the data is read
-    mnist = data.load(args.data)
+    if args.resume:     # the copy the run was trained on, as its data.json records it
+        try:
+            record = runs.read_json(os.path.join(run_dir, runs.DATA_FILE))
+        except (OSError, ValueError) as e:
+            raise BnmnistError(f"{run_dir}: cannot read {runs.DATA_FILE} ({e}); this run folder "
+                               "is damaged or not a bnmnist run") from None
+        mnist = data.load_recorded(record, args.data, owner=run_dir)
+    else:
+        mnist = data.load(args.data)
     cfg.validated(n_train=data.n_train(mnist))
     split = data.split(mnist)
     info = {"source": mnist.source, "sha256": mnist.fingerprint(),
             "n_train": len(split.X_train), "n_valid": len(split.X_valid), "n_test": len(split.X_test)}
     if args.resume:
-        try:
-            saved = runs.read_json(os.path.join(run_dir, runs.DATA_FILE))
-        except (OSError, ValueError) as e:
-            raise BnmnistError(f"{run_dir}: cannot read {runs.DATA_FILE} ({e}); this run folder "
-                               "is damaged or not a bnmnist run") from None
-        if saved.get("sha256") != info["sha256"]:
-            raise BnmnistError(f"the data differs from the data {run_dir} was trained on "
-                               f"({saved.get('source')}); pass that copy with --data")
         runs.lock_run(run_dir)          # held until this process ends
         return cfg, split, info, None, run_dir, args
     runs.check_logdir(args.logdir)

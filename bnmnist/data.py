@@ -43,7 +43,16 @@ class Mnist:
     y_test: np.ndarray
     source: str
 
+    @functools.cached_property
+    def fingerprint_hex(self):
+        return self._sha256()
+
     def fingerprint(self):
+        """SHA-256 over the four arrays: tells whether a resumed run sees the same data
+        (computed once per loaded copy)."""
+        return self.fingerprint_hex
+
+    def _sha256(self):
         """SHA-256 over the four arrays: tells whether a resumed run sees the same data."""
         h = hashlib.sha256()
         for a in (self.x_train, self.y_train, self.x_test, self.y_test):
@@ -113,6 +122,31 @@ def load(path=None, download=True):
         raise DataError(f"{local}: no such file or folder; {HOW_TO_PASS}")
     st = os.stat(local)
     return _load_cached(os.path.realpath(local), st.st_mtime_ns, st.st_size)
+
+
+def load_recorded(record, path=None, owner="the run"):
+    """The MNIST ``owner`` was trained on, from its ``data.json`` ``record`` (source and SHA-256),
+    so a run folder carried with its data needs no other setting and no network. An explicit
+    ``path`` or ``BNMNIST_DATA`` wins, but must hold the same data; nothing is downloaded."""
+    sha, source = record.get("sha256"), record.get("source")
+    explicit = path or os.environ.get(ENV_VAR)
+    if explicit:
+        mnist = load(explicit, download=False)
+        if mnist.fingerprint() != sha:
+            raise DataError(f"{mnist.source} holds other data than {owner} was trained on ({source}); "
+                            f"pass that copy with --data PATH or {ENV_VAR}")
+        return mnist
+    if not source:
+        raise DataError(f"{owner} records no MNIST copy; {HOW_TO_PASS}")
+    try:
+        mnist = load(source, download=False)
+    except DataError as e:
+        raise DataError(f"{owner} was trained on the MNIST copy at {source}, which cannot be read "
+                        f"now ({e}); pass that copy with --data PATH or {ENV_VAR}") from None
+    if mnist.fingerprint() != sha:
+        raise DataError(f"the MNIST copy at {source} has changed since {owner} was trained on it; "
+                        f"pass the copy it was trained on with --data PATH or {ENV_VAR}")
+    return mnist
 
 
 @functools.lru_cache(maxsize=4)

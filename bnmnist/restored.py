@@ -77,17 +77,14 @@ class RestoredModel:
         return self._run(self.handles.accuracy, {self.handles.X: X, self.handles.y: y.astype(np.int32)})
 
     def load_data(self):
-        """MNIST for this run: the copy it was trained on (the source its ``data.json`` records)
-        while that path still holds the same data (by SHA-256), else :func:`bnmnist.data.load`'s
-        sources (``BNMNIST_DATA``, the Keras cache, a download). A :class:`bnmnist.data.Mnist`."""
+        """MNIST for this run: the copy it was trained on, as its ``data.json`` records it (checked
+        by SHA-256), or ``BNMNIST_DATA`` if set, which must hold the same data. A
+        :class:`bnmnist.data.Mnist`."""
         try:
-            recorded = runs.read_json(os.path.join(self.run_dir, runs.DATA_FILE))
-            mnist = data.load(recorded["source"], download=False)
-            if mnist.fingerprint() == recorded.get("sha256"):
-                return mnist
-        except (OSError, ValueError, KeyError, TypeError):     # ValueError: DataError too
-            pass                # no record, or the copy moved or changed: the usual sources
-        return data.load()
+            record = runs.read_json(os.path.join(self.run_dir, runs.DATA_FILE))
+        except (OSError, ValueError):
+            return data.load()      # a run folder without its record: the usual sources
+        return data.load_recorded(record, owner=self.run_dir)
 
     def variables(self):
         """Name -> NumPy value of every restored variable."""

@@ -206,21 +206,30 @@ def test_notebook_runs_headless_and_shows_the_printed_accuracy_for_both_presets(
         assert len(images) == 2                                # the digit grid and the confusion matrix
 
 
-def test_load_data_reads_the_copy_the_run_was_trained_on_while_it_holds_the_same_data(
+def test_load_data_reads_the_copy_the_run_was_trained_on_and_refuses_a_moved_or_changed_one(
         tiny_run, tiny_mnist, tmp_path, monkeypatch):
     monkeypatch.delenv("BNMNIST_DATA", raising=False)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "no_keras_cache"))
     with bnmnist.restore(tiny_run) as model:
         assert model.load_data().source == os.path.realpath(tiny_mnist)
-    # the recorded copy moved, or holds other data now: the usual sources (here BNMNIST_DATA)
-    other = shutil.copytree(tiny_mnist, tmp_path / "other_copy")
-    monkeypatch.setenv("BNMNIST_DATA", str(other))
-    for i, change in enumerate(({"source": str(tmp_path / "moved")}, {"sha256": "0" * 64})):
+    for i, (change, needle) in enumerate((({"source": str(tmp_path / "moved")}, "cannot be read now"),
+                                          ({"sha256": "0" * 64}, "has changed since"))):
         run = shutil.copytree(tiny_run, tmp_path / f"run{i}")
         record = json.load(open(run / "data.json"))
         (run / "data.json").write_text(json.dumps({**record, **change}))
         with bnmnist.restore(str(run)) as model:
-            assert model.load_data().source == os.path.realpath(other), change
+            with pytest.raises(bnmnist.data.DataError, match=needle) as err:
+                model.load_data()
+            assert record.get("source") in str(err.value) or change["source"] in str(err.value)
+            assert "BNMNIST_DATA" in str(err.value)
+    # BNMNIST_DATA wins over the record when it holds the same data, and is refused when not
+    other = shutil.copytree(tiny_mnist, tmp_path / "other_copy")
+    monkeypatch.setenv("BNMNIST_DATA", str(other))
+    with bnmnist.restore(str(tmp_path / "run0")) as model:
+        assert model.load_data().source == os.path.realpath(other)
+    with bnmnist.restore(str(tmp_path / "run1")) as model:
+        with pytest.raises(bnmnist.data.DataError, match="holds other data"):
+            model.load_data()
 
 
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))

@@ -4,6 +4,7 @@ import hashlib
 import io
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -107,7 +108,7 @@ def _bad_folder_cases(tmp_path, tiny, tiny_run):
         ("resume to fewer epochs", d + ["--resume", tiny_run, "--epochs", "1"], "would not extend it"),
         ("resume a dry run", d + ["--resume", str(dry_run), "--epochs", "5"], "was a --dry-run"),
         ("resume on other data", ["--data", str(tmp_path / "other.npz"), "--resume", tiny_run] + more,
-         "differs from the data"),
+         "holds other data than"),
         ("resume without data.json", d + ["--resume", str(no_data_json)] + more, "cannot read data.json"),
         ("resume with a broken config", d + ["--resume", str(broken_config)], "not a readable bnmnist config"),
     ]
@@ -248,6 +249,71 @@ def test_ctrl_c_keeps_the_last_epoch_prints_how_to_resume_and_exits_130(tiny_mni
     assert "Resume with: python scripts/train.py --resume" in err and "Traceback" not in err
     run_dir = [d for d in (tmp_path / n for n in os.listdir(tmp_path))][0]
     assert newest_checkpoint_epochs(str(run_dir)) == len(printed)
+
+
+def _offline_env(tmp_path):
+    """No --data fallback of any kind: BNMNIST_DATA unset, an empty Keras cache, and a proxy that
+    refuses every connection, so a download attempt fails at once instead of reaching a network."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1",
+               KERAS_HOME=str(tmp_path / "empty_keras_home"), HTTPS_PROXY="http://127.0.0.1:9",
+               HTTP_PROXY="http://127.0.0.1:9")
+    env.pop("BNMNIST_DATA", None)
+    return env
+
+
+def _run_printed_command(command, env):
+    """Run a command exactly as bnmnist printed it (``python scripts/train.py ...``), from the
+    project folder, with this interpreter as ``python``."""
+    argv = shlex.split(command)
+    assert argv[:2] == ["python", "scripts/train.py"], command
+    return subprocess.run([sys.executable, *argv[1:]], capture_output=True, text=True, env=env,
+                          cwd=ROOT, timeout=300)
+
+
+def test_a_stopped_run_resumes_offline_from_its_own_folder(tiny_mnist, tmp_path):
+    data_copy = shutil.copytree(tiny_mnist, tmp_path / "mnist_copy")
+    env = _offline_env(tmp_path)
+    # stopped by Ctrl-C: the printed resume command, as printed, finishes the run
+    p = subprocess.Popen([sys.executable, TRAIN_SCRIPT, "--data", str(data_copy), "--logdir",
+                          str(tmp_path / "ctrl_c"), "--epochs", "60"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    for line in p.stdout:
+        if "Validation accuracy" in line:
+            p.send_signal(signal.SIGINT)
+            break
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err
+    command = err.strip().splitlines()[-1].split("Resume with: ", 1)[1]
+    resumed = _run_printed_command(command, env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Downloading" not in resumed.stdout + resumed.stderr
+    assert len(table_from(resumed.stdout)) == 60
+    # stopped by kill -9: --resume RUN finishes it too
+    p = subprocess.Popen([sys.executable, TRAIN_SCRIPT, "--data", str(data_copy), "--logdir",
+                          str(tmp_path / "killed"), "--epochs", "60"], stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL, text=True, env=env, cwd=ROOT)
+    for line in p.stdout:
+        if line.startswith("Run folder: "):
+            killed_run = line.split(": ", 1)[1].strip()
+        if "Validation accuracy" in line:
+            p.kill()
+            break
+    p.wait()
+    assert p.returncode == -signal.SIGKILL
+    resumed = _run_printed_command(f"python scripts/train.py --resume {killed_run}", env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert len(table_from(resumed.stdout)) == 60
+    # the recorded copy moved: one line naming where it was and what to pass
+    shutil.move(str(data_copy), str(tmp_path / "moved"))
+    refused = _run_printed_command(f"python scripts/train.py --resume {killed_run} --epochs 61", env)
+    assert refused.returncode == 2
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"the MNIST copy at {os.path.realpath(data_copy)}" in lines[0], lines
+    assert "pass that copy with --data PATH" in lines[0]
+    # passing it where it is now works
+    again = _run_printed_command(f"python scripts/train.py --resume {killed_run} --epochs 61 "
+                                 f"--data {tmp_path / 'moved'}", env)
+    assert again.returncode == 0, again.stderr
 
 
 def test_nan_loss_stops_at_once_with_exit_3_and_no_checkpoint(tiny_mnist, tmp_path):
