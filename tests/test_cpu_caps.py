@@ -1,0 +1,45 @@
+"""The chapter's values whatever the CPU's instruction set: each run capped through the same
+environment variables a user would set (XLA's code generation and oneDNN's kernels)."""
+
+import pytest
+from conftest import BOOK_TABLE, run_train_at_once, table_from
+
+# instruction set -> (XLA_FLAGS --xla_cpu_max_isa, ONEDNN_MAX_CPU_ISA); a cap above what the CPU
+# has leaves it at its own
+CAPS = {
+    "AVX512": ("AVX512", "AVX512_CORE"),
+    "AVX2": ("AVX2", "AVX2"),
+    "AVX": ("AVX", "AVX"),
+    "SSE4_2": ("SSE4_2", "SSE41"),
+}
+
+
+def capped(isa):
+    xla, onednn = CAPS[isa]
+    return {"XLA_FLAGS": f"--xla_cpu_max_isa={xla}", "ONEDNN_MAX_CPU_ISA": onednn}
+
+
+@pytest.mark.slow
+def test_the_book_table_is_exact_with_the_instruction_set_capped_at_avx2_and_sse4_2(mnist_dir, tmp_path):
+    done = run_train_at_once(
+        *[["--data", mnist_dir, "--logdir", tmp_path / isa, "--quiet"] for isa in ("AVX2", "SSE4_2")],
+        envs=[capped("AVX2"), capped("SSE4_2")],
+    )
+    for isa, p in zip(("AVX2", "SSE4_2"), done):
+        assert p.returncode == 0, p.stderr[-2000:]
+        assert table_from(p.stdout) == BOOK_TABLE, isa
+
+
+@pytest.mark.slow
+def test_the_plain_network_prints_the_notebooks_epoch_0_on_every_instruction_set(mnist_dir, tmp_path):
+    isas = list(CAPS)
+    done = run_train_at_once(
+        *[
+            ["--data", mnist_dir, "--logdir", tmp_path / isa, "--preset", "plain", "--epochs", "1", "--quiet"]
+            for isa in isas
+        ],
+        envs=[capped(isa) for isa in isas],
+    )
+    for isa, p in zip(isas, done):
+        assert p.returncode == 0, p.stderr[-2000:]
+        assert table_from(p.stdout) == ["0.9044"], isa
