@@ -14,45 +14,36 @@ The names are the book's, and every tensor a user fetches after a restore has an
 ``train/training_op`` the gradient-descent step (run it with ``UPDATE_OPS``)
 ====================  ============================================================
 
+The network's math is :func:`bnmnist.network.forward`; this module supplies its variables and
+the batch-norm statistics of TF1's ``tf.layers.batch_normalization``.
+
 Variables: ``hidden1/kernel``, ``hidden1/bias``, ``batch_normalization/gamma|beta|moving_mean|
 moving_variance``, ``hidden2/...``, ``batch_normalization_1/...``, ``outputs/...``,
 ``batch_normalization_2/...``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 
 import tensorflow as tf
 
-from . import layers
+from . import network
 from .seeding import TF1OpClock
 
 tf1 = tf.compat.v1
 
 TENSOR_NAMES = {
-    "X": "X:0", "y": "y:0", "training": "training:0", "logits": "dnn/logits:0",
-    "probabilities": "dnn/probabilities:0", "predictions": "eval/predictions:0",
-    "loss": "loss/loss:0", "accuracy": "eval/accuracy:0",
+    "X": "X:0",
+    "y": "y:0",
+    "training": "training:0",
+    "logits": "dnn/logits:0",
+    "probabilities": "dnn/probabilities:0",
+    "predictions": "eval/predictions:0",
+    "loss": "loss/loss:0",
+    "accuracy": "eval/accuracy:0",
 }
 TRAINING_OP_NAME = "train/training_op"
-
-
-def leaky_relu(z, name=None):
-    """The chapter's plain network: ``tf.maximum(0.01 * z, z)``."""
-    return tf.maximum(0.01 * z, z, name=name)
-
-
-ACTIVATIONS = {"elu": tf.nn.elu, "leaky_relu": leaky_relu}
-
-
-def layer_names(config):
-    """The book's names, layer by layer: ``(dense scope, batch-norm scope or None)``, i.e.
-    ``("hidden1", "batch_normalization")``, ``("hidden2", "batch_normalization_1")``, ...,
-    ``("outputs", "batch_normalization_<n>")``."""
-    dense_names = [f"hidden{i}" for i in range(1, len(config.hidden) + 1)] + ["outputs"]
-    return [(name, ("batch_normalization" + (f"_{i}" if i else "")) if config.batch_norm else None)
-            for i, name in enumerate(dense_names)]
 
 
 @dataclass
@@ -60,67 +51,42 @@ class Handles:
     graph: tf.Graph
     X: tf.Tensor
     y: tf.Tensor
-    training: object           # tf.Tensor, or None for a network without batch norm
+    training: object  # tf.Tensor, or None for a network without batch norm
     logits: tf.Tensor
     probabilities: tf.Tensor
     predictions: tf.Tensor
     loss: tf.Tensor
     accuracy: tf.Tensor
-    training_op: object        # tf.Operation, or None for a graph built with train_op=False
+    training_op: object  # tf.Operation, or None for a graph built with train_op=False
     extra_update_ops: list
     init: tf.Operation
-    kernel_seeds: dict         # variable name -> op seed given to its initializer
-    model_variables: list      # every variable of the network, weights and moving statistics
-    data: object = None        # DataHandles when the training set is held in the graph
+    kernel_seeds: dict  # variable name -> op seed given to its initializer
+    model_variables: list  # every variable of the network, weights and moving statistics
 
 
-def build_graph(config, in_graph_data=False, train_op=True):
+def build_graph(config, train_op=True):
     """A fresh graph for ``config``, the way the book's cell builds it, seeded per ``config.seeding``.
 
     Without ``train_op`` the ``train`` scope (the optimizer and its gradients) is left out,
-    for graphs that only evaluate (a restored model, the epoch-end copy); the variables, their
-    seeds and every other name are the same.
-
-    With ``in_graph_data`` the training set lives in the graph (local variables ``data/X_train``
-    and ``data/y_train``, loaded once through ``data/*_in`` placeholders and never saved) and
-    ``X`` and ``y`` default to the rows ``data/batch_idx`` selects, so a training step feeds only
-    the indices. ``X`` and ``y`` stay feedable as in the book (for validation, restores, the
-    recipe); the float operations of a step are the same either way.
+    for graphs that only evaluate (a restored model, the epoch-end copy, the export); the
+    variables, their seeds and every other name are the same.
     """
     graph = tf.Graph()
     with graph.as_default():
         # the book's reset_graph(seed): graph-level seed (the NumPy seed is the trainer's business)
         tf1.set_random_seed(config.seed)
         clock = TF1OpClock(graph, config.seeding)
-        data_handles = _in_graph_data(config) if in_graph_data else None
         with clock.same_as_tf1():
-            if data_handles is None:
-                X = tf1.placeholder(tf.float32, shape=(None, config.n_inputs), name="X")
-                y = tf1.placeholder(tf.int32, shape=(None), name="y")
-            else:   # one op each, like the book's placeholders
-                X = tf1.placeholder_with_default(data_handles.X_batch, (None, config.n_inputs), name="X")
-                y = tf1.placeholder_with_default(data_handles.y_batch, (None,), name="y")
-            training = (tf1.placeholder_with_default(False, shape=(), name="training")
-                        if config.batch_norm else None)
-        activation = ACTIVATIONS[config.activation]
-        (*hidden_names, (out_name, out_bn)) = layer_names(config)
+            X = tf1.placeholder(tf.float32, shape=(None, config.n_inputs), name="X")
+            y = tf1.placeholder(tf.int32, shape=(None), name="y")
+            training = tf1.placeholder_with_default(False, shape=(), name="training") if config.batch_norm else None
+        variables = _variables(config, clock)
 
-        def batch_norm(z, name):
-            return layers.batch_normalization(z, training, config.momentum, name, clock)
+        def statistics(layer, z):
+            return _batch_norm_statistics(z, training, variables, layer.batch_norm, config.momentum)
 
         with tf.name_scope("dnn"):
-            dense = partial(layers.dense, clock=clock, initializer=config.initializer)
-            z = X
-            for units, (name, bn_name) in zip(config.hidden, hidden_names):
-                if config.batch_norm:
-                    z = batch_norm(dense(z, units, name), bn_name)
-                    with clock.same_as_tf1():
-                        z = activation(z)
-                else:
-                    z = dense(z, units, name, activation=activation)
-            logits = dense(z, config.n_outputs, out_name)
-            if config.batch_norm:
-                logits = batch_norm(logits, out_bn)
+            logits = network.forward(config, X, lambda name: variables[name].value(), statistics)
             logits = tf.identity(logits, name="logits")
             probabilities = tf.nn.softmax(logits, name="probabilities")
         with tf.name_scope("loss"):
@@ -135,40 +101,83 @@ def build_graph(config, in_graph_data=False, train_op=True):
             correct = tf1.nn.in_top_k(logits, y, 1)
             accuracy = tf.reduce_mean(tf.cast(correct, tf.float32), name="accuracy")
             predictions = tf.argmax(logits, axis=1, name="predictions")
-        model_variables = tf1.global_variables()
+        model_variables = list(variables.values())
         init = tf1.variables_initializer(model_variables, name="init")
         extra_update_ops = tf1.get_collection(tf1.GraphKeys.UPDATE_OPS)
-    return Handles(graph, X, y, training, logits, probabilities, predictions, loss, accuracy,
-                   training_op, extra_update_ops, init, dict(clock.seeds), model_variables,
-                   data_handles)
+    return Handles(
+        graph,
+        X,
+        y,
+        training,
+        logits,
+        probabilities,
+        predictions,
+        loss,
+        accuracy,
+        training_op,
+        extra_update_ops,
+        init,
+        dict(clock.seeds),
+        model_variables,
+    )
 
 
-@dataclass
-class DataHandles:
-    X_in: tf.Tensor
-    y_in: tf.Tensor
-    load: tf.Operation
-    batch_idx: tf.Tensor
-    X_batch: tf.Tensor
-    y_batch: tf.Tensor
-    X_data: object             # the local variables holding the training set
-    y_data: object
+def kernel_initializer(kind, seed):
+    if kind == "he":
+        # tf.variance_scaling_initializer() with TF1 defaults: scale 1, fan_in, truncated normal
+        return tf1.initializers.variance_scaling(scale=1.0, mode="fan_in", distribution="truncated_normal", seed=seed)
+    if kind == "glorot_uniform":
+        return tf1.initializers.glorot_uniform(seed=seed)  # tf.layers' default kernel initializer
+    raise ValueError(f"unknown initializer {kind!r}")
 
 
-def local_data(initial, name):
-    """A variable holding data set ``initial`` (a placeholder fed when it is initialised): local,
-    not global, so the Saver never writes the data set into checkpoints."""
-    return tf1.Variable(initial, trainable=False, validate_shape=False, name=name,
-                        collections=[tf1.GraphKeys.LOCAL_VARIABLES])
+def _variables(config, clock):
+    """Every variable of the network, name -> variable, in the order the book's tf.layers code
+    creates them; the clock hands each kernel the op seed TF1 gave it."""
+    variables = {}
+
+    def variable(name, shape, initializer, trainable=True):
+        variables[name] = tf1.get_variable(name, shape, tf.float32, initializer=initializer, trainable=trainable)
+
+    n_in = config.n_inputs
+    for layer in network.layers(config):
+        seed = clock.dense(layer.dense, layer.units, config.initializer)
+        variable(f"{layer.dense}/kernel", [n_in, layer.units], kernel_initializer(config.initializer, seed))
+        variable(f"{layer.dense}/bias", [layer.units], tf1.zeros_initializer())
+        if layer.batch_norm:
+            clock.batch_norm(layer.units)
+            for stat, init, trainable in (
+                ("gamma", tf1.ones_initializer(), True),
+                ("beta", tf1.zeros_initializer(), True),
+                ("moving_mean", tf1.zeros_initializer(), False),
+                ("moving_variance", tf1.ones_initializer(), False),
+            ):
+                variable(f"{layer.batch_norm}/{stat}", [layer.units], init, trainable)
+        if not layer.last:
+            clock.activation(config.activation)
+        n_in = layer.units
+    return variables
 
 
-def _in_graph_data(config):
-    with tf.name_scope("data"):
-        X_in = tf1.placeholder(tf.float32, (None, config.n_inputs), name="X_in")
-        y_in = tf1.placeholder(tf.int32, (None,), name="y_in")
-        X_data, y_data = local_data(X_in, "X_train"), local_data(y_in, "y_train")
-        load = tf.group(X_data.initializer, y_data.initializer, name="load")
-        batch_idx = tf1.placeholder(tf.int32, (None,), name="batch_idx")
-        X_batch = tf.gather(X_data.value(), batch_idx, name="X_batch")
-        y_batch = tf.gather(y_data.value(), batch_idx, name="y_batch")
-    return DataHandles(X_in, y_in, load, batch_idx, X_batch, y_batch, X_data, y_data)
+def _batch_norm_statistics(z, training, variables, name, momentum):
+    """TF1's non-fused batch norm on 2-D inputs: the batch moments (biased variance) when
+    ``training``, else the moving statistics, picked by a ``cond``; the moving averages
+    ``moving -= (moving - batch_stat) * (1 - momentum)`` in ``cond``s that only assign when
+    ``training`` is True, added to ``UPDATE_OPS``."""
+    moving_mean, moving_variance = variables[f"{name}/moving_mean"], variables[f"{name}/moving_variance"]
+    batch_mean, batch_variance = tf1.nn.moments(z, [0])
+    mean = tf1.cond(training, lambda: batch_mean, lambda: tf.identity(moving_mean.value()))
+    variance = tf1.cond(training, lambda: batch_variance, lambda: tf.identity(moving_variance.value()))
+    for var, value in ((moving_mean, mean), (moving_variance, variance)):
+        update = tf1.cond(
+            training,
+            lambda var=var, value=value: _assign_moving_average(var, value, momentum),
+            lambda var=var: tf.identity(var.value()),
+        )
+        tf1.add_to_collection(tf1.GraphKeys.UPDATE_OPS, update)
+    return mean, variance
+
+
+def _assign_moving_average(variable, value, momentum):
+    with tf.name_scope("AssignMovingAvg") as scope:
+        return tf1.assign_sub(variable, network.moving_average_delta(variable, value, momentum), name=scope)

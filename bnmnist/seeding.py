@@ -13,8 +13,9 @@ can't be used. A :class:`TF1OpClock` instead counts the ops TF1's ``tf.layers`` 
 created for each construct of the architecture being built, and hands each kernel initializer the
 count at the moment TF1 would have drawn its seed:
 
-* ops we create exactly as TF1 did (placeholders, ``elu``, ``tf.maximum(0.01 * z, z)``) are
-  counted by watching our own graph grow;
+* ops we create exactly as TF1 did (the placeholders) are counted by watching our own graph grow;
+* an activation is its ops: ``Elu`` (1), or ``tf.maximum(0.01 * z, z)``'s constant, ``Mul`` and
+  ``Maximum`` (3);
 * a variable costs its initializer's ops, then ``VariableV2``, ``Assign`` and the ``read``
   ``Identity`` (3);
 * a zeros/ones initializer is one ``Const`` below 1,000 elements, else ``shape``, ``value`` and
@@ -33,16 +34,21 @@ architectures (sizes from 7 to 1,200 units, one to three hidden layers, both ini
 activations, with and without batch norm) through tf-keras and checks every seed. With
 ``seeding="tf2"`` the clock hands out no seeds and TF 2.x's own counter decides.
 """
+
 from __future__ import annotations
 
 import contextlib
 
-VARIABLE_OPS = 3          # VariableV2, Assign, read Identity
-SMALL_CONSTANT = 1000     # array_ops.zeros/ones make a single Const below this many elements
+VARIABLE_OPS = 3  # VariableV2, Assign, read Identity
+SMALL_CONSTANT = 1000  # array_ops.zeros/ones make a single Const below this many elements
 # ops an initializer creates before drawing its seed, and after (the random op and its scaling)
 RANDOM_INITIALIZER_OPS = {"he": (3, 3), "glorot_uniform": (3, 4)}
-DENSE_OPS = 2             # MatMul, BiasAdd
+DENSE_OPS = 2  # MatMul, BiasAdd
 BATCH_NORM_OPS = 8 + 2 * 7 + 2 * 13 + 8
+
+
+# ops an activation adds: Elu; or the Const 0.01, Mul and Maximum of tf.maximum(0.01 * z, z)
+ACTIVATION_OPS = {"elu": 1, "leaky_relu": 3}
 
 
 def constant_initializer_ops(n_elements):
@@ -55,8 +61,8 @@ class TF1OpClock:
     def __init__(self, graph, seeding="tf1"):
         self.graph = graph
         self.seeding = seeding
-        self.last_id = 0          # TF1 ids count from 1: the newest op's id is the op count
-        self.seeds = {}           # variable name -> op seed handed out (None under "tf2")
+        self.last_id = 0  # TF1 ids count from 1: the newest op's id is the op count
+        self.seeds = {}  # variable name -> op seed handed out (None under "tf2")
 
     def count(self, n_ops):
         self.last_id += n_ops
@@ -85,6 +91,9 @@ class TF1OpClock:
         self.constant_variable(units)
         self.count(DENSE_OPS)
         return seed
+
+    def activation(self, kind):
+        self.count(ACTIVATION_OPS[kind])
 
     def batch_norm(self, units):
         for _ in ("gamma", "beta", "moving_mean", "moving_variance"):

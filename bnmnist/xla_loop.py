@@ -18,25 +18,25 @@ Pixels that are 0 in every training image (69 of MNIST's 784: the borders) are l
 step: the training set is held without those columns, and the first kernel is carried without
 their rows. Their rows would only ever be updated by ``-= learning_rate * 0``, so they keep their
 initial values exactly, as in the book's loop, and they are written back unchanged; every other
-product and sum is the same, and the step is about 6% faster here (``benchmarks/ab_step.py`` compares the loop with and without
-it). Validation and test images still use all 784 inputs.
+product and sum is the same, with less work (``benchmarks/ab_step.py`` compares the loop with and
+without it). Validation and test images still use all 784 inputs.
 
-ELU is computed as TensorFlow's CPU ``Elu`` kernel computes it (``exp(z) - 1`` below zero, with the
-kernel's ``EluGrad``), not through XLA's lowering of ``tf.nn.elu`` (``expm1``): closer to the
-per-step loops, and about 4% faster per step here (``benchmarks/ab_step.py``).
+ELU is computed as TensorFlow's CPU ``Elu`` kernel computes it (``network.elu_as_cpu_kernel``), not
+through XLA's lowering of ``tf.nn.elu`` (``expm1``), so its values are the per-step loop's.
 
 XLA fuses the element-wise ops and schedules the matrix products itself, so the last bits of the
-variables differ from the per-step Session loop (``--loop graph`` / ``--feed-dict``; the tests
-state the measured tolerance), while the book's validation table comes out exactly, bit-identical
+variables differ from the per-step Session loop (``--feed-dict``; the tests state the measured
+tolerance), while the book's validation table comes out exactly, bit-identical
 from run to run and under any thread setting (tests/test_training.py). Validation, test accuracy,
 restores and the book's recipe all use the ordinary graph, untouched by this module.
 
 ``np.array_split`` makes batches of two sizes when the batch size does not divide the training
 set (q + 1 rows for the first r batches, q for the rest); each size gets its own call and index
 matrix, so all shapes are static, as XLA needs. :meth:`XlaEpochLoop.compile` compiles the loop
-for every batch size of an epoch before the first step (about 2 s here), so it counts as start-up,
+for every batch size of an epoch before the first step, so it counts as start-up,
 as the JAX peer's ahead-of-time compile does, and the first epoch is timed like the others.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -45,55 +45,43 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from . import layers
-from .graph import ACTIVATIONS, layer_names, local_data
+from . import network
 
 tf1 = tf.compat.v1
 
 
-@tf.custom_gradient
-def _elu_as_tf_kernel(z):
-    """``tf.nn.elu`` as TensorFlow's CPU kernel computes it: ``z < 0 ? exp(z) - 1 : z``."""
-    a = tf.where(z < 0, tf.exp(z) - 1, z)
-    return a, lambda grad: tf.raw_ops.EluGrad(gradients=grad, outputs=a)
-
-
-XLA_ACTIVATIONS = dict(ACTIVATIONS, elu=_elu_as_tf_kernel)
-
-
-def _train_step(config, params, X, y):
+def _train_step(config, params, X, y, elu_as_cpu_kernel=True):
     """One gradient-descent step on ``(X, y)`` from ``params`` (variable name -> value); returns
     the batch's mean loss and the new values."""
-    activation = XLA_ACTIVATIONS[config.activation]
-    trainables, moving = [], []
-    z = X
-    names = layer_names(config)
-    for i, (dense, bn) in enumerate(names):
-        trainables += [f"{dense}/kernel", f"{dense}/bias"]
-        z = tf.nn.bias_add(tf.matmul(z, params[f"{dense}/kernel"]), params[f"{dense}/bias"])
-        if bn is not None:
-            trainables += [f"{bn}/gamma", f"{bn}/beta"]
-            mean, variance = tf1.nn.moments(z, [0])
-            moving += [(f"{bn}/moving_mean", mean), (f"{bn}/moving_variance", variance)]
-            z = tf.nn.batch_normalization(z, mean, variance, params[f"{bn}/beta"], params[f"{bn}/gamma"],
-                                          layers.EPSILON)
-        if i < len(names) - 1:
-            z = activation(z)
-    loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=z))
+    moments = []
+
+    def statistics(layer, z):  # the batch's, which also move the moving averages
+        mean, variance = tf1.nn.moments(z, [0])
+        moments.append((layer.batch_norm, mean, variance))
+        return mean, variance
+
+    logits = network.forward(config, X, params.__getitem__, statistics, elu_as_cpu_kernel=elu_as_cpu_kernel)
+    loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
+    trainables = [name for name in network.variable_names(config) if "/moving_" not in name]
     grads = tf.gradients(loss, [params[name] for name in trainables])
     lr = tf.constant(config.learning_rate, tf.float32)
     new = dict(params)
     for name, grad in zip(trainables, grads):
         new[name] = params[name] - grad * lr
-    for name, stat in moving:
-        new[name] = params[name] - layers.moving_average_delta(params[name], stat, config.momentum)
+    for bn, mean, variance in moments:
+        for stat, value in (("moving_mean", mean), ("moving_variance", variance)):
+            name = f"{bn}/{stat}"
+            new[name] = params[name] - network.moving_average_delta(params[name], value, config.momentum)
     return loss, new
 
 
 def _load_data(sess, array, name):
-    """``array`` held in the graph (:func:`~bnmnist.graph.local_data`), loaded now."""
+    """``array`` held in the graph, loaded now: a local variable, not a global one, so the Saver
+    never writes the data set into checkpoints."""
     value = tf1.placeholder(tf.as_dtype(array.dtype), array.shape, name=name + "_in")
-    v = local_data(value, name)
+    v = tf1.Variable(
+        value, trainable=False, validate_shape=False, name=name, collections=[tf1.GraphKeys.LOCAL_VARIABLES]
+    )
     sess.run(v.initializer, {value: array})
     return v
 
@@ -104,13 +92,14 @@ class XlaEpochLoop:
     ``start_epoch(batches)`` takes the epoch's index arrays (``trainer.batch_indices``);
     ``run(start, stop)`` returns the steps' losses, ending early right after the first
     non-finite one (nothing after it is computed)."""
-    chunk = None                        # whole epochs per call
 
-    def __init__(self, sess, h, config, X_train, y_train, drop_unused_inputs=True):
+    chunk = None  # whole epochs per call
+
+    def __init__(self, sess, h, config, X_train, y_train, *, drop_unused_inputs=True, elu_as_cpu_kernel=True):
         self.sess = sess
         variables = {v.op.name: v for v in h.model_variables}
         names = list(variables)
-        first_kernel = f"{layer_names(config)[0][0]}/kernel"
+        first_kernel = f"{network.layers(config)[0].dense}/kernel"
         in_use = (X_train != 0).any(axis=0) if drop_unused_inputs else np.ones(X_train.shape[1], bool)
         self.used_inputs = used = np.flatnonzero(in_use).astype(np.int32)
         with h.graph.as_default(), tf.name_scope("xla_epoch"):
@@ -127,31 +116,40 @@ class XlaEpochLoop:
 
                 def body(i, losses, finite, *values):
                     idx = rows[i]
-                    loss, new = _train_step(config, dict(zip(names, values)),
-                                            tf.gather(X_data, idx), tf.gather(y_data, idx))
+                    loss, new = _train_step(
+                        config,
+                        dict(zip(names, values)),
+                        tf.gather(X_data, idx),
+                        tf.gather(y_data, idx),
+                        elu_as_cpu_kernel,
+                    )
                     losses = tf.tensor_scatter_nd_update(losses, [[i]], [loss])
                     return (i + 1, losses, tf.math.is_finite(loss), *[new[name] for name in names])
+
                 initial = {name: v.value() for name, v in variables.items()}
                 initial[first_kernel] = tf.gather_nd(initial[first_kernel], cols)
                 losses = tf.zeros([tf.shape(rows)[0]], tf.float32)
                 i, losses, _, *values = tf.while_loop(
-                    lambda i, losses, finite, *values: (i < stop) & finite, body,
+                    lambda i, losses, finite, *values: (i < stop) & finite,
+                    body,
                     [start, losses, tf.constant(True), *[initial[name] for name in names]],
-                    parallel_iterations=1)
+                    parallel_iterations=1,
+                )
                 final = dict(zip(names, values))
                 final[first_kernel] = tf.tensor_scatter_nd_update(
-                    variables[first_kernel].value(), cols, final[first_kernel])
+                    variables[first_kernel].value(), cols, final[first_kernel]
+                )
                 with tf.control_dependencies([variables[name].assign(final[name]) for name in names]):
                     return tf.identity(losses), tf.identity(i)
 
-            self.fetches = run_steps(self.rows, self.start, self.stop)      # (losses, steps reached)
+            self.fetches = run_steps(self.rows, self.start, self.stop)  # (losses, steps reached)
         self.groups = []
 
     def compile(self, n_train, batch_size):
         """Compile for the index-matrix shapes of an epoch (the same every epoch) with calls that
         run no step; returns the seconds it took. The calls fetch what :meth:`run` fetches, so the
-        Session also prepares the executor the steps will use (a quarter of a second here, paid
-        by the first epoch otherwise). Draws nothing from the shuffling random state."""
+        Session also prepares the executor the steps will use, which the first epoch would pay
+        for otherwise. Draws nothing from the shuffling random state."""
         t = time.perf_counter()
         self.start_epoch(np.array_split(np.arange(n_train), n_train // batch_size))
         for _, rows in self.groups:
@@ -175,6 +173,6 @@ class XlaEpochLoop:
                 continue
             losses, reached = self.sess.run(self.fetches, {self.rows: rows, self.start: lo, self.stop: hi})
             out += [float(x) for x in losses[lo:reached]]
-            if reached < hi:            # a loss was not finite: stop there
+            if reached < hi:  # a loss was not finite: stop there
                 break
         return out

@@ -1,4 +1,5 @@
 """The graph builder: the book's names, UPDATE_OPS, TF1 batch-norm math and the TF1 seeds."""
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -7,10 +8,20 @@ from bnmnist.config import PRESETS, Config
 from bnmnist.graph import TENSOR_NAMES, TRAINING_OP_NAME, build_graph
 
 tf1 = tf.compat.v1
-BOOK_VARIABLES = [f"{layer}/{v}" for layer in ("hidden1", "batch_normalization", "hidden2",
-                                                "batch_normalization_1", "outputs", "batch_normalization_2")
-                  for v in (("kernel", "bias") if not layer.startswith("batch") else
-                            ("gamma", "beta", "moving_mean", "moving_variance"))]
+BOOK_VARIABLES = [
+    f"{layer}/{v}"
+    for layer in (
+        "hidden1",
+        "batch_normalization",
+        "hidden2",
+        "batch_normalization_1",
+        "outputs",
+        "batch_normalization_2",
+    )
+    for v in (
+        ("kernel", "bias") if not layer.startswith("batch") else ("gamma", "beta", "moving_mean", "moving_variance")
+    )
+]
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +64,7 @@ def test_an_evaluation_graph_is_the_training_graph_without_its_train_scope(book)
     assert ev.kernel_seeds == book.kernel_seeds
     X = np.random.RandomState(1).rand(100, 784).astype(np.float32)
     outputs = []
-    for h in (book, ev):            # the same initial weights, the same logits
+    for h in (book, ev):  # the same initial weights, the same logits
         with tf1.Session(graph=h.graph) as sess:
             sess.run(h.init)
             outputs.append(sess.run([h.model_variables, h.logits], {h.X: X, h.training: True}))
@@ -64,8 +75,9 @@ def test_an_evaluation_graph_is_the_training_graph_without_its_train_scope(book)
 def test_update_ops_hold_two_moving_average_updates_per_batch_norm_layer(book):
     updates = book.graph.get_collection(tf1.GraphKeys.UPDATE_OPS)
     assert updates == book.extra_update_ops and len(updates) == 6
-    assert [u.name.split("/")[1] for u in updates] == ["batch_normalization"] * 2 + \
-        ["batch_normalization_1"] * 2 + ["batch_normalization_2"] * 2
+    assert [u.name.split("/")[1] for u in updates] == ["batch_normalization"] * 2 + ["batch_normalization_1"] * 2 + [
+        "batch_normalization_2"
+    ] * 2
 
 
 def _moving(sess, h):
@@ -78,7 +90,7 @@ def test_moving_mean_changes_only_in_training(book):
     with tf1.Session(graph=book.graph) as sess:
         sess.run(book.init)
         before = _moving(sess, book)
-        sess.run(book.extra_update_ops, {book.X: X, book.y: y})             # training defaults to False
+        sess.run(book.extra_update_ops, {book.X: X, book.y: y})  # training defaults to False
         sess.run([book.accuracy, book.loss], {book.X: X, book.y: y})
         assert all(np.array_equal(a, b) for a, b in zip(before, _moving(sess, book)))
         sess.run(book.extra_update_ops, {book.X: X, book.y: y, book.training: True})
@@ -99,8 +111,9 @@ def test_batch_norm_follows_tf1_math(book):
         z, out = sess.run([hidden1, bn1], {book.X: X, book.training: True})
         sess.run(book.extra_update_ops, {book.X: X, book.training: True})
         variables = {v.op.name: v for v in book.model_variables}
-        moving_mean, moving_var = sess.run([variables["batch_normalization/moving_mean"],
-                                            variables["batch_normalization/moving_variance"]])
+        moving_mean, moving_var = sess.run(
+            [variables["batch_normalization/moving_mean"], variables["batch_normalization/moving_variance"]]
+        )
         inference = sess.run(bn1, {book.X: X})
     mean, var = z.mean(0), z.var(0)
     np.testing.assert_allclose(out, (z - mean) / np.sqrt(var + 1e-3), rtol=1e-4, atol=1e-4)
@@ -125,7 +138,7 @@ def test_tf2_seeding_stays_available_and_gives_other_weights():
     assert set(h.kernel_seeds.values()) == {None}
     tf1_w, tf2_w = _initial_kernel(Config()), _initial_kernel(Config(seeding="tf2"))
     assert not np.array_equal(tf1_w, tf2_w)
-    assert np.array_equal(tf1_w, _initial_kernel(Config()))           # deterministic
+    assert np.array_equal(tf1_w, _initial_kernel(Config()))  # deterministic
 
 
 def test_he_initializer_is_truncated_normal_with_fan_in_scale():
@@ -138,12 +151,19 @@ def test_plain_preset_has_no_batch_norm_and_no_training_placeholder():
     h = build_graph(PRESETS["plain"])
     assert h.training is None and h.extra_update_ops == []
     assert [v.op.name for v in h.model_variables] == [
-        "hidden1/kernel", "hidden1/bias", "hidden2/kernel", "hidden2/bias", "outputs/kernel", "outputs/bias"]
+        "hidden1/kernel",
+        "hidden1/bias",
+        "hidden2/kernel",
+        "hidden2/bias",
+        "outputs/kernel",
+        "outputs/bias",
+    ]
     assert h.graph.get_operation_by_name("dnn/hidden1/Maximum").type == "Maximum"
 
 
 def test_xla_loop_elu_equals_tensorflows_elu_kernel_and_its_gradient():
-    from bnmnist.xla_loop import _elu_as_tf_kernel
+    from bnmnist.network import elu_as_cpu_kernel as _elu_as_tf_kernel
+
     z = np.concatenate([np.linspace(-20, 5, 20001, dtype=np.float32), [0.0, -0.0, -1e-30, 1e-30]])
     g = np.random.RandomState(0).randn(z.size).astype(np.float32)
     graph = tf.Graph()
@@ -154,4 +174,4 @@ def test_xla_loop_elu_equals_tensorflows_elu_kernel_and_its_gradient():
     with tf1.Session(graph=graph) as sess:
         ours_v, book_v, ours_g, book_g = sess.run(fetches, {z_in: z, g_in: g})
     assert np.array_equal(ours_v, book_v) and np.array_equal(ours_g, book_g)
-    assert (ours_v < 0).sum() > 10000            # the exp branch is exercised
+    assert (ours_v < 0).sum() > 10000  # the exp branch is exercised

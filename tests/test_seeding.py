@@ -1,4 +1,5 @@
 """The TF1 seeding rule follows the architecture: checked against tf.compat.v1.layers (tf-keras)."""
+
 import json
 import os
 import subprocess
@@ -10,9 +11,9 @@ from bnmnist.config import PRESETS, Config
 from bnmnist.graph import build_graph
 
 ARCHITECTURES = [
-    Config(),                                                                   # the book
-    PRESETS["plain"],                                                           # glorot, leaky relu, no bn
-    Config(hidden=(1200,)),                                                     # >= 1000 units: Fill
+    Config(),  # the book
+    PRESETS["plain"],  # glorot, leaky relu, no bn
+    Config(hidden=(1200,)),  # >= 1000 units: Fill
     Config(hidden=(7, 50, 1000), initializer="glorot_uniform", activation="leaky_relu"),
     Config(hidden=(500,), batch_norm=False),
     Config(hidden=(64, 1024, 32), batch_norm=False, initializer="glorot_uniform", activation="elu"),
@@ -25,11 +26,11 @@ def test_book_seeds_need_no_tf_keras():
 
 def test_seeds_match_tf1_layers_for_other_architectures():
     pytest.importorskip("tf_keras", reason="tf-keras (the dev extra) builds the reference graphs")
-    archs = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in c.architecture().items()}
-             for c in ARCHITECTURES]
+    archs = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in c.architecture().items()} for c in ARCHITECTURES]
     helper = os.path.join(os.path.dirname(__file__), "tf1_reference_seeds.py")
-    out = subprocess.run([sys.executable, helper, json.dumps(archs)], capture_output=True, text=True,
-                         timeout=300, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, helper, json.dumps(archs)], capture_output=True, text=True, timeout=300, check=True
+    ).stdout
     expected = json.loads(out.strip().splitlines()[-1])
     for config, want in zip(ARCHITECTURES, expected):
         got = list(build_graph(config).kernel_seeds.values())
