@@ -9,6 +9,7 @@ lowering of ``tf.nn.elu`` (``expm1``) instead of TensorFlow's kernel formula (``
 all 784 inputs instead of leaving out the pixels that are 0 in every training image. Prints each
 one's median seconds per step and the median, chunk by chunk, of its time over the default's.
 """
+
 import argparse
 import os
 import sys
@@ -27,10 +28,11 @@ def main():
     import time
 
     import numpy as np
-    from bnmnist import data, xla_loop
+    from profile_xla import xla_loop as build_loop
+
+    from bnmnist import data
     from bnmnist.config import Config
     from bnmnist.trainer import batch_indices
-    from profile_xla import xla_loop as build_loop
 
     split = data.split(data.load(args.data))
     config = Config()
@@ -38,13 +40,11 @@ def main():
     def build(**options):
         return build_loop(split, config, **options)[0]
 
-    loops = {"default": build(), "all 784 inputs": build(drop_unused_inputs=False)}
-    default = xla_loop.XLA_ACTIVATIONS
-    xla_loop.XLA_ACTIVATIONS = xla_loop.ACTIVATIONS        # tf.nn.elu, lowered by XLA
-    try:
-        loops["tf.nn.elu (expm1)"] = build()
-    finally:
-        xla_loop.XLA_ACTIVATIONS = default
+    loops = {
+        "default": build(),
+        "all 784 inputs": build(drop_unused_inputs=False),
+        "tf.nn.elu (expm1)": build(elu_as_cpu_kernel=False),
+    }  # as XLA lowers it
     names = list(loops)
     rngs = {name: np.random.RandomState(config.seed) for name in names}
     seconds = {name: [] for name in names}
@@ -55,15 +55,17 @@ def main():
             loops[name].start_epoch(batch_indices(n_train, config.batch_size, rngs[name]))
         for k, start in enumerate(range(0, n, CHUNK)):
             stop = min(n, start + CHUNK)
-            for name in names[k % len(names):] + names[:k % len(names)]:   # who goes first rotates
+            for name in names[k % len(names) :] + names[: k % len(names)]:  # who goes first rotates
                 t = time.perf_counter()
                 loops[name].run(start, stop)
                 seconds[name].append((time.perf_counter() - t) / (stop - start))
     base = np.array(seconds["default"])
     for name in names:
         s = np.array(seconds[name])
-        print(f"{name:20s} {np.median(s) * 1e3:.2f} ms per step (median of {len(s)} chunks), "
-              f"{np.median(s / base):.3f} of the default's, chunk by chunk")
+        print(
+            f"{name:20s} {np.median(s) * 1e3:.2f} ms per step (median of {len(s)} chunks), "
+            f"{np.median(s / base):.3f} of the default's, chunk by chunk"
+        )
 
 
 if __name__ == "__main__":

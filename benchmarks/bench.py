@@ -14,6 +14,7 @@ XLA loop, the JAX peer) that compile and their ratio to the book with it added b
 ``../shared/peers`` run with the Python given by ``--peer NAME=PYTHON`` (their own virtual
 environments); ``numpy_ref`` and ``keras3_fit`` run with this Python when they have what they need.
 """
+
 import argparse
 import json
 import os
@@ -24,11 +25,35 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BOOK = ["0.8952", "0.9202", "0.9318", "0.9422", "0.9468", "0.954", "0.9568", "0.96", "0.962", "0.9638",
-        "0.9662", "0.9682", "0.9672", "0.9696", "0.9706", "0.9704", "0.9718", "0.9726", "0.9738", "0.9742"]
-PEER_SCRIPTS = {"jax_scan": ("jax_jit.py", ["--mode", "scan"]), "jax_step": ("jax_jit.py", ["--mode", "step"]),
-                "torch_eager": ("torch_eager.py", []), "keras3_fit": ("keras3_fit.py", []),
-                "numpy_ref": ("numpy_ref.py", [])}
+BOOK = [
+    "0.8952",
+    "0.9202",
+    "0.9318",
+    "0.9422",
+    "0.9468",
+    "0.954",
+    "0.9568",
+    "0.96",
+    "0.962",
+    "0.9638",
+    "0.9662",
+    "0.9682",
+    "0.9672",
+    "0.9696",
+    "0.9706",
+    "0.9704",
+    "0.9718",
+    "0.9726",
+    "0.9738",
+    "0.9742",
+]
+PEER_SCRIPTS = {
+    "jax_scan": ("jax_jit.py", ["--mode", "scan"]),
+    "jax_step": ("jax_jit.py", ["--mode", "step"]),
+    "torch_eager": ("torch_eager.py", []),
+    "keras3_fit": ("keras3_fit.py", []),
+    "numpy_ref": ("numpy_ref.py", []),
+}
 
 
 def run_measured(cmd, env):
@@ -65,6 +90,7 @@ def parse_peer(out):
 def matmul_floor(epochs, n_train=55000, batch=200, n_valid=5000, reps=30):
     """Seconds the workload's matmuls take at NumPy's best throughput here (all cores)."""
     import numpy as np
+
     sizes = (784, 300, 100, 10)
     rng = np.random.default_rng(0)
 
@@ -82,10 +108,10 @@ def matmul_floor(epochs, n_train=55000, batch=200, n_valid=5000, reps=30):
 
     step = 0.0
     for i, (k, n) in enumerate(zip(sizes[:-1], sizes[1:])):
-        step += best(batch, k, n)            # forward
-        step += best(k, batch, n)            # weight gradient
+        step += best(batch, k, n)  # forward
+        step += best(k, batch, n)  # weight gradient
         if i > 0:
-            step += best(batch, n, k)        # input gradient (none for the first layer)
+            step += best(batch, n, k)  # input gradient (none for the first layer)
     valid = sum(best(n_valid, k, n) for k, n in zip(sizes[:-1], sizes[1:]))
     flops = sum(2 * batch * k * n * (3 if i else 2) for i, (k, n) in enumerate(zip(sizes[:-1], sizes[1:])))
     return epochs * (n_train // batch * step + valid), flops
@@ -97,25 +123,50 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--peers", default=os.path.join(ROOT, "..", "shared", "peers"), help="peer scripts folder")
-    ap.add_argument("--peer", action="append", default=[], metavar="NAME=PYTHON",
-                    help=f"also run a peer with its own Python ({', '.join(PEER_SCRIPTS)})")
-    ap.add_argument("--skip", action="append", default=[], metavar="NAME",
-                    help="leave out numpy_ref or keras3_fit")
-    ap.add_argument("--extra", action="append", default=[], metavar="FLAGS",
-                    help='also run bnmnist with these flags, e.g. --extra "--threads 2,1"')
+    ap.add_argument(
+        "--peer",
+        action="append",
+        default=[],
+        metavar="NAME=PYTHON",
+        help=f"also run a peer with its own Python ({', '.join(PEER_SCRIPTS)})",
+    )
+    ap.add_argument("--skip", action="append", default=[], metavar="NAME", help="leave out numpy_ref or keras3_fit")
+    ap.add_argument(
+        "--extra",
+        action="append",
+        default=[],
+        metavar="FLAGS",
+        help='also run bnmnist with these flags, e.g. --extra "--threads 2,1"',
+    )
     args = ap.parse_args()
     if not args.data or not os.path.isdir(args.data):
         sys.exit("bench: pass the MNIST IDX folder with --data or BNMNIST_DATA")
     logdir = tempfile.mkdtemp(prefix="bnmnist-bench-")
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", MNIST_DIR=os.path.abspath(args.data),
-               N_EPOCHS=str(args.epochs), OUT_DIR=logdir)
+    env = dict(
+        os.environ,
+        TF_CPP_MIN_LOG_LEVEL="3",
+        MNIST_DIR=os.path.abspath(args.data),
+        N_EPOCHS=str(args.epochs),
+        OUT_DIR=logdir,
+    )
     env.pop("TF_USE_LEGACY_KERAS", None)
-    train = [os.path.join(ROOT, "scripts", "train.py"), "--data", args.data, "--logdir", logdir,
-             "--epochs", str(args.epochs), "--quiet"]
+    train = [
+        os.path.join(ROOT, "scripts", "train.py"),
+        "--data",
+        args.data,
+        "--logdir",
+        logdir,
+        "--epochs",
+        str(args.epochs),
+        "--quiet",
+    ]
     contenders = {
         "bnmnist (default)": ([sys.executable, *train], parse_bnmnist),
         "bnmnist --feed-dict": ([sys.executable, *train, "--feed-dict"], parse_bnmnist),
-        "book_reference": ([sys.executable, os.path.join(args.peers, "book_reference.py"), str(args.epochs)], parse_book),
+        "book_reference": (
+            [sys.executable, os.path.join(args.peers, "book_reference.py"), str(args.epochs)],
+            parse_book,
+        ),
     }
     for flags in args.extra:
         contenders[f"bnmnist {flags}"] = ([sys.executable, *train, *flags.split()], parse_bnmnist)
@@ -139,14 +190,23 @@ def main():
                 continue
             train_s, table, startup, compile_s = parse(out)
             samples[name].append((train_s, wall, rss, table, startup, compile_s))
-            print(f"round {r + 1}: {name}: loop {train_s:.2f} s, process {wall:.2f} s, peak {rss:.0f} MiB"
-                  + (f", start-up {startup:.1f} s" if startup is not None else "")
-                  + (f", compile {compile_s:.2f} s" if compile_s is not None else ""), flush=True)
+            print(
+                f"round {r + 1}: {name}: loop {train_s:.2f} s, process {wall:.2f} s, peak {rss:.0f} MiB"
+                + (f", start-up {startup:.1f} s" if startup is not None else "")
+                + (f", compile {compile_s:.2f} s" if compile_s is not None else ""),
+                flush=True,
+            )
     floor2, _ = matmul_floor(args.epochs)
     floor = min(floor, floor2)
     book = statistics.median(s[0] for s in samples["book_reference"])
-    print(f"\n{args.rounds} interleaved rounds, {args.epochs} epochs; matmul floor {floor:.2f} s (min of two measurements)")
-    print("| implementation | loop s median | min-max | ratio to book | floor fraction | table = book | process s | peak MiB | start-up s | compile s | loop + compile, ratio |")
+    print(
+        f"\n{args.rounds} interleaved rounds, {args.epochs} epochs; "
+        f"matmul floor {floor:.2f} s (min of two measurements)"
+    )
+    print(
+        "| implementation | loop s median | min-max | ratio to book | floor fraction | table = book "
+        "| process s | peak MiB | start-up s | compile s | loop + compile, ratio |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, rows in samples.items():
         if not rows:
@@ -155,18 +215,27 @@ def main():
         loops = [r[0] for r in rows]
         med = statistics.median(loops)
         tables = {tuple(r[3]) for r in rows}
-        agree = "yes" if tables == {tuple(BOOK[:args.epochs])} else (
-            f"{sum(a == b for a, b in zip(rows[0][3], BOOK))}/{args.epochs}" + (" (varies)" if len(tables) > 1 else ""))
+        agree = (
+            "yes"
+            if tables == {tuple(BOOK[: args.epochs])}
+            else (
+                f"{sum(a == b for a, b in zip(rows[0][3], BOOK))}/{args.epochs}"
+                + (" (varies)" if len(tables) > 1 else "")
+            )
+        )
         startups = [r[4] for r in rows if r[4] is not None]
         startup = f"{statistics.median(startups):.1f}" if startups else "-"
         compiles = [r[5] for r in rows if r[5] is not None]
         compiled = "- | -"
-        if compiles:        # the ahead-of-time compile added back into each round's loop
+        if compiles:  # the ahead-of-time compile added back into each round's loop
             with_compile = statistics.median(r[0] + r[5] for r in rows if r[5] is not None)
             compiled = f"{statistics.median(compiles):.2f} | {with_compile / book:.2f}"
-        print(f"| {name} | {med:.2f} | {min(loops):.2f}-{max(loops):.2f} | {med / book:.2f} | "
-              f"{floor / med:.2f} | {agree} | {statistics.median(r[1] for r in rows):.1f} | "
-              f"{max(r[2] for r in rows):.0f} | {startup} | {compiled} |")
+        print(
+            f"| {name} | {med:.2f} | {min(loops):.2f}-{max(loops):.2f} | {med / book:.2f} | "
+            f"{floor / med:.2f} | {agree} | {statistics.median(r[1] for r in rows):.1f} | "
+            f"{max(r[2] for r in rows):.0f} | {startup} | {compiled} |"
+        )
+
 
 if __name__ == "__main__":
     main()

@@ -7,6 +7,7 @@ signature in a fresh eager process (no compat.v1 code), and prints the largest a
 difference of the probabilities and how many predicted classes differ from
 ``bnmnist.restore(RUN)``; tests/test_restore.py requires at most 1e-6 and no class changed.
 """
+
 import argparse
 import os
 import subprocess
@@ -30,6 +31,7 @@ def main():
     ap.add_argument("--data", default=os.environ.get("BNMNIST_DATA"))
     args = ap.parse_args()
     import numpy as np
+
     import bnmnist
     from bnmnist import data
 
@@ -42,8 +44,10 @@ def main():
     with bnmnist.restore(args.run) as model:
         proba, classes = model.predict_proba(mnist.x_test), model.predict(mnist.x_test)
     exported_p, exported_c = np.load(files[2]), np.load(files[3])
-    print(f"largest |SavedModel - Session| probability on {len(proba):,} test images: "
-          f"{np.max(np.abs(exported_p - proba)):.3g}")
+    print(
+        f"largest |SavedModel - Session| probability on {len(proba):,} test images: "
+        f"{np.max(np.abs(exported_p - proba)):.3g}"
+    )
     print(f"predicted classes that differ: {int(np.sum(exported_c != classes))}")
 
 

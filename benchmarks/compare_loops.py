@@ -2,10 +2,11 @@
 
     python benchmarks/compare_loops.py --data ../shared/data/mnist [--epochs 2]
 
-Trains ``--epochs`` epochs with ``--loop xla`` and with ``--loop graph`` (bit-identical to the
-book's ``feed_dict`` loop) in temporary run folders, prints both tables and, per variable of the
-final checkpoint, the largest absolute difference; tests/test_training.py allows XLA_TOLERANCE.
+Trains ``--epochs`` epochs with ``--loop xla`` and with the book's ``--loop feed_dict`` in temporary
+run folders, prints both tables and, per variable of the final checkpoint, the largest absolute
+difference; tests/test_training.py allows XLA_TOLERANCE.
 """
+
 import argparse
 import os
 import sys
@@ -22,6 +23,7 @@ def main():
     args = ap.parse_args()
     import numpy as np
     import tensorflow as tf
+
     from bnmnist import data, runs
     from bnmnist.config import Config
     from bnmnist.trainer import train
@@ -29,18 +31,23 @@ def main():
     split = data.split(data.load(args.data))
     logdir = tempfile.mkdtemp(prefix="bnmnist-loops-")
     tables, variables = {}, {}
-    for loop in ("xla", "graph"):
+    for loop in ("xla", "feed_dict"):
         result = train(Config(epochs=args.epochs, loop=loop), split, runs.new_run_dir(logdir), out=None)
         tables[loop] = [str(a) for a in result.accuracies]
         reader = tf.train.load_checkpoint(result.checkpoint)
-        variables[loop] = {name: reader.get_tensor(name) for name, _ in tf.train.list_variables(result.checkpoint)
-                           if name != "run_state"}
+        variables[loop] = {
+            name: reader.get_tensor(name)
+            for name, _ in tf.train.list_variables(result.checkpoint)
+            if name != "run_state"
+        }
         print(f"{loop:>5}: {' '.join(tables[loop])}")
-    print(f"tables equal: {tables['xla'] == tables['graph']}")
-    diffs = {name: float(np.max(np.abs(variables["xla"][name] - variables["graph"][name])))
-             for name in sorted(variables["xla"])}
+    print(f"tables equal: {tables['xla'] == tables['feed_dict']}")
+    diffs = {
+        name: float(np.max(np.abs(variables["xla"][name] - variables["feed_dict"][name])))
+        for name in sorted(variables["xla"])
+    }
     for name, d in diffs.items():
-        print(f"{name:<40} max |xla - graph| {d:.3g}")
+        print(f"{name:<40} max |xla - feed_dict| {d:.3g}")
     worst = max(diffs, key=diffs.get)
     print(f"largest: {diffs[worst]:.3g} ({worst})")
 

@@ -9,6 +9,7 @@ seconds are measured here, not in the test suite. Each case runs ``--repeats`` t
 with the baseline (``python -c "import tensorflow"``, the cost every error avoids); the table gives
 medians, min-max and the ratio to the baseline.
 """
+
 import argparse
 import gzip
 import os
@@ -31,13 +32,13 @@ def cases(data, tmp):
     with open(images, "rb") as f:
         blob = f.read()
     with open(images, "wb") as f:
-        f.write(blob[:len(blob) // 2])
+        f.write(blob[: len(blob) // 2])
     bad_labels = os.path.join(tmp, "bad_labels")
     shutil.copytree(data, bad_labels)
     labels = os.path.join(bad_labels, "t10k-labels-idx1-ubyte.gz")
     with gzip.open(labels) as f:
         raw = bytearray(f.read())
-    raw[8] = 11                                          # a label outside 0-9
+    raw[8] = 11  # a label outside 0-9
     with gzip.open(labels, "wb") as f:
         f.write(bytes(raw))
     a_file = os.path.join(tmp, "a_file")
@@ -83,7 +84,7 @@ def main():
     print(f"\n{args.repeats} rounds; whole-process seconds, python {sys.version.split()[0]}")
     print("| case | median s | min-max | ratio to importing TensorFlow |")
     print("| --- | --- | --- | --- |")
-    print(f"| baseline: python -c \"import tensorflow\" | {base:.2f} | {min(baseline):.2f}-{max(baseline):.2f} | 1.00 |")
+    print(f'| baseline: python -c "import tensorflow" | {base:.2f} | {min(baseline):.2f}-{max(baseline):.2f} | 1.00 |')
     for name, ts in times.items():
         med = statistics.median(ts)
         print(f"| {name} | {med:.2f} | {min(ts):.2f}-{max(ts):.2f} | {med / base:.2f} |")

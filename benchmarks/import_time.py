@@ -7,6 +7,7 @@ so it has that import skipped (``bnmnist.cli._import_tensorflow_without_keras``)
 in alternating order, a fresh process that imports TensorFlow as usual and one that imports it as
 bnmnist's command line does, and times the import inside the process and the whole process.
 """
+
 import argparse
 import os
 import statistics
@@ -15,8 +16,10 @@ import sys
 import time
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-TIMED = ("import sys, time; sys.path.insert(0, {root!r}); t = time.perf_counter(); {stmt}; "
-         "print(time.perf_counter() - t, 'keras' in sys.modules)")
+TIMED = (
+    "import sys, time; sys.path.insert(0, {root!r}); t = time.perf_counter(); {stmt}; "
+    "print(time.perf_counter() - t, 'keras' in sys.modules)"
+)
 VARIANTS = {
     "import tensorflow": "import tensorflow",
     "bnmnist's CLI (Keras skipped)": "from bnmnist.cli import _import_tensorflow_without_keras as f; f()",
@@ -25,8 +28,13 @@ VARIANTS = {
 
 def run(stmt):
     t = time.perf_counter()
-    p = subprocess.run([sys.executable, "-c", TIMED.format(root=ROOT, stmt=stmt)], capture_output=True,
-                       text=True, check=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    p = subprocess.run(
+        [sys.executable, "-c", TIMED.format(root=ROOT, stmt=stmt)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    )
     seconds, keras = p.stdout.split()
     return float(seconds), time.perf_counter() - t, keras == "True"
 
@@ -46,8 +54,10 @@ def main():
     for name, ts in times.items():
         imports = [t[0] for t in ts]
         med = statistics.median(imports)
-        print(f"{name:32} {med:15.2f} {min(imports):5.2f}-{max(imports):<5.2f} {med / base:6.2f} "
-              f"{statistics.median(t[1] for t in ts):9.2f} {'yes' if all(t[2] for t in ts) else 'no':>12}")
+        print(
+            f"{name:32} {med:15.2f} {min(imports):5.2f}-{max(imports):<5.2f} {med / base:6.2f} "
+            f"{statistics.median(t[1] for t in ts):9.2f} {'yes' if all(t[2] for t in ts) else 'no':>12}"
+        )
 
 
 if __name__ == "__main__":

@@ -1,11 +1,31 @@
 """bnmnist: the batch-norm MNIST network of Hands-On ML (1st ed., ch. 11) as TF1 code on TF 2.x.
 
-Importing the package does not import TensorFlow; ``bnmnist.restore`` does, when first used.
+Importing the package does not import TensorFlow; ``restore``, ``build_graph`` and ``train`` do,
+when first used.
 """
+
+from . import data
+from .config import PRESETS, Config
+from .op_seeds import tf1_seeds
+
 __version__ = "0.1.0"
+__all__ = ["Config", "PRESETS", "build_graph", "data", "restore", "tf1_seeds", "train", "__version__"]
 
 
 def restore(path="latest", logdir="tf_logs"):
     """Open a trained run in its own graph and session; see :mod:`bnmnist.restored`."""
     from .restored import restore as _restore
+
     return _restore(path, logdir)
+
+
+def __getattr__(name):  # the parts that need TensorFlow, imported on first use
+    if name == "build_graph":
+        from .graph import build_graph
+
+        return build_graph
+    if name == "train":
+        from .trainer import train
+
+        return train
+    raise AttributeError(f"module 'bnmnist' has no attribute {name!r}")

@@ -4,38 +4,45 @@ A checkpoint of another architecture, a missing or truncated one, or a folder wi
 :class:`CheckpointError` naming what is wrong (for a mismatch, the variable and both shapes),
 never a TensorFlow stack dump. Only variables are read; no graph is ever imported from a file.
 """
+
 from __future__ import annotations
 
 import os
 
 import tensorflow as tf
 
-from . import runs
+from . import checkpoint_files
 from .errors import CheckpointError
 
 tf1 = tf.compat.v1
 
 
 def stored_shapes(prefix):
-    runs.require_checkpoint(prefix)
+    checkpoint_files.require_checkpoint(prefix)
     try:
         return dict(tf.train.list_variables(prefix))
     except (tf.errors.OpError, ValueError) as e:
-        raise CheckpointError(f"{prefix}: unreadable checkpoint ({first_line(e)}); it may be "
-                              f"truncated or corrupt: {_older(prefix)}") from None
+        raise CheckpointError(
+            f"{prefix}: unreadable checkpoint ({first_line(e)}); it may be truncated or corrupt: {_older(prefix)}"
+        ) from None
 
 
 def _older(prefix):
     """What to do about a broken checkpoint: name the run's newest older one, if there is one."""
-    epoch = runs.checkpoint_epoch(prefix)
+    epoch = checkpoint_files.checkpoint_epoch(prefix)
     if epoch is None:
         return "use an older one from the same run"
-    older = [p for p in runs.saved_checkpoints(os.path.dirname(prefix) or ".")
-             if runs.checkpoint_epoch(p) < epoch]
+    older = [
+        p
+        for p in checkpoint_files.saved_checkpoints(os.path.dirname(prefix) or ".")
+        if checkpoint_files.checkpoint_epoch(p) < epoch
+    ]
     if not older:
         return "no older checkpoint of this run is left; start a new run"
-    return (f"use an older one, {older[-1]} (pass it to --resume or bnmnist.restore; a resume "
-            "from it trains the later epochs again, to the same result)")
+    return (
+        f"use an older one, {older[-1]} (pass it to --resume or bnmnist.restore; a resume "
+        "from it trains the later epochs again, to the same result)"
+    )
 
 
 def check_compatible(prefix, variables):
@@ -43,12 +50,16 @@ def check_compatible(prefix, variables):
     for v in variables:
         name, want = v.op.name, v.shape.as_list()
         if name not in shapes:
-            raise CheckpointError(f"{prefix}: has no variable {name}; it was saved from another "
-                                  "architecture (check the run's config.json)")
+            raise CheckpointError(
+                f"{prefix}: has no variable {name}; it was saved from another "
+                "architecture (check the run's config.json)"
+            )
         if list(shapes[name]) != want:
-            raise CheckpointError(f"{prefix}: variable {name} has shape {list(shapes[name])} in the "
-                                  f"checkpoint but {want} in this network; it was saved from another "
-                                  "architecture (check the run's config.json)")
+            raise CheckpointError(
+                f"{prefix}: variable {name} has shape {list(shapes[name])} in the "
+                f"checkpoint but {want} in this network; it was saved from another "
+                "architecture (check the run's config.json)"
+            )
 
 
 def restore(sess, saver, prefix, variables):
@@ -57,8 +68,10 @@ def restore(sess, saver, prefix, variables):
     try:
         saver.restore(sess, prefix)
     except (tf.errors.OpError, ValueError) as e:
-        raise CheckpointError(f"{prefix}: could not restore ({first_line(e)}); the checkpoint may "
-                              f"be truncated or corrupt: {_older(prefix)}") from None
+        raise CheckpointError(
+            f"{prefix}: could not restore ({first_line(e)}); the checkpoint may "
+            f"be truncated or corrupt: {_older(prefix)}"
+        ) from None
 
 
 _TF_NOISE = ("Graph execution error", "Detected at node", "Node:")
@@ -70,6 +83,9 @@ def first_line(e):
     then the cause ("Read less bytes than requested"); the cause is the line wanted."""
     text = getattr(e, "message", None) or getattr(e, "strerror", None) or str(e)
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    causes = [line.strip() for line in text.splitlines()
-              if line.strip() and not line[0].isspace() and not line.startswith(_TF_NOISE)]
+    causes = [
+        line.strip()
+        for line in text.splitlines()
+        if line.strip() and not line[0].isspace() and not line.startswith(_TF_NOISE)
+    ]
     return (causes or lines or [type(e).__name__])[0][:300]

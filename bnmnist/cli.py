@@ -8,17 +8,18 @@ during training (disk full, folder removed; the last complete checkpoint stays t
 130 stopped by Ctrl-C (resume with ``--resume``), 141 stopped because standard output was closed
 (piped into ``head``, say; resume with ``--resume``).
 """
+
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
-import math
 import os
 import sys
 import time
 
-from . import data, runs
-from .config import PRESETS, Config
+from . import atomic, checkpoint_files, data, runs
+from .config import LOOPS, PRESETS, RULES, SEEDINGS, Config
 from .errors import BnmnistError, NumericalError, WriteError
 
 EXIT_USAGE, EXIT_NUMERICAL, EXIT_WRITE, EXIT_INTERRUPTED, EXIT_PIPE = 2, 3, 4, 130, 141
@@ -27,34 +28,45 @@ RESUME_ALLOWED = {"epochs", "data", "logdir", "quiet", "resume", "threads"}
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message):       # one line, not usage + message
+    def error(self, message):  # one line, not usage + message
         raise BnmnistError(f"{message} (see --help)")
 
 
 class ScriptParser(argparse.ArgumentParser):
     """The helper scripts' parser: a bad flag is one line on stderr and exit code 2."""
+
     def error(self, message):
         print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
         sys.exit(EXIT_USAGE)
 
 
-def _number(convert, valid, what):
-    """An argparse type: ``convert`` the text, accept it if ``valid``, else say ``what`` is wanted."""
+def field_type(name):
+    """An argparse type for a Config field: converts the text, saying what is wanted when it
+    cannot; whether the value is valid is for :meth:`Config.validated` to judge."""
+    convert, _, what = RULES[name]
+
     def parse(text):
         try:
-            value = convert(text)
+            return convert(text)
         except ValueError:
-            value = None
-        if value is None or not valid(value):
-            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
-        return value
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+
     return parse
 
 
-positive_int = _number(int, lambda v: v >= 1, "a positive integer")
-_positive_float = _number(float, lambda v: math.isfinite(v) and v > 0, "a positive finite number")
-_momentum = _number(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
-_seed = _number(int, lambda v: 0 <= v < 2**31, "an integer in [0, 2**31)")
+def positive_int(text):
+    """An argparse type for the helper scripts' counts."""
+    value = field_type("epochs")(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def _default(name):
+    """ "default: 20; plain: 40": the bn preset's value and every preset's that differs."""
+    base = getattr(PRESETS["bn"], name)
+    others = [f"{preset}: {getattr(c, name)}" for preset, c in PRESETS.items() if getattr(c, name) != base]
+    return "; ".join([f"default: {base}", *others])
 
 
 def path_arg(text):
@@ -69,59 +81,93 @@ def _threads(text):
         intra, inter = (int(t) for t in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be INTRA,INTER (two integers), got {text!r}") from None
-    if intra < 0 or inter < 0:
-        raise argparse.ArgumentTypeError(f"thread counts must be 0 (TensorFlow's default) or more, got {text!r}")
     return intra, inter
 
 
 def build_parser():
     d = Config()
-    p = _Parser(prog="bnmnist-train", allow_abbrev=False, description=(
-        "Train the batch-norm MNIST network of Hands-On ML (1st ed., ch. 11) in a TF1 Session. "
-        "Presets set the defaults below; individual flags override them."))
-    p.add_argument("--preset", choices=sorted(PRESETS), default="bn",
-                   help="bn: the book's batch-norm network; plain: the chapter's Leaky ReLU "
-                        "network without batch norm (default: %(default)s)")
-    p.add_argument("--epochs", type=positive_int, help=f"epochs to train (default: {d.epochs}; plain: 40)")
-    p.add_argument("--batch-size", type=positive_int,
-                   help=f"mini-batch size (default: {d.batch_size}; plain: 50)")
-    p.add_argument("--learning-rate", type=_positive_float,
-                   help=f"gradient-descent step size (default: {d.learning_rate})")
-    p.add_argument("--momentum", type=_momentum,
-                   help=f"batch-norm moving-average momentum (default: {d.momentum})")
-    p.add_argument("--seed", type=_seed, help=f"graph and NumPy seed (default: {d.seed})")
-    p.add_argument("--seeding", choices=("tf1", "tf2"),
-                   help="tf1: the op seeds TF 1.x gave the book's graph (reproduces the book); "
-                        "tf2: TF 2.x's own (default: tf1)")
-    p.add_argument("--loop", choices=("xla", "graph", "feed_dict"),
-                   help="xla: whole epochs compiled by XLA (the book's table, about twice as "
-                        "fast); graph: one Session call per step with in-graph batches; "
-                        "feed_dict: the book's own loop (default: xla)")
+    p = _Parser(
+        prog="bnmnist-train",
+        allow_abbrev=False,
+        description=(
+            "Train the batch-norm MNIST network of Hands-On ML (1st ed., ch. 11) in a TF1 Session. "
+            "Presets set the defaults below; individual flags override them."
+        ),
+    )
+    p.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default="bn",
+        help="bn: the book's batch-norm network; plain: the chapter's Leaky ReLU network without batch "
+        "norm (default: %(default)s)",
+    )
+    for flag, name, what in (
+        ("--epochs", "epochs", "epochs to train"),
+        ("--batch-size", "batch_size", "mini-batch size"),
+        ("--learning-rate", "learning_rate", "gradient-descent step size"),
+        ("--momentum", "momentum", "batch-norm moving-average momentum"),
+        ("--seed", "seed", "graph and NumPy seed"),
+    ):
+        p.add_argument(flag, type=field_type(name), help=f"{what} ({_default(name)})")
+    p.add_argument(
+        "--seeding",
+        choices=SEEDINGS,
+        help=f"tf1: the op seeds TF 1.x gave the book's graph (reproduces the book); tf2: TF 2.x's own "
+        f"({_default('seeding')})",
+    )
+    p.add_argument(
+        "--loop",
+        choices=LOOPS,
+        help="xla: whole epochs of the book's steps compiled by XLA; feed_dict: the "
+        f"book's own loop, one Session call per step ({_default('loop')})",
+    )
     p.add_argument("--feed-dict", action="store_true", help="the same as --loop feed_dict")
-    p.add_argument("--threads", type=_threads, metavar="INTRA,INTER",
-                   help="Session thread pools, 0 = one per core; speed only, same results "
-                        "(default: 1,2)")
-    p.add_argument("--data", metavar="PATH", type=path_arg,
-                   help=f"mnist.npz or a folder with the four MNIST IDX files (default: "
-                        f"${data.ENV_VAR}, then the Keras cache, then a download; with --resume, the "
-                        f"copy the run was trained on)")
-    p.add_argument("--logdir", metavar="DIR", default="tf_logs", type=path_arg,
-                   help="where run folders go (default: %(default)s)")
-    p.add_argument("--resume", metavar="RUN", type=path_arg,
-                   help="continue RUN (a run folder) from its last completed epoch, or from the "
-                        "epoch of one of its checkpoints (RUN/model.ckpt-N)")
+    p.add_argument(
+        "--threads",
+        type=_threads,
+        metavar="INTRA,INTER",
+        help=f"Session thread pools, 0 = one per core; speed only, same results "
+        f"(default: {','.join(map(str, d.threads))})",
+    )
+    p.add_argument(
+        "--data",
+        metavar="PATH",
+        type=path_arg,
+        help=f"mnist.npz or a folder with the four MNIST IDX files (default: "
+        f"${data.ENV_VAR}, then the Keras cache, then a download; with --resume, the "
+        f"copy the run was trained on)",
+    )
+    p.add_argument(
+        "--logdir", metavar="DIR", default="tf_logs", type=path_arg, help="where run folders go (default: %(default)s)"
+    )
+    p.add_argument(
+        "--resume",
+        metavar="RUN",
+        type=path_arg,
+        help="continue RUN (a run folder) from its last completed epoch, or from the "
+        "epoch of one of its checkpoints (RUN/model.ckpt-N)",
+    )
     p.add_argument("--dry-run", action="store_true", help="a couple of steps and one checkpoint, for smoke tests")
     p.add_argument("--quiet", action="store_true", help="no progress bar (nor the note when tqdm is missing)")
-    p.set_defaults(resume_from=None)    # the checkpoint of RUN/model.ckpt-N, found by prepare()
+    p.set_defaults(resume_from=None)  # the checkpoint of RUN/model.ckpt-N, found by prepare()
     return p
 
 
 def config_from_args(args):
     cfg = PRESETS[args.preset]
-    changes = {k: v for k, v in (("epochs", args.epochs), ("batch_size", args.batch_size),
-                                 ("learning_rate", args.learning_rate), ("momentum", args.momentum),
-                                 ("seed", args.seed), ("seeding", args.seeding),
-                                 ("threads", args.threads)) if v is not None}
+    changes = {
+        k: v
+        for k, v in (
+            ("epochs", args.epochs),
+            ("batch_size", args.batch_size),
+            ("learning_rate", args.learning_rate),
+            ("momentum", args.momentum),
+            ("seed", args.seed),
+            ("seeding", args.seeding),
+            ("threads", args.threads),
+        )
+        if v is not None
+    }
     if args.feed_dict and args.loop not in (None, "feed_dict"):
         raise BnmnistError(f"--feed-dict and --loop {args.loop} contradict each other; pass one")
     if args.loop or args.feed_dict:
@@ -144,8 +190,10 @@ def prepare(argv):
     if args.resume:
         refused = sorted(_explicit_flags(argv) - RESUME_ALLOWED)
         if refused:
-            raise BnmnistError(f"--resume takes its configuration from the run folder; drop "
-                               f"--{', --'.join(r.replace('_', '-') for r in refused)}")
+            raise BnmnistError(
+                f"--resume takes its configuration from the run folder; drop "
+                f"--{', --'.join(r.replace('_', '-') for r in refused)}"
+            )
         run_dir, args.resume_from = _resume_target(args.resume)
         cfg = runs.read_config(run_dir)
         if args.epochs is not None:
@@ -158,22 +206,27 @@ def prepare(argv):
         cfg = config_from_args(args)
     cfg.validated()
     if not args.resume:
-        runs.check_logdir(args.logdir, create=False)    # quick, before the data is read
-    if args.resume:     # the copy the run was trained on, as its data.json records it
+        runs.check_logdir(args.logdir, create=False)  # quick, before the data is read
+    if args.resume:  # the copy the run was trained on, as its data.json records it
         try:
-            record = runs.read_json(os.path.join(run_dir, runs.DATA_FILE))
+            record = atomic.read_json(os.path.join(run_dir, runs.DATA_FILE))
         except (OSError, ValueError) as e:
-            raise BnmnistError(f"{run_dir}: cannot read {runs.DATA_FILE} ({e}); this run folder "
-                               "is damaged or not a bnmnist run") from None
+            raise BnmnistError(
+                f"{run_dir}: cannot read {runs.DATA_FILE} ({e}); this run folder is damaged or not a bnmnist run"
+            ) from None
         mnist = data.load_recorded(record, args.data, owner=run_dir)
     else:
         mnist = data.load(args.data)
     cfg.validated(n_train=data.n_train(mnist))
     split = data.split(mnist)
-    info = {"source": mnist.source, "sha256": mnist.fingerprint(),
-            "n_train": len(split.X_train), "n_valid": len(split.X_valid), "n_test": len(split.X_test)}
+    info = {
+        "source": mnist.source,
+        "sha256": mnist.fingerprint(),
+        "n_train": len(split.X_train),
+        "n_valid": len(split.X_valid),
+        "n_test": len(split.X_test),
+    }
     if args.resume:
-        runs.lock_run(run_dir)          # held until this process ends
         return cfg, split, info, None, run_dir, args
     runs.check_logdir(args.logdir)
     return cfg, split, info, args.logdir, None, args
@@ -183,53 +236,63 @@ def _resume_target(path):
     """--resume RUN (from its newest checkpoint) or RUN/model.ckpt-N (from that one):
     (run folder, checkpoint prefix or None)."""
     path = path.rstrip("/") or "/"
-    prefix = runs.strip_checkpoint_suffix(path)
+    prefix = checkpoint_files.strip_checkpoint_suffix(path)
     if not os.path.isdir(path):
         run_dir = os.path.dirname(prefix) or "."
-        if runs.is_run_dir(run_dir) and runs.checkpoint_epoch(prefix) is not None:
-            runs.require_checkpoint(prefix)         # an epoch the run no longer keeps: say which it does
+        if runs.is_run_dir(run_dir) and checkpoint_files.checkpoint_epoch(prefix) is not None:
+            checkpoint_files.require_checkpoint(prefix)  # an epoch the run no longer keeps: say which it does
             return run_dir, prefix
     elif runs.is_run_dir(path):
         return path, None
-    raise BnmnistError(f"{path} is neither a bnmnist run folder (no {runs.CONFIG_FILE}) nor one of its "
-                       "checkpoints; pass a folder like tf_logs/run-20261127084929 or a checkpoint "
-                       "like tf_logs/run-20261127084929/model.ckpt-19")
+    raise BnmnistError(
+        f"{path} is neither a bnmnist run folder (no {runs.CONFIG_FILE}) nor one of its "
+        "checkpoints; pass a folder like tf_logs/run-20261127084929 or a checkpoint "
+        "like tf_logs/run-20261127084929/model.ckpt-19"
+    )
 
 
 def _check_resumable(run_dir, cfg, epochs_flag, start):
     """A resume must have an epoch to start from and one to train (or a result to finish)."""
-    done = runs.epochs_done(run_dir, start)
+    done = checkpoint_files.epochs_done(run_dir, start)
     if not done:
-        saved = runs.saved_checkpoints(run_dir)
+        saved = checkpoint_files.saved_checkpoints(run_dir)
         if saved:
-            raise BnmnistError(f"{run_dir}: its '{runs.STATE_FILE}' file names no checkpoint, but "
-                               f"{os.path.basename(saved[-1])} is there; resume from it: python "
-                               f"scripts/train.py --resume {saved[-1]}")
+            raise BnmnistError(
+                f"{run_dir}: its '{checkpoint_files.STATE_FILE}' file names no checkpoint, but "
+                f"{os.path.basename(saved[-1])} is there; resume from it: python "
+                f"scripts/train.py --resume {saved[-1]}"
+            )
         raise BnmnistError(f"{run_dir} has no completed epoch to resume from; start a new run")
     results = runs.read_results(run_dir)
     if results is not None and results.get("dry_run"):
-        raise BnmnistError(f"{run_dir} was a --dry-run (a couple of steps), not a run to go on "
-                           "with; start a new run")
+        raise BnmnistError(f"{run_dir} was a --dry-run (a couple of steps), not a run to go on with; start a new run")
     if epochs_flag is not None and epochs_flag < done:
-        raise BnmnistError(f"{run_dir} already has {done} completed epochs; --epochs {epochs_flag} "
-                           f"would not extend it: pass more than {done}")
+        raise BnmnistError(
+            f"{run_dir} already has {done} completed epochs; --epochs {epochs_flag} "
+            f"would not extend it: pass more than {done}"
+        )
     if done >= cfg.epochs and results is not None:
         accuracy = results.get("test_accuracy")
         accuracy = f" (test accuracy {accuracy:.4f})" if isinstance(accuracy, float) else ""
-        raise BnmnistError(f"{run_dir} already finished its {done} epochs{accuracy}; pass --epochs N "
-                           f"with N above {done} to train it further, or open it with bnmnist.restore")
+        raise BnmnistError(
+            f"{run_dir} already finished its {done} epochs{accuracy}; pass --epochs N "
+            f"with N above {done} to train it further, or open it with bnmnist.restore"
+        )
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    run = {}                            # the run folder, once there is one
+    run = {}  # the run folder, once there is one
     try:
         return _main(argv, run)
-    except BrokenPipeError:             # stdout was a pipe whose reader went away (| head)
+    except BrokenPipeError:  # stdout was a pipe whose reader went away (| head)
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())       # so the exit-time flush is quiet too
-        resume = (f"; the completed epochs are saved, resume with: python scripts/train.py "
-                  f"--resume {run['dir']}") if run.get("dir") and runs.read_state(run["dir"]) else ""
+        os.dup2(devnull, sys.stdout.fileno())  # so the exit-time flush is quiet too
+        resume = (
+            (f"; the completed epochs are saved, resume with: python scripts/train.py --resume {run['dir']}")
+            if run.get("dir") and checkpoint_files.read_state(run["dir"])
+            else ""
+        )
         print(f"bnmnist-train: stopped: standard output was closed{resume}", file=sys.stderr)
         return EXIT_PIPE
 
@@ -238,50 +301,76 @@ def _main(argv, run):
     t0 = time.perf_counter()
     try:
         cfg, split, info, logdir, resume_dir, args = prepare(argv)
-    except BnmnistError as e:
+        with contextlib.ExitStack() as held:
+            if resume_dir:  # a run another process still trains is refused here, before TensorFlow
+                held.enter_context(runs.run_lock(resume_dir))
+            return _train(t0, cfg, split, info, logdir, resume_dir, args, run)
+    except BnmnistError as e:  # bad input: nothing trained
         print(f"bnmnist-train: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("bnmnist-train: interrupted before training started", file=sys.stderr)
         return EXIT_INTERRUPTED
-    try:
-        return _train(t0, cfg, split, info, logdir, resume_dir, args, run)
-    finally:
-        if resume_dir:
-            runs.unlock_run(resume_dir)     # taken by prepare()
 
 
 def _train(t0, cfg, split, info, logdir, resume_dir, args, run):
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")   # hide TensorFlow's start-up chatter
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TensorFlow's start-up chatter
     run_dir = resume_dir
     t_data = time.perf_counter()
     try:
         _import_tensorflow_without_keras()
         from .trainer import TrainingInterrupted, train
+
         t_tf = time.perf_counter()
         run_dir = run["dir"] = resume_dir or runs.new_run_dir(logdir)
         print(f"Run folder: {run_dir}", flush=True)
-        resume = args.resume_from or resume_dir is not None     # that checkpoint, or the newest
-        result = train(cfg, split, run_dir, resume=resume, dry_run=args.dry_run, data_info=info,
-                       progress=_progress_bar_wanted(args.quiet))
+        resume = args.resume_from or resume_dir is not None  # that checkpoint, or the newest
+        result = train(
+            cfg,
+            split,
+            run_dir,
+            resume=resume,
+            dry_run=args.dry_run,
+            data_info=info,
+            progress=_progress_bar_wanted(args.quiet),
+        )
     except TrainingInterrupted as e:
-        print(f"\nInterrupted: {e.epochs_done} completed epoch(s) are saved in {e.run_dir}.\n"
-              f"Resume with: python scripts/train.py --resume {e.run_dir}", file=sys.stderr)
+        print(
+            f"\nInterrupted: {e.epochs_done} completed epoch(s) are saved in {e.run_dir}.\n"
+            f"Resume with: python scripts/train.py --resume {e.run_dir}",
+            file=sys.stderr,
+        )
         return EXIT_INTERRUPTED
     except KeyboardInterrupt:
         where = f" ({run_dir})" if run_dir else ""
         print(f"\nbnmnist-train: interrupted before the first epoch finished{where}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except NumericalError as e:
+        print(f"bnmnist-train: error: {e}; try a smaller --learning-rate (now {cfg.learning_rate})", file=sys.stderr)
+        return EXIT_NUMERICAL
+    except WriteError as e:
+        if getattr(e, "resumable", False):
+            advice = f"make room or fix the folder, then resume with: python scripts/train.py --resume {run_dir}"
+        else:
+            advice = (
+                "make room or fix the folder, then start a new run" if runs.is_run_dir(run_dir) else "start a new run"
+            )
+        print(f"bnmnist-train: error: {e}; {advice}", file=sys.stderr)
+        return EXIT_WRITE
     except BnmnistError as e:
         print(f"bnmnist-train: error: {e}", file=sys.stderr)
-        return {NumericalError: EXIT_NUMERICAL, WriteError: EXIT_WRITE}.get(type(e), EXIT_USAGE)
-    print("Test accuracy:", result.test_accuracy)   # float32, printed as the book prints
-    print(f"Start-up before the first step: {t_tf - t0 + result.startup_seconds:.1f} s "
-          f"(flags and data {t_data - t0:.1f} s, TensorFlow import {t_tf - t_data:.1f} s, "
-          f"graph and session {result.startup_seconds:.1f} s"
-          + (f", of which XLA compile {result.compile_seconds:.1f} s)" if result.compile_seconds else ")"))
-    print(f"Training took {result.train_seconds:.1f} s{_resumed_epochs(result)} "
-          f"({result.examples_per_second:,.0f} examples/s); run saved in {run_dir}")
+        return EXIT_USAGE
+    print("Test accuracy:", result.test_accuracy)  # float32, printed as the book prints
+    print(
+        f"Start-up before the first step: {t_tf - t0 + result.startup_seconds:.1f} s "
+        f"(flags and data {t_data - t0:.1f} s, TensorFlow import {t_tf - t_data:.1f} s, "
+        f"graph and session {result.startup_seconds:.1f} s"
+        + (f", of which XLA compile {result.compile_seconds:.1f} s)" if result.compile_seconds else ")")
+    )
+    print(
+        f"Training took {result.train_seconds:.1f} s{_resumed_epochs(result)} "
+        f"({result.examples_per_second:,.0f} examples/s); run saved in {run_dir}"
+    )
     return 0
 
 
@@ -293,7 +382,7 @@ def _import_tensorflow_without_keras():
     (and one already imported, by a download through Keras's ``get_file``, is left as it is)."""
     blocked = [name for name in ("keras", "tf_keras") if name not in sys.modules]
     for name in blocked:
-        sys.modules[name] = None        # "import keras" raises ImportError while this is here
+        sys.modules[name] = None  # "import keras" raises ImportError while this is here
     try:
         importlib.import_module("tensorflow")
     finally:
@@ -310,8 +399,11 @@ def _progress_bar_wanted(quiet):
     try:
         importlib.import_module("tqdm")
     except ImportError:
-        print("bnmnist-train: note: no progress bar: tqdm is not installed (pip install tqdm, or "
-              "install bnmnist with its [progress] extra); --quiet hides this note", file=sys.stderr)
+        print(
+            "bnmnist-train: note: no progress bar: tqdm is not installed (pip install tqdm, or "
+            "install bnmnist with its [progress] extra); --quiet hides this note",
+            file=sys.stderr,
+        )
         return False
     return True
 

@@ -3,6 +3,7 @@
 The command-line flags mirror these fields; each run folder keeps a copy as ``config.json`` so a
 run can be resumed or restored without guessing (the architecture fields rebuild the same graph).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,7 +16,32 @@ from .errors import ConfigError
 ACTIVATIONS = ("elu", "leaky_relu")
 INITIALIZERS = ("he", "glorot_uniform")
 SEEDINGS = ("tf1", "tf2")
-LOOPS = ("xla", "graph", "feed_dict")
+LOOPS = ("xla", "feed_dict")
+
+
+def _int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _positive_int(v):
+    return _int(v) and v >= 1
+
+
+# field -> (how the command line converts its text, the rule, the rule in words)
+RULES = {
+    "epochs": (int, _positive_int, "a positive integer"),
+    "batch_size": (int, _positive_int, "a positive integer"),
+    "learning_rate": (float, lambda v: _number(v) and v > 0, "a positive finite number"),
+    "momentum": (float, lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "seed": (int, lambda v: _int(v) and 0 <= v < 2**31, "an integer in [0, 2**31)"),
+    "keep_checkpoints": (int, _positive_int, "a positive integer"),
+    "n_inputs": (int, _positive_int, "a positive integer"),
+    "n_outputs": (int, _positive_int, "a positive integer"),
+}
 
 
 @dataclass(frozen=True)
@@ -44,10 +70,9 @@ class Config:
     # "tf1": each initializer gets the op seed TF1 derived for the book's graph (see seeding.py),
     # which reproduces the published table; "tf2": TF 2.x's own per-graph counter.
     seeding: str = "tf1"
-    # "xla": whole epochs of the book's steps compiled by XLA (default; the book's table, about
-    # twice as fast; last bits of the variables differ from the per-step loops, see xla_loop.py);
-    # "graph": one Session call per step, batches gathered in-graph from the epoch's permutation;
-    # "feed_dict": the book's own loop, one feed_dict per step (same floats as "graph").
+    # "xla": whole epochs of the book's steps compiled by XLA (the book's table, in less time;
+    # the last bits of the variables differ from the per-step loop, see xla_loop.py);
+    # "feed_dict": the book's own loop, one Session call and one feed_dict per step.
     loop: str = "xla"
     # Saver's max_to_keep: the newest checkpoints kept in the run folder.
     keep_checkpoints: int = 5
@@ -61,8 +86,9 @@ class Config:
 
     def architecture(self):
         """The fields that decide the graph's variables; a checkpoint only fits the same ones."""
-        return {k: getattr(self, k) for k in
-                ("n_inputs", "hidden", "n_outputs", "batch_norm", "activation", "initializer")}
+        return {
+            k: getattr(self, k) for k in ("n_inputs", "hidden", "n_outputs", "batch_norm", "activation", "initializer")
+        }
 
     def to_json(self):
         d = dataclasses.asdict(self)
@@ -73,9 +99,6 @@ class Config:
     @classmethod
     def from_json(cls, d):
         d = dict(d)
-        # runs made before loop "xla" existed recorded an XLA auto-clustering switch, always off
-        if d.get("xla") is False:
-            del d["xla"]
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
         if unknown:
@@ -89,46 +112,44 @@ class Config:
         return dataclasses.replace(self, **changes)
 
     def validated(self, n_train=None):
-        """Return self, or raise ConfigError naming the first bad value and what would be valid."""
-        def positive_int(name, value):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-
-        positive_int("epochs", self.epochs)
-        positive_int("batch size", self.batch_size)
-        positive_int("keep_checkpoints", self.keep_checkpoints)
-        positive_int("n_inputs", self.n_inputs)
-        positive_int("n_outputs", self.n_outputs)
+        """Return self, or raise ConfigError naming the first bad value and what would be valid.
+        The only place a value is judged: the command line converts text and leaves the rest here."""
+        for name, (_, valid, what) in RULES.items():
+            value = getattr(self, name)
+            if not valid(value):
+                raise ConfigError(f"{name.replace('_', ' ')} must be {what}, got {value!r}")
         for h in self.hidden:
-            positive_int("each hidden layer size", h)
-        if len(self.threads) != 2 or any(isinstance(t, bool) or not isinstance(t, int) or t < 0
-                                         for t in self.threads):
+            if not _positive_int(h):
+                raise ConfigError(f"each hidden layer size must be a positive integer, got {h!r}")
+        if len(self.threads) != 2 or not all(_int(t) and t >= 0 for t in self.threads):
             raise ConfigError(f"threads must be two non-negative integers (intra, inter), got {self.threads!r}")
-        lr = self.learning_rate
-        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
-            raise ConfigError(f"learning rate must be a positive finite number, got {lr!r}")
-        m = self.momentum
-        if isinstance(m, bool) or not isinstance(m, (int, float)) or not (0 <= m < 1):
-            raise ConfigError(f"momentum must be in [0, 1), got {m!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**31:
-            raise ConfigError(f"seed must be an integer in [0, 2**31), got {self.seed!r}")
-        for name, value, allowed in (("activation", self.activation, ACTIVATIONS),
-                                     ("initializer", self.initializer, INITIALIZERS),
-                                     ("seeding", self.seeding, SEEDINGS),
-                                     ("loop", self.loop, LOOPS)):
+        for name, value, allowed in (
+            ("activation", self.activation, ACTIVATIONS),
+            ("initializer", self.initializer, INITIALIZERS),
+            ("seeding", self.seeding, SEEDINGS),
+            ("loop", self.loop, LOOPS),
+        ):
             if value not in allowed:
                 raise ConfigError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
         if n_train is not None and self.batch_size > n_train:
-            raise ConfigError(f"batch size {self.batch_size} is larger than the training set "
-                              f"({n_train} images); use at most {n_train}")
+            raise ConfigError(
+                f"batch size {self.batch_size} is larger than the training set "
+                f"({n_train} images); use at most {n_train}"
+            )
         return self
 
 
 # The chapter's two networks. "plain" is the Leaky ReLU network that batch norm is compared with.
 PRESETS = {
     "bn": Config(),
-    "plain": Config(preset="plain", batch_norm=False, activation="leaky_relu",
-                    initializer="glorot_uniform", batch_size=50, epochs=40),
+    "plain": Config(
+        preset="plain",
+        batch_norm=False,
+        activation="leaky_relu",
+        initializer="glorot_uniform",
+        batch_size=50,
+        epochs=40,
+    ),
 }
 
 
@@ -139,5 +160,6 @@ def load_config(path):
     except (OSError, ValueError, TypeError) as e:
         if isinstance(e, ConfigError):
             raise ConfigError(f"{path}: {e}") from None
-        raise ConfigError(f"{path} is not a readable bnmnist config ({e}); "
-                          "is this a run folder made by bnmnist?") from None
+        raise ConfigError(
+            f"{path} is not a readable bnmnist config ({e}); is this a run folder made by bnmnist?"
+        ) from None

@@ -8,6 +8,7 @@ original IDX files, gzipped or not. Everything read is validated (IDX magic, dim
 label range, matching counts) and every failure is a :class:`DataError` naming the file and what to
 do. NumPy files are read with ``allow_pickle=False``. Decoded data is cached per process.
 """
+
 from __future__ import annotations
 
 import functools
@@ -30,13 +31,16 @@ IDX_FILES = {
     "x_test": "t10k-images-idx3-ubyte",
     "y_test": "t10k-labels-idx1-ubyte",
 }
-HOW_TO_PASS = (f"pass a local copy with --data PATH or the environment variable {ENV_VAR} "
-               "(a Keras mnist.npz or a folder with the four MNIST IDX files)")
+HOW_TO_PASS = (
+    f"pass a local copy with --data PATH or the environment variable {ENV_VAR} "
+    "(a Keras mnist.npz or a folder with the four MNIST IDX files)"
+)
 
 
 @dataclass(frozen=True)
 class Mnist:
     """The raw data set as stored: uint8 images (n, 28, 28) and uint8 labels (n,)."""
+
     x_train: np.ndarray
     y_train: np.ndarray
     x_test: np.ndarray
@@ -65,6 +69,7 @@ class Mnist:
 class Split:
     """The book's arrays: float32 pixels / 255 flattened to 784, int32 labels, the first
     ``n_valid`` training images held out for validation."""
+
     X_train: np.ndarray
     y_train: np.ndarray
     X_valid: np.ndarray
@@ -82,8 +87,10 @@ def n_train(mnist, n_valid=5000):
     """How many training images :func:`split` leaves after holding out ``n_valid``, without
     converting anything, so flags can be checked against it quickly."""
     if not 0 < n_valid < len(mnist.x_train):
-        raise DataError(f"{mnist.source}: {len(mnist.x_train)} training images are too few to hold "
-                        f"out {n_valid} for validation; use the full MNIST training set")
+        raise DataError(
+            f"{mnist.source}: {len(mnist.x_train)} training images are too few to hold "
+            f"out {n_valid} for validation; use the full MNIST training set"
+        )
     return len(mnist.x_train) - n_valid
 
 
@@ -91,8 +98,9 @@ def split(mnist, n_valid=5000):
     n_train(mnist, n_valid)
     X = scale_images(mnist.x_train)
     y = mnist.y_train.astype(np.int32)
-    return Split(X[n_valid:], y[n_valid:], X[:n_valid], y[:n_valid],
-                 scale_images(mnist.x_test), mnist.y_test.astype(np.int32))
+    return Split(
+        X[n_valid:], y[n_valid:], X[:n_valid], y[:n_valid], scale_images(mnist.x_test), mnist.y_test.astype(np.int32)
+    )
 
 
 def keras_cache_path():
@@ -115,8 +123,7 @@ def load(path=None, download=True):
     local = resolve(path)
     if local is None:
         if not download:
-            raise DataError(f"no MNIST found (no --data, no {ENV_VAR}, nothing at "
-                            f"{keras_cache_path()}); {HOW_TO_PASS}")
+            raise DataError(f"no MNIST found (no --data, no {ENV_VAR}, nothing at {keras_cache_path()}); {HOW_TO_PASS}")
         local = _download()
     if not os.path.exists(local):
         raise DataError(f"{local}: no such file or folder; {HOW_TO_PASS}")
@@ -133,19 +140,25 @@ def load_recorded(record, path=None, owner="the run"):
     if explicit:
         mnist = load(explicit, download=False)
         if mnist.fingerprint() != sha:
-            raise DataError(f"{mnist.source} holds other data than {owner} was trained on ({source}); "
-                            f"pass that copy with --data PATH or {ENV_VAR}")
+            raise DataError(
+                f"{mnist.source} holds other data than {owner} was trained on ({source}); "
+                f"pass that copy with --data PATH or {ENV_VAR}"
+            )
         return mnist
     if not source:
         raise DataError(f"{owner} records no MNIST copy; {HOW_TO_PASS}")
     try:
         mnist = load(source, download=False)
     except DataError as e:
-        raise DataError(f"{owner} was trained on the MNIST copy at {source}, which cannot be read "
-                        f"now ({e}); pass that copy with --data PATH or {ENV_VAR}") from None
+        raise DataError(
+            f"{owner} was trained on the MNIST copy at {source}, which cannot be read "
+            f"now ({e}); pass that copy with --data PATH or {ENV_VAR}"
+        ) from None
     if mnist.fingerprint() != sha:
-        raise DataError(f"the MNIST copy at {source} has changed since {owner} was trained on it; "
-                        f"pass the copy it was trained on with --data PATH or {ENV_VAR}")
+        raise DataError(
+            f"the MNIST copy at {source} has changed since {owner} was trained on it; "
+            f"pass the copy it was trained on with --data PATH or {ENV_VAR}"
+        )
     return mnist
 
 
@@ -153,8 +166,9 @@ def load_recorded(record, path=None, owner="the run"):
 def _load_cached(path, _mtime_ns, _size):
     # Keyed on mtime and size too, so a file replaced on disk is read again.
     if os.path.isdir(path):
-        arrays = {key: _read_idx(_find_idx(path, name), 3 if key.startswith("x") else 1)
-                  for key, name in IDX_FILES.items()}
+        arrays = {
+            key: _read_idx(_find_idx(path, name), 3 if key.startswith("x") else 1) for key, name in IDX_FILES.items()
+        }
     else:
         arrays = _read_npz(path)
     return _checked(arrays, path)
@@ -165,8 +179,10 @@ def _find_idx(folder, name):
         full = os.path.join(folder, candidate)
         if os.path.isfile(full):
             return full
-    raise DataError(f"{folder}: no {name}.gz (or {name}) in this folder; it needs the four MNIST "
-                    f"IDX files ({', '.join(n + '.gz' for n in IDX_FILES.values())})")
+    raise DataError(
+        f"{folder}: no {name}.gz (or {name}) in this folder; it needs the four MNIST "
+        f"IDX files ({', '.join(n + '.gz' for n in IDX_FILES.values())})"
+    )
 
 
 def _read_bytes(path, limit=-1):
@@ -182,8 +198,7 @@ def _read_bytes(path, limit=-1):
         try:
             raw = gzip.decompress(raw)
         except (OSError, EOFError, zlib.error) as e:
-            raise DataError(f"{path}: corrupt or truncated gzip data ({e}); "
-                            "download or copy the file again") from None
+            raise DataError(f"{path}: corrupt or truncated gzip data ({e}); download or copy the file again") from None
     return raw
 
 
@@ -194,17 +209,21 @@ def _read_idx(path, ndim):
     magic = int.from_bytes(raw[:4], "big")
     want = 0x0800 + ndim
     if magic != want:
-        raise DataError(f"{path}: IDX magic number is 0x{magic:08X}, expected 0x{want:08X} "
-                        f"(uint8, {ndim}-D); is this the right MNIST file?")
+        raise DataError(
+            f"{path}: IDX magic number is 0x{magic:08X}, expected 0x{want:08X} "
+            f"(uint8, {ndim}-D); is this the right MNIST file?"
+        )
     header = 4 + 4 * ndim
     if len(raw) < header:
         raise DataError(f"{path}: truncated IDX header; download or copy the file again")
-    dims = [int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     expected = header + int(np.prod(dims, dtype=np.int64))
     if len(raw) != expected:
         what = "truncated" if len(raw) < expected else "longer than its header says"
-        raise DataError(f"{path}: {what}: header says {'x'.join(map(str, dims))} "
-                        f"({expected} bytes), file has {len(raw)} bytes; download or copy it again")
+        raise DataError(
+            f"{path}: {what}: header says {'x'.join(map(str, dims))} "
+            f"({expected} bytes), file has {len(raw)} bytes; download or copy it again"
+        )
     return np.frombuffer(raw, np.uint8, offset=header).reshape(dims)
 
 
@@ -215,11 +234,15 @@ def _sniff_npz(path):
     if head.startswith(b"PK"):
         return
     if head.startswith(b"\x93NUMPY"):
-        raise DataError(f"{path}: a single NumPy array (.npy), not an .npz archive; pass a Keras "
-                        "mnist.npz (x_train, y_train, x_test, y_test) or a folder of the four IDX files")
+        raise DataError(
+            f"{path}: a single NumPy array (.npy), not an .npz archive; pass a Keras "
+            "mnist.npz (x_train, y_train, x_test, y_test) or a folder of the four IDX files"
+        )
     if head[:2] == b"\x1f\x8b" or head[:3] == b"\x00\x00\x08":
-        raise DataError(f"{path}: one IDX file, not the data set; pass the folder that holds all four "
-                        f"({', '.join(n + '.gz' for n in IDX_FILES.values())})")
+        raise DataError(
+            f"{path}: one IDX file, not the data set; pass the folder that holds all four "
+            f"({', '.join(n + '.gz' for n in IDX_FILES.values())})"
+        )
     raise DataError(f"{path}: neither an .npz archive nor a folder; {HOW_TO_PASS}")
 
 
@@ -229,21 +252,26 @@ def _read_npz(path):
         with np.load(path, allow_pickle=False) as npz:
             missing = [k for k in IDX_FILES if k not in npz.files]
             if missing:
-                raise DataError(f"{path}: missing arrays {', '.join(missing)}; a Keras mnist.npz "
-                                "holds x_train, y_train, x_test and y_test")
+                raise DataError(
+                    f"{path}: missing arrays {', '.join(missing)}; a Keras mnist.npz "
+                    "holds x_train, y_train, x_test and y_test"
+                )
             return {k: npz[k] for k in IDX_FILES}
     except DataError:
         raise
     except ValueError as e:
         if "pickle" in str(e):
-            raise DataError(f"{path}: holds pickled Python objects, which bnmnist refuses to load; "
-                            "use plain numeric arrays (a Keras mnist.npz)") from None
+            raise DataError(
+                f"{path}: holds pickled Python objects, which bnmnist refuses to load; "
+                "use plain numeric arrays (a Keras mnist.npz)"
+            ) from None
         raise DataError(f"{path}: not a readable .npz file ({e}); download or copy it again") from None
     except (OSError, EOFError, zlib.error, KeyError) as e:
         raise DataError(f"{path}: not a readable .npz file ({e}); download or copy it again") from None
     except Exception as e:  # zipfile.BadZipFile and friends: any unreadable archive
-        raise DataError(f"{path}: not a readable .npz file ({type(e).__name__}: {e}); "
-                        "download or copy it again") from None
+        raise DataError(
+            f"{path}: not a readable .npz file ({type(e).__name__}: {e}); download or copy it again"
+        ) from None
 
 
 def _checked(a, source):
@@ -254,22 +282,25 @@ def _checked(a, source):
         if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
             raise DataError(f"{source}: y_{part} is {y.dtype} {y.shape}, expected integer labels (n,)")
         if len(x) != len(y):
-            raise DataError(f"{source}: {len(x)} {part} images but {len(y)} {part} labels; "
-                            "the image and label files must come from the same set")
+            raise DataError(
+                f"{source}: {len(x)} {part} images but {len(y)} {part} labels; "
+                "the image and label files must come from the same set"
+            )
         if len(y) == 0:
             raise DataError(f"{source}: the {part} set is empty")
         if y.min() < 0 or y.max() > 9:
             raise DataError(f"{source}: {part} labels must be 0-9, found {int(y.min())}..{int(y.max())}")
-    return Mnist(a["x_train"], a["y_train"].astype(np.uint8), a["x_test"],
-                 a["y_test"].astype(np.uint8), source)
+    return Mnist(a["x_train"], a["y_train"].astype(np.uint8), a["x_test"], a["y_test"].astype(np.uint8), source)
 
 
 def _download():
     """Keras's own download with its checksum; offline it fails with one clear line."""
     try:
         from keras.utils import get_file  # imports TensorFlow's Keras: only when downloading
+
         return get_file("mnist.npz", origin=KERAS_ORIGIN, file_hash=KERAS_SHA256)
     except Exception as e:  # any network, checksum or write failure
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise DataError(f"could not download MNIST from {KERAS_ORIGIN} ({reason[:200]}); "
-                        f"if this machine is offline, {HOW_TO_PASS}") from None
+        raise DataError(
+            f"could not download MNIST from {KERAS_ORIGIN} ({reason[:200]}); if this machine is offline, {HOW_TO_PASS}"
+        ) from None

@@ -16,6 +16,7 @@ variables (the same value) and rewrites that epoch's TensorBoard summaries. Epoc
 a time, in order; the trainer waits for the pending one before the next checkpoint, before it
 returns and before it raises.
 """
+
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
@@ -79,12 +80,18 @@ class EpochEnd:
         acc = self._accuracy(self.split.X_valid, self.split.y_valid)
         self.result.accuracies.append(acc)
         if self.out is not None:
-            print(epoch, "Validation accuracy:", acc, f"({note or f'epoch {seconds:.2f} s'})",
-                  file=self.out, flush=True)
-        self.writer.add_summary(tf1.Summary(value=[
-            tf1.Summary.Value(tag="validation_accuracy", simple_value=float(acc)),
-            tf1.Summary.Value(tag="training_loss", simple_value=mean_loss),
-            tf1.Summary.Value(tag="epoch_seconds", simple_value=seconds),
-        ]), epoch)
+            print(
+                epoch, "Validation accuracy:", acc, f"({note or f'epoch {seconds:.2f} s'})", file=self.out, flush=True
+            )
+        self.writer.add_summary(
+            tf1.Summary(
+                value=[
+                    tf1.Summary.Value(tag="validation_accuracy", simple_value=float(acc)),
+                    tf1.Summary.Value(tag="training_loss", simple_value=mean_loss),
+                    tf1.Summary.Value(tag="epoch_seconds", simple_value=seconds),
+                ]
+            ),
+            epoch,
+        )
         self.writer.add_summary(self._histograms(), epoch)
         self.writer.flush()

@@ -2,6 +2,7 @@
 
 ``scripts/plot_runs.py`` and ``scripts/seeds.py`` are thin wrappers around these functions.
 """
+
 from __future__ import annotations
 
 import csv
@@ -13,8 +14,28 @@ import numpy as np
 from . import runs
 from .errors import RunFolderError
 
-BOOK_TABLE = [0.8952, 0.9202, 0.9318, 0.9422, 0.9468, 0.954, 0.9568, 0.96, 0.962, 0.9638,
-              0.9662, 0.9682, 0.9672, 0.9696, 0.9706, 0.9704, 0.9718, 0.9726, 0.9738, 0.9742]
+BOOK_TABLE = [
+    0.8952,
+    0.9202,
+    0.9318,
+    0.9422,
+    0.9468,
+    0.954,
+    0.9568,
+    0.96,
+    0.962,
+    0.9638,
+    0.9662,
+    0.9682,
+    0.9672,
+    0.9696,
+    0.9706,
+    0.9704,
+    0.9718,
+    0.9726,
+    0.9738,
+    0.9742,
+]
 
 
 def load_results(run_dir):
@@ -22,8 +43,10 @@ def load_results(run_dir):
         raise RunFolderError(f"{run_dir} is not a bnmnist run folder (no {runs.CONFIG_FILE})")
     results = runs.read_results(run_dir)
     if results is None:
-        raise RunFolderError(f"{run_dir} has no readable {runs.RESULTS_FILE}: the run has not finished; "
-                             f"finish it with: python scripts/train.py --resume {run_dir}")
+        raise RunFolderError(
+            f"{run_dir} has no readable {runs.RESULTS_FILE}: the run has not finished; "
+            f"finish it with: python scripts/train.py --resume {run_dir}"
+        )
     return results
 
 
@@ -31,25 +54,33 @@ def plot_runs(run_dirs, out=None, book=False, title=None):
     """A PNG of validation accuracy per epoch for each run; returns the path written."""
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise RunFolderError("plotting needs matplotlib: pip install -e \".[notebook]\"") from None
+        raise RunFolderError('plotting needs matplotlib: pip install -e ".[notebook]"') from None
     from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     out = out or os.path.join(run_dirs[0], "validation_accuracy.png")
     formats = FigureCanvasAgg.get_supported_filetypes()
     if os.path.splitext(out)[1][1:].lower() not in formats:
-        raise RunFolderError(f"cannot tell the image format of {out}; end it with .png (or "
-                             f"{', '.join('.' + f for f in sorted(formats) if f != 'png')})")
+        raise RunFolderError(
+            f"cannot tell the image format of {out}; end it with .png (or "
+            f"{', '.join('.' + f for f in sorted(formats) if f != 'png')})"
+        )
     fig, ax = plt.subplots(figsize=(8, 5))
-    if len(run_dirs) > 10:          # the default cycle repeats after ten colours
+    if len(run_dirs) > 10:  # the default cycle repeats after ten colours
         ax.set_prop_cycle(color=plt.cm.tab20.colors)
     for run_dir in run_dirs:
         results = load_results(run_dir)
         cfg = runs.read_config(run_dir)
         acc = results["validation_accuracy"]
-        ax.plot(range(len(acc)), acc, marker=".", label=f"{cfg.preset} seed {cfg.seed} "
-                f"({os.path.basename(os.path.normpath(run_dir))})")
+        ax.plot(
+            range(len(acc)),
+            acc,
+            marker=".",
+            label=f"{cfg.preset} seed {cfg.seed} ({os.path.basename(os.path.normpath(run_dir))})",
+        )
     if book:
         ax.plot(range(len(BOOK_TABLE)), BOOK_TABLE, "k--", linewidth=1, label="book (bn, TF 1.x, seed 42)")
     ax.set_xlabel("epoch")
@@ -61,14 +92,15 @@ def plot_runs(run_dirs, out=None, book=False, title=None):
     try:
         fig.savefig(out, dpi=100)
     except OSError as e:
-        raise RunFolderError(f"cannot write the plot to {out} ({e.strerror}); "
-                             "choose a writable path with --out") from None
+        raise RunFolderError(
+            f"cannot write the plot to {out} ({e.strerror}); choose a writable path with --out"
+        ) from None
     finally:
         plt.close(fig)
     return out
 
 
-MAX_SEEDS = 1000        # a 20-epoch bn run takes about half a minute here: 1,000 are hours
+MAX_SEEDS = 1000  # a 20-epoch bn run takes about half a minute here: 1,000 are hours
 
 
 def parse_seeds(text):
@@ -79,11 +111,12 @@ def parse_seeds(text):
             if "-" in part.strip()[1:]:
                 lo, hi = (int(x) for x in part.split("-", 1))
                 if lo > hi:
-                    raise RunFolderError(f"--seeds range {part.strip()} goes down; write it low-high, "
-                                         f"like {hi}-{lo}")
+                    raise RunFolderError(f"--seeds range {part.strip()} goes down; write it low-high, like {hi}-{lo}")
                 if hi - lo >= MAX_SEEDS:
-                    raise RunFolderError(f"--seeds {part.strip()} is {hi - lo + 1:,} runs; pass at most "
-                                         f"{MAX_SEEDS:,} seeds (each is a whole training run)")
+                    raise RunFolderError(
+                        f"--seeds {part.strip()} is {hi - lo + 1:,} runs; pass at most "
+                        f"{MAX_SEEDS:,} seeds (each is a whole training run)"
+                    )
                 seeds.update(range(lo, hi + 1))
             else:
                 seeds.add(int(part))
@@ -92,8 +125,9 @@ def parse_seeds(text):
     if not seeds or min(seeds) < 0 or max(seeds) >= 2**31:
         raise RunFolderError(f"--seeds needs seeds in [0, 2**31), as --seed does; got {text!r}")
     if len(seeds) > MAX_SEEDS:
-        raise RunFolderError(f"--seeds {text} is {len(seeds):,} runs; pass at most {MAX_SEEDS:,} "
-                             "seeds (each is a whole training run)")
+        raise RunFolderError(
+            f"--seeds {text} is {len(seeds):,} runs; pass at most {MAX_SEEDS:,} seeds (each is a whole training run)"
+        )
     return sorted(seeds)
 
 
@@ -102,10 +136,17 @@ def seed_statistics(results_by_seed):
     seeds = sorted(results_by_seed)
     acc = np.array([results_by_seed[s]["validation_accuracy"] for s in seeds], dtype=np.float64)
     test = np.array([results_by_seed[s]["test_accuracy"] for s in seeds], dtype=np.float64)
-    rows = [{"epoch": e, "mean": acc[:, e].mean(), "std": acc[:, e].std(ddof=1) if len(seeds) > 1 else 0.0,
-             "min": acc[:, e].min(), "max": acc[:, e].max(),
-             "seed_42": results_by_seed[42]["validation_accuracy"][e] if 42 in results_by_seed else math.nan}
-            for e in range(acc.shape[1])]
+    rows = [
+        {
+            "epoch": e,
+            "mean": acc[:, e].mean(),
+            "std": acc[:, e].std(ddof=1) if len(seeds) > 1 else 0.0,
+            "min": acc[:, e].min(),
+            "max": acc[:, e].max(),
+            "seed_42": results_by_seed[42]["validation_accuracy"][e] if 42 in results_by_seed else math.nan,
+        }
+        for e in range(acc.shape[1])
+    ]
     return seeds, rows, test
 
 
@@ -114,11 +155,26 @@ def write_seed_csv(path, seeds, rows, test, results_by_seed):
         w = csv.writer(f)
         w.writerow(["epoch", "mean", "std", "min", "max", "seed_42"])
         for r in rows:
-            w.writerow([r["epoch"], f"{r['mean']:.6f}", f"{r['std']:.6f}", f"{r['min']:.4f}",
-                        f"{r['max']:.4f}", "" if math.isnan(r["seed_42"]) else f"{r['seed_42']:.4f}"])
-        w.writerow(["test", f"{test.mean():.6f}", f"{test.std(ddof=1) if len(test) > 1 else 0:.6f}",
-                    f"{test.min():.4f}", f"{test.max():.4f}",
-                    f"{results_by_seed[42]['test_accuracy']:.4f}" if 42 in results_by_seed else ""])
+            w.writerow(
+                [
+                    r["epoch"],
+                    f"{r['mean']:.6f}",
+                    f"{r['std']:.6f}",
+                    f"{r['min']:.4f}",
+                    f"{r['max']:.4f}",
+                    "" if math.isnan(r["seed_42"]) else f"{r['seed_42']:.4f}",
+                ]
+            )
+        w.writerow(
+            [
+                "test",
+                f"{test.mean():.6f}",
+                f"{test.std(ddof=1) if len(test) > 1 else 0:.6f}",
+                f"{test.min():.4f}",
+                f"{test.max():.4f}",
+                f"{results_by_seed[42]['test_accuracy']:.4f}" if 42 in results_by_seed else "",
+            ]
+        )
         w.writerow([])
         w.writerow(["seed", "final_validation_accuracy", "test_accuracy", "run"])
         for s in seeds:

@@ -5,6 +5,7 @@ statistics included) is restored from the checkpoint. Nothing is imported from a
 which could carry arbitrary ops. Each restored model holds its own graph and session, so several
 can be open side by side, and nothing global in TensorFlow is touched.
 """
+
 from __future__ import annotations
 
 import os
@@ -12,7 +13,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from . import checkpoint, data, runs
+from . import atomic, checkpoint, data, runs
 from .graph import build_graph
 
 tf1 = tf.compat.v1
@@ -31,8 +32,9 @@ def as_model_input(images):
                 raise ValueError("images must be scaled to [0, 1] (pixels / 255) when given as floats")
         return a.astype(np.float32, copy=False)
     hint = "; for one image pass images[None]" if a.shape in ((28, 28), (784,)) else ""
-    raise ValueError(f"images must be uint8 of shape (n, 28, 28) or float of shape (n, 784) in "
-                     f"[0, 1]; got {a.dtype} {a.shape}{hint}")
+    raise ValueError(
+        f"images must be uint8 of shape (n, 28, 28) or float of shape (n, 784) in [0, 1]; got {a.dtype} {a.shape}{hint}"
+    )
 
 
 class RestoredModel:
@@ -81,9 +83,9 @@ class RestoredModel:
         by SHA-256), or ``BNMNIST_DATA`` if set, which must hold the same data. A
         :class:`bnmnist.data.Mnist`."""
         try:
-            record = runs.read_json(os.path.join(self.run_dir, runs.DATA_FILE))
+            record = atomic.read_json(os.path.join(self.run_dir, runs.DATA_FILE))
         except (OSError, ValueError):
-            return data.load()      # a run folder without its record: the usual sources
+            return data.load()  # a run folder without its record: the usual sources
         return data.load_recorded(record, owner=self.run_dir)
 
     def variables(self):

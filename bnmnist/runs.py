@@ -1,33 +1,28 @@
-"""Run folders and crash-safe checkpoints (no TensorFlow import here).
+"""Run folders (no TensorFlow import here): making, finding and locking them, and the records
+they keep besides checkpoints.
 
-A run lives in ``<logdir>/run-<UTC %Y%m%d%H%M%S>[-N]/`` holding ``config.json``, ``data.json``,
-``graph.meta``, the checkpoints ``model.ckpt-<epoch>.{index,data-*,meta}``, the ``checkpoint``
-state file, ``results.json`` when finished, and TensorBoard event files.
-
-Crash safety: a checkpoint's files are all written (TensorFlow writes the data to a temporary
-name and renames it; the ``.meta`` is a hard link of ``graph.meta``) *before* the ``checkpoint``
-state file, itself replaced atomically, names it; old checkpoints are deleted only after the state
-file has stopped naming them. So whenever the process is killed, the state file names complete
-checkpoints only.
+A run lives in ``<logdir>/run-<UTC %Y%m%d%H%M%S>[-N]/`` holding ``config.json`` (the
+:class:`~bnmnist.config.Config`), ``data.json`` (the MNIST copy it trains on: path and SHA-256),
+``graph.meta``, the checkpoints and their ``checkpoint`` state file (``checkpoint_files.py``),
+``results.json`` when finished, and TensorBoard event files.
 """
+
 from __future__ import annotations
 
+import contextlib
 import datetime
-import json
 import os
 import re
-import shutil
 import tempfile
 
+from .atomic import read_json
+from .checkpoint_files import newest_prefix, read_state, require_checkpoint, strip_checkpoint_suffix
 from .config import load_config
 from .errors import CheckpointError, RunFolderError
 
 CONFIG_FILE = "config.json"
 DATA_FILE = "data.json"
 RESULTS_FILE = "results.json"
-STATE_FILE = "checkpoint"
-GRAPH_META = "graph.meta"
-CKPT_BASENAME = "model.ckpt"
 _RUN_RE = re.compile(r"^run-\d{14}(-\d+)?$")
 
 
@@ -42,11 +37,14 @@ def check_logdir(logdir, create=True):
         while not os.path.exists(existing):
             existing = os.path.dirname(existing)
         if not os.path.isdir(existing):
-            raise RunFolderError(f"cannot create log folder {logdir} ({existing} is a file); "
-                                 "choose another with --logdir")
+            raise RunFolderError(
+                f"cannot create log folder {logdir} ({existing} is a file); choose another with --logdir"
+            )
         if not os.access(existing, os.W_OK | os.X_OK):
-            raise RunFolderError(f"cannot write in log folder {logdir} (no write permission on "
-                                 f"{existing}); choose another with --logdir or fix its permissions")
+            raise RunFolderError(
+                f"cannot write in log folder {logdir} (no write permission on "
+                f"{existing}); choose another with --logdir or fix its permissions"
+            )
         return
     make_writable(logdir, "log folder", "choose another with --logdir or fix its permissions")
 
@@ -80,7 +78,7 @@ def new_run_dir(logdir, now=None):
     raise RunFolderError(f"could not find a free run folder name under {logdir}")
 
 
-_held_locks = {}      # run folder (real path) -> the open folder this process locked
+_held_locks = {}  # run folder (real path) -> the open folder this process locked
 
 
 def lock_run(run_dir):
@@ -101,37 +99,30 @@ def lock_run(run_dir):
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         os.close(fd)
-        raise RunFolderError(f"{run_dir} is being trained by another process right now; let it "
-                             "finish (or stop it with Ctrl-C) before resuming it") from None
+        raise RunFolderError(
+            f"{run_dir} is being trained by another process right now; let it "
+            "finish (or stop it with Ctrl-C) before resuming it"
+        ) from None
     _held_locks[key] = fd
     return True
+
+
+@contextlib.contextmanager
+def run_lock(run_dir):
+    """Hold the run's training lock (:func:`lock_run`) for the block; the one way bnmnist takes it.
+    Nested blocks in the same process share it; the outermost releases it."""
+    took = lock_run(run_dir)
+    try:
+        yield
+    finally:
+        if took:
+            unlock_run(run_dir)
 
 
 def unlock_run(run_dir):
     fd = _held_locks.pop(os.path.realpath(run_dir), None)
     if fd is not None:
         os.close(fd)
-
-
-def write_bytes_atomic(path, data):
-    """Write to a temporary name, flush to disk, then rename over ``path``: readers (and a
-    process killed half-way) see the old file or the new one, never a partial one."""
-    folder, base = os.path.split(path)
-    tmp = os.path.join(folder, f".{base}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def write_json_atomic(path, obj):
-    write_bytes_atomic(path, (json.dumps(obj, indent=2) + "\n").encode("utf-8"))
-
-
-def read_json(path):
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
 
 
 def is_run_dir(path):
@@ -141,9 +132,14 @@ def is_run_dir(path):
 def list_runs(logdir):
     if not os.path.isdir(logdir):
         return []
-    return sorted((os.path.join(logdir, d) for d in os.listdir(logdir)
-                   if _RUN_RE.match(d) and is_run_dir(os.path.join(logdir, d))),
-                  key=lambda p: (os.path.basename(p)[:18], _suffix(p)))
+    return sorted(
+        (
+            os.path.join(logdir, d)
+            for d in os.listdir(logdir)
+            if _RUN_RE.match(d) and is_run_dir(os.path.join(logdir, d))
+        ),
+        key=lambda p: (os.path.basename(p)[:18], _suffix(p)),
+    )
 
 
 def _suffix(path):
@@ -158,50 +154,16 @@ def latest_run(logdir="tf_logs"):
     restorable = [r for r in folders if read_state(r)]
     if not restorable:
         where = "" if os.path.isabs(logdir) else f" (relative to this folder: {os.path.abspath(logdir)})"
-        what = (f"none of the {len(folders)} run folder(s) under {logdir}/ holds a checkpoint yet"
-                if folders else f"no runs under {logdir}/")
-        raise RunFolderError(f"{what}{where}; train one with `python scripts/train.py`, or say "
-                             "where the runs are (--logdir, or logdir=... in bnmnist.restore)")
+        what = (
+            f"none of the {len(folders)} run folder(s) under {logdir}/ holds a checkpoint yet"
+            if folders
+            else f"no runs under {logdir}/"
+        )
+        raise RunFolderError(
+            f"{what}{where}; train one with `python scripts/train.py`, or say "
+            "where the runs are (--logdir, or logdir=... in bnmnist.restore)"
+        )
     return restorable[-1]
-
-
-def newest_prefix(run_dir):
-    """The newest checkpoint prefix the run's state file names."""
-    prefixes = read_state(run_dir)
-    if not prefixes:
-        raise CheckpointError(f"{run_dir} holds no checkpoint (no '{STATE_FILE}' file naming "
-                              "one); train at least one epoch, or pass a checkpoint prefix")
-    return prefixes[-1]
-
-
-def checkpoint_epoch(prefix):
-    """The epoch of ``.../model.ckpt-<epoch>`` (saved after that epoch), or None for another name."""
-    m = re.match(rf"^{re.escape(CKPT_BASENAME)}-(\d+)$", os.path.basename(prefix))
-    return int(m.group(1)) if m else None
-
-
-def saved_checkpoints(run_dir):
-    """Every checkpoint prefix with an index file in the folder, oldest epoch first, whatever the
-    state file says (for telling the user what is there when it is damaged)."""
-    try:
-        names = os.listdir(run_dir)
-    except OSError:
-        return []
-    prefixes = [os.path.join(run_dir, n[:-len(".index")]) for n in names if n.endswith(".index")]
-    return sorted((p for p in prefixes if checkpoint_epoch(p) is not None), key=checkpoint_epoch)
-
-
-def epochs_done(run_dir, start=None):
-    """How many epochs the checkpoint a resume starts from holds: ``start``, else the newest the
-    state file names (``model.ckpt-<epoch>`` is saved after ``epoch``); 0 when there is none."""
-    prefixes = [start] if start else read_state(run_dir)
-    if not prefixes:
-        return 0
-    epoch = checkpoint_epoch(prefixes[-1])
-    if epoch is None:
-        raise CheckpointError(f"{run_dir}: its '{STATE_FILE}' file names {prefixes[-1]}, not a "
-                              f"{CKPT_BASENAME}-<epoch> checkpoint of bnmnist")
-    return epoch + 1
 
 
 def read_results(run_dir):
@@ -212,24 +174,8 @@ def read_results(run_dir):
         return None
 
 
-def require_checkpoint(prefix):
-    """Refuses a prefix without an index file, naming the checkpoints its folder does keep (a run
-    keeps only its newest few, so an older epoch's is gone)."""
-    if os.path.exists(prefix + ".index"):
-        return
-    names = [os.path.basename(p) for p in saved_checkpoints(os.path.dirname(prefix) or ".")]
-    kept = f"; the folder keeps {', '.join(names)}" if names else ""
-    raise CheckpointError(f"{prefix}: no such checkpoint ({prefix}.index is missing{kept}); "
-                          "pass a run folder or an existing model.ckpt-N prefix")
-
-
 def read_config(run_dir):
     return load_config(os.path.join(run_dir, CONFIG_FILE))
-
-
-def strip_checkpoint_suffix(path):
-    """A checkpoint's ``.index``, ``.meta`` or ``.data-*`` file name -> its prefix."""
-    return re.sub(r"\.(index|meta|data-\d+-of-\d+)$", "", str(path))
 
 
 def resolve(path, logdir="tf_logs"):
@@ -247,67 +193,8 @@ def resolve(path, logdir="tf_logs"):
     else:
         run_dir, prefix = os.path.dirname(path) or ".", path
         if not is_run_dir(run_dir):
-            raise CheckpointError(f"{path}: neither a run folder nor a checkpoint inside one "
-                                  f"(no {CONFIG_FILE} in {run_dir})")
+            raise CheckpointError(
+                f"{path}: neither a run folder nor a checkpoint inside one (no {CONFIG_FILE} in {run_dir})"
+            )
     require_checkpoint(prefix)
     return run_dir, prefix, read_config(run_dir)
-
-
-def checkpoint_prefix(run_dir, epoch):
-    return os.path.join(run_dir, f"{CKPT_BASENAME}-{epoch}")
-
-
-def read_state(run_dir):
-    """Checkpoint prefixes the state file names, oldest first (absolute paths); [] if none."""
-    path = os.path.join(run_dir, STATE_FILE)
-    if not os.path.isfile(path):
-        return []
-    names, newest = [], None
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            m = re.match(r'^all_model_checkpoint_paths:\s*"(.*)"\s*$', line.strip())
-            if m:
-                names.append(m.group(1))
-            m = re.match(r'^model_checkpoint_path:\s*"(.*)"\s*$', line.strip())
-            if m:
-                newest = m.group(1)
-    if newest is not None and (not names or names[-1] != newest):
-        names.append(newest)
-    return [p if os.path.isabs(p) else os.path.join(run_dir, p) for p in names]
-
-
-def write_state(run_dir, prefixes):
-    """Atomically replace the state file, in TensorFlow's text format with relative paths."""
-    rel = [os.path.basename(p) for p in prefixes]
-    text = f'model_checkpoint_path: "{rel[-1]}"\n' + "".join(
-        f'all_model_checkpoint_paths: "{r}"\n' for r in rel)
-    write_bytes_atomic(os.path.join(run_dir, STATE_FILE), text.encode("utf-8"))
-
-
-def checkpoint_files(prefix):
-    folder, base = os.path.split(prefix)
-    return [os.path.join(folder, f) for f in os.listdir(folder)
-            if f == base + ".index" or f == base + ".meta" or f.startswith(base + ".data-")]
-
-
-def link_meta(run_dir, prefix):
-    """Give a checkpoint its ``.meta`` (the book's ``import_meta_graph`` recipe needs one)."""
-    src, dst = os.path.join(run_dir, GRAPH_META), prefix + ".meta"
-    tmp = dst + ".tmp"
-    if os.path.lexists(tmp):
-        os.remove(tmp)
-    try:
-        os.link(src, tmp)
-    except OSError:
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
-
-
-def commit_checkpoint(run_dir, prefix, keep):
-    """Name ``prefix`` newest in the state file, then delete checkpoints beyond ``keep``."""
-    kept = [p for p in read_state(run_dir) if p != prefix] + [prefix]
-    dropped, kept = kept[:-keep], kept[-keep:]
-    write_state(run_dir, kept)
-    for old in dropped:
-        for f in checkpoint_files(old):
-            os.remove(f)

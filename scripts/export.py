@@ -3,6 +3,7 @@
 RUN is a run folder, a checkpoint prefix, or "latest". Inspect the result with
 ``saved_model_cli show --dir OUT_DIR --all``.
 """
+
 import os
 import sys
 
@@ -16,8 +17,11 @@ def check_out_dir(out_dir):
     """OUT_DIR must be new, in a folder that exists (or can be made) and is writable."""
     if os.path.exists(out_dir):
         raise BnmnistError(f"{out_dir} already exists; choose a new folder")
-    runs.make_writable(os.path.dirname(os.path.abspath(out_dir)), "the folder of OUT_DIR",
-                       "choose an OUT_DIR in a folder you can write")
+    runs.make_writable(
+        os.path.dirname(os.path.abspath(out_dir)),
+        "the folder of OUT_DIR",
+        "choose an OUT_DIR in a folder you can write",
+    )
 
 
 def main(argv=None):
@@ -27,16 +31,19 @@ def main(argv=None):
     ap.add_argument("--logdir", default="tf_logs", type=path_arg, help='where "latest" looks (default: %(default)s)')
     args = ap.parse_args(argv)
     try:
-        runs.resolve(args.run, args.logdir)        # a wrong RUN is refused before TensorFlow loads
+        runs.resolve(args.run, args.logdir)  # a wrong RUN is refused before TensorFlow loads
         check_out_dir(args.out_dir)
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         from bnmnist.export import export_saved_model
+
         out = export_saved_model(args.run, args.out_dir, args.logdir)
     except BnmnistError as e:
         print(f"export: error: {e}", file=sys.stderr)
         return 2
-    print(f"SavedModel written to {out} (signature serving_default: uint8 images (None, 28, 28) "
-          "-> probabilities, classes)")
+    print(
+        f"SavedModel written to {out} (signature serving_default: uint8 images (None, 28, 28) "
+        "-> probabilities, classes)"
+    )
     return 0
 
 

@@ -6,6 +6,7 @@ runs 20 kills; run more by hand:
 
     python scripts/kill_stress.py --data ../shared/data/mnist --kills 200
 """
+
 import json
 import os
 import random
@@ -23,9 +24,10 @@ def newest_checkpoint_epochs(run_dir):
     every tensor in it; raises if it is incomplete, unreadable or inconsistent."""
     import numpy as np
     import tensorflow as tf
-    from bnmnist import runs
 
-    prefixes = runs.read_state(run_dir)
+    from bnmnist import checkpoint_files
+
+    prefixes = checkpoint_files.read_state(run_dir)
     if not prefixes:
         return None
     reader = tf.train.load_checkpoint(prefixes[-1])
@@ -46,10 +48,15 @@ def kill_at_random_moments(data, logdir, n_kills, seed=0, max_delay=0.8, log=Non
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
     for i in range(n_kills):
         args = ["--resume", run_dir] if run_dir else ["--logdir", str(logdir), "--epochs", "100000"]
-        p = subprocess.Popen([sys.executable, TRAIN_SCRIPT, "--data", str(data), "--quiet", *args],
-                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+        p = subprocess.Popen(
+            [sys.executable, TRAIN_SCRIPT, "--data", str(data), "--quiet", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=env,
+        )
         epochs_seen = 0
-        for line in p.stdout:       # wait until training is under way and one epoch is saved
+        for line in p.stdout:  # wait until training is under way and one epoch is saved
             if line.startswith("Run folder: "):
                 run_dir = line.split(": ", 1)[1].strip()
             epochs_seen += "(epoch " in line
@@ -67,17 +74,20 @@ def kill_at_random_moments(data, logdir, n_kills, seed=0, max_delay=0.8, log=Non
 
 def main():
     from bnmnist.cli import ScriptParser, path_arg, positive_int
+
     ap = ScriptParser(prog="kill_stress", description=__doc__.splitlines()[0])
     ap.add_argument("--data", required=True, type=path_arg, help="MNIST (mnist.npz or the IDX folder)")
-    ap.add_argument("--logdir", default="tf_logs/kill_stress", type=path_arg,
-                    help="where the run goes (default: %(default)s)")
+    ap.add_argument(
+        "--logdir", default="tf_logs/kill_stress", type=path_arg, help="where the run goes (default: %(default)s)"
+    )
     ap.add_argument("--kills", type=positive_int, default=100, help="how many kills (default: %(default)s)")
     ap.add_argument("--seed", type=int, default=0, help="random moments seed (default: %(default)s)")
     args = ap.parse_args()
     from bnmnist import data, runs
     from bnmnist.errors import BnmnistError
+
     try:
-        data.load(args.data, download=False)      # refused here, not as a run that never starts
+        data.load(args.data, download=False)  # refused here, not as a run that never starts
         runs.check_logdir(args.logdir)
     except BnmnistError as e:
         print(f"kill_stress: error: {e}", file=sys.stderr)

@@ -3,6 +3,7 @@
 Saved as ``validation_accuracy.png`` in the first run's folder unless ``--out`` says otherwise.
 Needs matplotlib (``pip install -e ".[notebook]"``).
 """
+
 import os
 import sys
 
@@ -14,11 +15,15 @@ from bnmnist.reports import plot_runs  # noqa: E402
 
 def main(argv=None):
     ap = ScriptParser(prog="plot_runs", description="Plot validation accuracy per epoch for one or more runs.")
-    ap.add_argument("runs", nargs="+", metavar="RUN", type=path_arg,
-                    help="run folders, e.g. tf_logs/run-20261127085803")
+    ap.add_argument(
+        "runs", nargs="+", metavar="RUN", type=path_arg, help="run folders, e.g. tf_logs/run-20261127085803"
+    )
     ap.add_argument("--book", action="store_true", help="overlay the book's published bn table")
-    ap.add_argument("--out", type=path_arg, help="image path: .png, or .svg, .pdf ... (default: "
-                                                 "RUN/validation_accuracy.png of the first run)")
+    ap.add_argument(
+        "--out",
+        type=path_arg,
+        help="image path: .png, or .svg, .pdf ... (default: RUN/validation_accuracy.png of the first run)",
+    )
     ap.add_argument("--title", help="plot title")
     args = ap.parse_args(argv)
     try:

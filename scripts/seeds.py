@@ -5,6 +5,7 @@ Each seed is a normal ``scripts/train.py`` run (its own run folder under ``--log
 and max of validation accuracy and the test accuracy, marks seed 42 (always trained, added if not
 listed), writes the same to CSV, and plots every seed's curve.
 """
+
 import concurrent.futures
 import datetime
 import os
@@ -25,8 +26,17 @@ def train_seed(seed, args, stop):
     The worker that sees its run fail sets ``stop`` itself, before it could take the next seed."""
     if stop.is_set():
         return seed, None
-    cmd = [sys.executable, os.path.join(HERE, "train.py"), "--preset", args.preset, "--seed", str(seed),
-           "--logdir", args.logdir, "--quiet"]
+    cmd = [
+        sys.executable,
+        os.path.join(HERE, "train.py"),
+        "--preset",
+        args.preset,
+        "--seed",
+        str(seed),
+        "--logdir",
+        args.logdir,
+        "--quiet",
+    ]
     if args.epochs:
         cmd += ["--epochs", str(args.epochs)]
     if args.data:
@@ -35,7 +45,7 @@ def train_seed(seed, args, stop):
     p = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if p.returncode != 0:
         stop.set()
-    if p.returncode == 130:             # Ctrl-C reached the run too (it saved its last epoch)
+    if p.returncode == 130:  # Ctrl-C reached the run too (it saved its last epoch)
         raise KeyboardInterrupt
     if p.returncode != 0:
         last = (p.stderr.strip().splitlines() or ["(nothing on stderr)"])[-1]
@@ -53,18 +63,23 @@ def main(argv=None):
     ap.add_argument("--epochs", type=positive_int, help="override the preset's epochs")
     ap.add_argument("--data", type=path_arg, help="MNIST path (default: $BNMNIST_DATA, then the Keras cache)")
     ap.add_argument("--logdir", default="tf_logs", type=path_arg, help="where the runs go (default: %(default)s)")
-    ap.add_argument("--jobs", type=positive_int, default=os.cpu_count(), help="parallel runs (default: cores = %(default)s)")
+    ap.add_argument(
+        "--jobs", type=positive_int, default=os.cpu_count(), help="parallel runs (default: cores = %(default)s)"
+    )
     ap.add_argument("--csv", type=path_arg, help="CSV path (default: LOGDIR/seeds-PRESET-<UTC time>.csv)")
     args = ap.parse_args(argv)
     try:
         seeds = reports.parse_seeds(args.seeds)
         runs.check_logdir(args.logdir)
-        if args.csv:                # its folder must take the table once every seed has trained
+        if args.csv:  # its folder must take the table once every seed has trained
             if os.path.isdir(args.csv):
                 raise BnmnistError(f"--csv {args.csv} is a folder; give a file name, like {args.csv}/seeds.csv")
-            runs.make_writable(os.path.dirname(os.path.abspath(args.csv)), "the folder of --csv",
-                               "choose a --csv path in a folder you can write")
-        data.load(args.data)        # bad data is refused once, here, and a download happens once
+            runs.make_writable(
+                os.path.dirname(os.path.abspath(args.csv)),
+                "the folder of --csv",
+                "choose a --csv path in a folder you can write",
+            )
+        data.load(args.data)  # bad data is refused once, here, and a download happens once
     except BnmnistError as e:
         print(f"seeds: error: {e}", file=sys.stderr)
         return 2
@@ -73,24 +88,30 @@ def main(argv=None):
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d%H%M%S")
     csv_path = args.csv or os.path.join(args.logdir, f"seeds-{args.preset}-{stamp}.csv")
     print(f"Training preset {args.preset} for seeds {seeds}, {args.jobs} at a time", flush=True)
-    signal.signal(signal.SIGINT, signal.default_int_handler)   # Ctrl-C works even if started with `&`
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C works even if started with `&`
     results, stop = {}, threading.Event()
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
         try:
             for future in [pool.submit(train_seed, s, args, stop) for s in seeds]:
                 seed, res = future.result()
-                if res is None:         # not started: a failure or Ctrl-C comes first in seed order
+                if res is None:  # not started: a failure or Ctrl-C comes first in seed order
                     continue
                 results[seed] = res
-                print(f"seed {seed}: final validation {res['validation_accuracy'][-1]:.4f}, "
-                      f"test {res['test_accuracy']:.4f} ({res['run_dir']})", flush=True)
+                print(
+                    f"seed {seed}: final validation {res['validation_accuracy'][-1]:.4f}, "
+                    f"test {res['test_accuracy']:.4f} ({res['run_dir']})",
+                    flush=True,
+                )
         except (BnmnistError, KeyboardInterrupt) as e:
             stop.set()
-            pool.shutdown(cancel_futures=True)          # start no more seeds; running ones end
+            pool.shutdown(cancel_futures=True)  # start no more seeds; running ones end
             if isinstance(e, KeyboardInterrupt):
-                print(f"seeds: interrupted after {len(results)} finished seed(s); every run keeps its "
-                      f"completed epochs in {args.logdir} (resume one with python scripts/train.py "
-                      "--resume RUN)", file=sys.stderr)
+                print(
+                    f"seeds: interrupted after {len(results)} finished seed(s); every run keeps its "
+                    f"completed epochs in {args.logdir} (resume one with python scripts/train.py "
+                    "--resume RUN)",
+                    file=sys.stderr,
+                )
                 return 130
             print(f"seeds: error: {e}", file=sys.stderr)
             return 2
@@ -99,21 +120,31 @@ def main(argv=None):
     print(f"{'epoch':>5} {'mean':>7} {'std':>7} {'min':>7} {'max':>7} {'seed 42':>8}")
     for r in rows:
         print(f"{r['epoch']:>5} {r['mean']:.4f} {r['std']:.4f} {r['min']:.4f} {r['max']:.4f} {r['seed_42']:>8.4f}")
-    print(f" test {test.mean():.4f} {test.std(ddof=1) if len(test) > 1 else 0:.4f} {test.min():.4f} "
-          f"{test.max():.4f} {results[42]['test_accuracy']:>8.4f}")
-    print(f"Seed 42 ranks {reports.rank_of_seed_42(results, 'validation')} on final validation accuracy, "
-          f"{reports.rank_of_seed_42(results, 'test')} on test accuracy")
+    print(
+        f" test {test.mean():.4f} {test.std(ddof=1) if len(test) > 1 else 0:.4f} {test.min():.4f} "
+        f"{test.max():.4f} {results[42]['test_accuracy']:>8.4f}"
+    )
+    print(
+        f"Seed 42 ranks {reports.rank_of_seed_42(results, 'validation')} on final validation accuracy, "
+        f"{reports.rank_of_seed_42(results, 'test')} on test accuracy"
+    )
     try:
         reports.write_seed_csv(csv_path, ordered, rows, test, results)
     except OSError as e:
-        print(f"seeds: error: could not write {csv_path} ({e.strerror}); the table above and every "
-              f"run folder in {args.logdir} are kept", file=sys.stderr)
+        print(
+            f"seeds: error: could not write {csv_path} ({e.strerror}); the table above and every "
+            f"run folder in {args.logdir} are kept",
+            file=sys.stderr,
+        )
         return 4
     print(f"CSV written to {csv_path}")
     try:
-        png = reports.plot_runs([results[s]["run_dir"] for s in ordered],
-                                out=os.path.splitext(csv_path)[0] + ".png",
-                                book=args.preset == "bn", title=f"{args.preset}: {len(ordered)} seeds")
+        png = reports.plot_runs(
+            [results[s]["run_dir"] for s in ordered],
+            out=os.path.splitext(csv_path)[0] + ".png",
+            book=args.preset == "bn",
+            title=f"{args.preset}: {len(ordered)} seeds",
+        )
         print(f"Plot written to {png}")
     except BnmnistError as e:
         print(f"(no plot: {e})")

@@ -1,4 +1,5 @@
 """Train the book's batch-norm MNIST network: ``python scripts/train.py --help``."""
+
 import os
 import sys
 

@@ -1,7 +1,8 @@
 """Shared fixtures: the real MNIST (from $BNMNIST_DATA) and a tiny synthetic MNIST in IDX form."""
+
 import gzip
-import shutil
 import os
+import shutil
 import subprocess
 import sys
 
@@ -10,9 +11,28 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_SCRIPT = os.path.join(ROOT, "scripts", "train.py")
-BOOK_TABLE = ["0.8952", "0.9202", "0.9318", "0.9422", "0.9468", "0.954", "0.9568", "0.96", "0.962",
-              "0.9638", "0.9662", "0.9682", "0.9672", "0.9696", "0.9706", "0.9704", "0.9718",
-              "0.9726", "0.9738", "0.9742"]
+BOOK_TABLE = [
+    "0.8952",
+    "0.9202",
+    "0.9318",
+    "0.9422",
+    "0.9468",
+    "0.954",
+    "0.9568",
+    "0.96",
+    "0.962",
+    "0.9638",
+    "0.9662",
+    "0.9682",
+    "0.9672",
+    "0.9696",
+    "0.9706",
+    "0.9704",
+    "0.9718",
+    "0.9726",
+    "0.9738",
+    "0.9742",
+]
 
 
 def _real_mnist_dir():
@@ -29,10 +49,24 @@ def mnist_dir():
     return _real_mnist_dir()
 
 
+@pytest.fixture(scope="session")
+def book_notebook():
+    """Chapter 11's notebook as published (11_deep_learning.ipynb), from $BNMNIST_REFERENCE."""
+    folder = os.environ.get("BNMNIST_REFERENCE")
+    path = os.path.join(folder, "11_deep_learning.ipynb") if folder else None
+    if path and os.path.isfile(path):
+        return path
+    if os.environ.get("CI"):
+        pytest.fail(
+            f"CI must run the book's own cells, but BNMNIST_REFERENCE={folder!r} holds no 11_deep_learning.ipynb"
+        )
+    pytest.skip("no book notebook: set BNMNIST_REFERENCE to the folder holding 11_deep_learning.ipynb")
+
+
 def write_idx(path, array, gz=True):
     header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
     raw = header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
-    with (gzip.open(path, "wb") if gz else open(path, "wb")) as f:
+    with gzip.open(path, "wb") if gz else open(path, "wb") as f:
         f.write(raw)
 
 
@@ -45,7 +79,7 @@ def synthetic_mnist(n_train=6000, n_test=1000, seed=0):
         x = rng.randint(0, 90, (n, 28, 28)).astype(np.uint8)
         for k in range(10):
             r, c = 2 + (k // 5) * 12, 2 + (k % 5) * 5
-            x[y == k, r:r + 6, c:c + 5] = 230
+            x[y == k, r : r + 6, c : c + 5] = 230
         return x, y
 
     return (*make(n_train), *make(n_test))
@@ -56,8 +90,12 @@ def tiny_mnist(tmp_path_factory):
     """A folder holding the four IDX .gz files of a 6,000 + 1,000 image synthetic MNIST."""
     folder = tmp_path_factory.mktemp("tiny_mnist")
     x_train, y_train, x_test, y_test = synthetic_mnist()
-    for name, arr in (("train-images-idx3-ubyte", x_train), ("train-labels-idx1-ubyte", y_train),
-                      ("t10k-images-idx3-ubyte", x_test), ("t10k-labels-idx1-ubyte", y_test)):
+    for name, arr in (
+        ("train-images-idx3-ubyte", x_train),
+        ("train-labels-idx1-ubyte", y_train),
+        ("t10k-images-idx3-ubyte", x_test),
+        ("t10k-labels-idx1-ubyte", y_test),
+    ):
         write_idx(folder / (name + ".gz"), arr)
     return str(folder)
 
@@ -66,8 +104,9 @@ def tiny_mnist(tmp_path_factory):
 def tiny_run(tiny_mnist, tmp_path_factory):
     """A finished 2-epoch run on the tiny data (batch 100): a run folder to restore, resume,
     break and compare. Tests that change it work on a copy."""
-    p = run_train("--data", tiny_mnist, "--logdir", tmp_path_factory.mktemp("tiny_run"),
-                  "--epochs", "2", "--batch-size", "100")
+    p = run_train(
+        "--data", tiny_mnist, "--logdir", tmp_path_factory.mktemp("tiny_run"), "--epochs", "2", "--batch-size", "100"
+    )
     assert p.returncode == 0, p.stderr
     return run_dir_from(p.stdout)
 
@@ -96,8 +135,9 @@ def dry_runs_at_once(tiny_mnist, tmp_path_factory):
 def six_epoch_run(tiny_mnist, tmp_path_factory):
     """An uninterrupted 6-epoch run on the tiny data (batch 100, 10 steps per epoch; stdout a pipe,
     no --quiet): what killed-and-resumed and extended runs must equal. Returns CompletedProcess."""
-    p = run_train("--data", tiny_mnist, "--logdir", tmp_path_factory.mktemp("six_epochs"), "--epochs", "6",
-                  "--batch-size", "100")
+    p = run_train(
+        "--data", tiny_mnist, "--logdir", tmp_path_factory.mktemp("six_epochs"), "--epochs", "6", "--batch-size", "100"
+    )
     assert p.returncode == 0, p.stderr
     return p
 
@@ -111,21 +151,37 @@ def _train_env(env):
 
 def run_train(*args, env=None, timeout=600, cwd=None):
     """Run ``python scripts/train.py ARGS`` in a fresh process; returns CompletedProcess."""
-    return subprocess.run([sys.executable, TRAIN_SCRIPT, *map(str, args)], capture_output=True,
-                          text=True, env=_train_env(env), timeout=timeout, cwd=cwd or ROOT)
+    return subprocess.run(
+        [sys.executable, TRAIN_SCRIPT, *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=_train_env(env),
+        timeout=timeout,
+        cwd=cwd or ROOT,
+    )
 
 
-def run_train_at_once(*arg_lists, timeout=600):
-    """``run_train`` for each argument list, all processes at the same time; their
-    CompletedProcesses in order."""
-    procs = [subprocess.Popen([sys.executable, TRAIN_SCRIPT, *map(str, args)], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, env=_train_env(None), cwd=ROOT)
-             for args in arg_lists]
-    done = []
-    for p in procs:
+def run_train_at_once(*arg_lists, timeout=600, envs=None, at_once=2):
+    """``run_train`` for each argument list (with ``envs[i]`` added to its environment), at most
+    ``at_once`` processes at a time (one per core); their CompletedProcesses in order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    envs = envs or [None] * len(arg_lists)
+
+    def one(args, env):
+        p = subprocess.Popen(
+            [sys.executable, TRAIN_SCRIPT, *map(str, args)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_train_env(env),
+            cwd=ROOT,
+        )
         out, err = p.communicate(timeout=timeout)
-        done.append(subprocess.CompletedProcess(p.args, p.returncode, out, err))
-    return done
+        return subprocess.CompletedProcess(p.args, p.returncode, out, err)
+
+    with ThreadPoolExecutor(at_once) as pool:
+        return list(pool.map(one, arg_lists, envs))
 
 
 def table_from(stdout):
@@ -136,7 +192,7 @@ def table_from(stdout):
 def run_dir_from(stdout):
     for line in stdout.splitlines():
         if line.startswith("Run folder: "):
-            return line[len("Run folder: "):].strip()
+            return line[len("Run folder: ") :].strip()
     raise AssertionError(f"no 'Run folder:' line in:\n{stdout}")
 
 
@@ -145,8 +201,13 @@ def read_events(run_dir):
     newest write of each step across every event file; the set of histogram tags; how many
     events carry the graph)."""
     import tensorflow as tf
-    events = [e for name in sorted(os.listdir(run_dir)) if name.startswith("events.out.tfevents")
-              for e in tf.compat.v1.train.summary_iterator(os.path.join(run_dir, name))]
+
+    events = [
+        e
+        for name in sorted(os.listdir(run_dir))
+        if name.startswith("events.out.tfevents")
+        for e in tf.compat.v1.train.summary_iterator(os.path.join(run_dir, name))
+    ]
     scalars, histograms, graphs = {}, set(), 0
     for event in sorted(events, key=lambda e: e.wall_time):
         graphs += bool(event.graph_def)
@@ -181,17 +242,50 @@ def bad_data_cases(tmp_path, tiny_mnist):
         ("missing path", str(tmp_path / "nope"), "no such file"),
         ("missing file in folder", folder("missing", lambda d: os.remove(d / train_img)), "train-images"),
         ("empty file", folder("empty", lambda d: open(d / train_img, "wb").close()), "empty"),
-        ("truncated gzip", folder("trunc", lambda d: (d / train_img).write_bytes((d / train_img).read_bytes()[:5000])), "truncated"),
-        ("corrupt gzip", folder("corrupt", lambda d: (d / train_img).write_bytes(b"\x1f\x8b" + b"garbage" * 50)), "corrupt"),
+        (
+            "truncated gzip",
+            folder("trunc", lambda d: (d / train_img).write_bytes((d / train_img).read_bytes()[:5000])),
+            "truncated",
+        ),
+        (
+            "corrupt gzip",
+            folder("corrupt", lambda d: (d / train_img).write_bytes(b"\x1f\x8b" + b"garbage" * 50)),
+            "corrupt",
+        ),
         ("wrong magic", folder("magic", lambda d: write_idx(d / train_img, y_train)), "magic"),
-        ("truncated idx", folder("short", lambda d: (d / train_img).write_bytes(gzip.compress(gzip.decompress((d / train_img).read_bytes())[:-100]))), "truncated"),
-        ("wrong dims", folder("dims", lambda d: write_idx(d / train_img, np.zeros((6000, 28, 27), np.uint8))), "28, 28"),
-        ("counts disagree", folder("counts", lambda d: write_idx(d / "train-labels-idx1-ubyte.gz", y_train[:5999])), "labels"),
-        ("label out of range", folder("labels", lambda d: write_idx(d / "train-labels-idx1-ubyte.gz", np.full(6000, 11, np.uint8))), "0-9"),
+        (
+            "truncated idx",
+            folder(
+                "short",
+                lambda d: (d / train_img).write_bytes(
+                    gzip.compress(gzip.decompress((d / train_img).read_bytes())[:-100])
+                ),
+            ),
+            "truncated",
+        ),
+        (
+            "wrong dims",
+            folder("dims", lambda d: write_idx(d / train_img, np.zeros((6000, 28, 27), np.uint8))),
+            "28, 28",
+        ),
+        (
+            "counts disagree",
+            folder("counts", lambda d: write_idx(d / "train-labels-idx1-ubyte.gz", y_train[:5999])),
+            "labels",
+        ),
+        (
+            "label out of range",
+            folder("labels", lambda d: write_idx(d / "train-labels-idx1-ubyte.gz", np.full(6000, 11, np.uint8))),
+            "0-9",
+        ),
         ("npz missing keys", write_npz(tmp_path / "keys.npz", x_test=None), "x_test"),
         ("npz wrong dtype", write_npz(tmp_path / "dtype.npz", x_train=x_train.astype(np.float32)), "uint8"),
         ("npz wrong shape", write_npz(tmp_path / "shape.npz", x_train=x_train.reshape(6000, 784)), "28, 28"),
-        ("npz pickled objects", write_npz(tmp_path / "pickle.npz", y_test=np.array([object()] * 50, dtype=object)), "pickle"),
+        (
+            "npz pickled objects",
+            write_npz(tmp_path / "pickle.npz", y_test=np.array([object()] * 50, dtype=object)),
+            "pickle",
+        ),
         ("not an npz", str(tmp_path / "junk.npz"), "readable"),
         ("a text file", str(tmp_path / "notes.txt"), "neither an .npz archive nor a folder"),
         ("a single npy array", str(tmp_path / "x.npy"), "single NumPy array"),

@@ -1,13 +1,14 @@
 """The data loader: sources in order, the book's preprocessing, and a clear error for bad files."""
+
 import gzip
 import os
 
 import numpy as np
 import pytest
+from conftest import bad_data_cases, write_npz
 
 from bnmnist import data
 from bnmnist.errors import DataError
-from conftest import bad_data_cases, write_npz
 
 
 def test_idx_folder_gzipped_loads_uint8_images_and_labels(tiny_mnist):
@@ -87,6 +88,7 @@ def test_offline_download_fails_in_one_line_saying_how_to_pass_a_local_copy(tmp_
     """The real download path (Keras get_file with its checksum) runs; offline it must fail
     clearly. Where a network is reachable the download may succeed instead, which is fine."""
     from conftest import run_train
+
     p = run_train("--logdir", tmp_path / "logs", "--dry-run", env={"KERAS_HOME": str(tmp_path / "keras")})
     if p.returncode == 0:
         pytest.skip("this machine could download MNIST")

@@ -1,4 +1,5 @@
 """What users do next: the plain preset, learning-curve plots, many seeds, progress bar, TensorBoard."""
+
 import csv
 import fcntl
 import json
@@ -14,15 +15,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-
 from conftest import ROOT, TRAIN_SCRIPT, read_events, run_dir_from, run_train_at_once, table_from
 
 
 @pytest.fixture(scope="module")
 def two_runs(tiny_mnist, tmp_path_factory):
     logdir = tmp_path_factory.mktemp("next_logs")
-    out = run_train_at_once(*[["--data", tiny_mnist, "--logdir", logdir, "--preset", preset, "--epochs", "3"]
-                              for preset in ("bn", "plain")])
+    out = run_train_at_once(
+        *[["--data", tiny_mnist, "--logdir", logdir, "--preset", preset, "--epochs", "3"] for preset in ("bn", "plain")]
+    )
     for p in out:
         assert p.returncode == 0, p.stderr
     return out
@@ -33,7 +34,7 @@ def test_plain_preset_is_the_chapters_leaky_relu_network_and_flags_override_it(t
     assert bn["preset"] == "bn" and bn["batch_norm"] and bn["batch_size"] == 200
     assert plain["preset"] == "plain" and not plain["batch_norm"] and plain["activation"] == "leaky_relu"
     assert plain["initializer"] == "glorot_uniform" and plain["batch_size"] == 50 and plain["seed"] == 42
-    assert plain["epochs"] == 3                                   # --epochs overrides the preset's 40
+    assert plain["epochs"] == 3  # --epochs overrides the preset's 40
     assert len(table_from(two_runs[1].stdout)) == 3
 
 
@@ -45,28 +46,56 @@ def png_size(path):
 
 def test_plot_runs_writes_a_real_png_into_the_first_run(two_runs, tmp_path):
     dirs = [run_dir_from(p.stdout) for p in two_runs]
-    p = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "plot_runs.py"), *dirs, "--book"],
-                       capture_output=True, text=True, timeout=120)
+    p = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "scripts", "plot_runs.py"), *dirs, "--book"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode == 0, p.stderr
     png = os.path.join(dirs[0], "validation_accuracy.png")
     assert os.path.getsize(png) > 10_000 and png_size(png) == (800, 500)
     out = tmp_path / "elsewhere.png"
-    p = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "plot_runs.py"), dirs[1], "--out", str(out)],
-                       capture_output=True, text=True, timeout=120)
+    p = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "scripts", "plot_runs.py"), dirs[1], "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode == 0 and png_size(out) == (800, 500)
 
 
 def test_plot_runs_refuses_an_unfinished_run_in_one_line(tmp_path):
     (tmp_path / "config.json").write_text("{}")
-    p = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "plot_runs.py"), str(tmp_path)],
-                       capture_output=True, text=True, timeout=120)
+    p = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "scripts", "plot_runs.py"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode == 2 and "has not finished" in p.stderr and "Traceback" not in p.stderr
 
 
 def test_seeds_script_summarises_every_seed_and_marks_seed_42(tiny_mnist, tmp_path):
-    p = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "seeds.py"), "--seeds", "0",
-                        "--epochs", "2", "--data", tiny_mnist, "--logdir", str(tmp_path), "--csv",
-                        str(tmp_path / "s.csv")], capture_output=True, text=True, timeout=600)
+    p = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "scripts", "seeds.py"),
+            "--seeds",
+            "0",
+            "--epochs",
+            "2",
+            "--data",
+            tiny_mnist,
+            "--logdir",
+            str(tmp_path),
+            "--csv",
+            str(tmp_path / "s.csv"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert p.returncode == 0, p.stderr
     assert "seeds [0, 42]" in p.stdout and "Seed 42 ranks" in p.stdout
     rows = list(csv.reader(open(tmp_path / "s.csv")))
@@ -79,30 +108,37 @@ def test_seeds_script_summarises_every_seed_and_marks_seed_42(tiny_mnist, tmp_pa
     assert os.path.getsize(tmp_path / "s.png") > 10_000
 
 
-@pytest.mark.parametrize("script, args, says", [
-    ("seeds.py", ["--seeds", "5-2"], "--seeds range 5-2 goes down"),
-    ("seeds.py", ["--seeds", "0-1", "--epochs", "0"], "--epochs: must be a positive integer"),
-    ("seeds.py", ["--seeds", "0-1", "--jobs", "two"], "--jobs: must be a positive integer"),
-    ("seeds.py", ["--seeds", "0-1", "--data", "{tmp}/missing"], "no such file or folder"),
-    ("seeds.py", ["--seeds", "0-100000000"], "pass at most 1,000 seeds"),
-    ("seeds.py", ["--seeds", "2147483648"], "seeds in [0, 2**31)"),
-    ("seeds.py", ["--seeds", "0-1", "--csv", "{tmp}"], "is a folder; give a file name"),
-    ("seeds.py", ["--seeds", "0-1", "--csv", "/proc/bnmnist/s.csv"], "choose a --csv path"),
-    ("plot_runs.py", [], "the following arguments are required: RUN"),
-    ("plot_runs.py", ["{run}", "--out", "/proc/bnmnist/plot.png"], "cannot write the plot"),
-    ("plot_runs.py", ["{run}", "--out", "{tmp}/plot.txt"], "cannot tell the image format"),
-    ("export.py", ["{run}"], "the following arguments are required: out_dir"),
-    ("export.py", ["{run}", ""], "must be a path, got an empty string"),
-])
+@pytest.mark.parametrize(
+    "script, args, says",
+    [
+        ("seeds.py", ["--seeds", "5-2"], "--seeds range 5-2 goes down"),
+        ("seeds.py", ["--seeds", "0-1", "--epochs", "0"], "--epochs: must be a positive integer"),
+        ("seeds.py", ["--seeds", "0-1", "--jobs", "two"], "--jobs: must be a positive integer"),
+        ("seeds.py", ["--seeds", "0-1", "--data", "{tmp}/missing"], "no such file or folder"),
+        ("seeds.py", ["--seeds", "0-100000000"], "pass at most 1,000 seeds"),
+        ("seeds.py", ["--seeds", "2147483648"], "seeds in [0, 2**31)"),
+        ("seeds.py", ["--seeds", "0-1", "--csv", "{tmp}"], "is a folder; give a file name"),
+        ("seeds.py", ["--seeds", "0-1", "--csv", "/proc/bnmnist/s.csv"], "choose a --csv path"),
+        ("plot_runs.py", [], "the following arguments are required: RUN"),
+        ("plot_runs.py", ["{run}", "--out", "/proc/bnmnist/plot.png"], "cannot write the plot"),
+        ("plot_runs.py", ["{run}", "--out", "{tmp}/plot.txt"], "cannot tell the image format"),
+        ("export.py", ["{run}"], "the following arguments are required: out_dir"),
+        ("export.py", ["{run}", ""], "must be a path, got an empty string"),
+    ],
+)
 def test_helper_scripts_refuse_bad_input_in_one_line_with_exit_2(script, args, says, two_runs, tmp_path):
     args = [a.format(tmp=tmp_path, run=run_dir_from(two_runs[0].stdout)) for a in args]
-    p = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", script), *args, "--logdir",
-                        str(tmp_path / "logs")] if script == "seeds.py" else
-                       [sys.executable, os.path.join(ROOT, "scripts", script), *args],
-                       capture_output=True, text=True, timeout=120)
+    p = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "scripts", script), *args, "--logdir", str(tmp_path / "logs")]
+        if script == "seeds.py"
+        else [sys.executable, os.path.join(ROOT, "scripts", script), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     lines = p.stderr.strip().splitlines()
     assert p.returncode == 2 and len(lines) == 1 and says in lines[0], p.stderr[-2000:]
-    assert not os.path.exists(tmp_path / "logs") or os.listdir(tmp_path / "logs") == []   # nothing trained
+    assert not os.path.exists(tmp_path / "logs") or os.listdir(tmp_path / "logs") == []  # nothing trained
 
 
 def child_pids(pid):
@@ -112,7 +148,7 @@ def child_pids(pid):
             fields = open(f"/proc/{stat}/stat").read().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue
-        if fields[1] == str(pid):           # the field after the state is the parent's pid
+        if fields[1] == str(pid):  # the field after the state is the parent's pid
             children.append(int(stat))
     return children
 
@@ -122,18 +158,35 @@ def child_pids(pid):
 @pytest.mark.parametrize("who", ["group", "runs"])
 def test_ctrl_c_on_seeds_starts_no_more_runs_and_exits_130_in_one_line(who, tiny_mnist, tmp_path):
     logdir = tmp_path / "logs"
-    p = subprocess.Popen([sys.executable, os.path.join(ROOT, "scripts", "seeds.py"), "--seeds", "0-5",
-                          "--epochs", "100000", "--jobs", "2", "--data", tiny_mnist, "--logdir", str(logdir)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            os.path.join(ROOT, "scripts", "seeds.py"),
+            "--seeds",
+            "0-5",
+            "--epochs",
+            "100000",
+            "--jobs",
+            "2",
+            "--data",
+            tiny_mnist,
+            "--logdir",
+            str(logdir),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    )
     deadline = time.time() + 120
-    while time.time() < deadline:          # both first runs have saved an epoch
+    while time.time() < deadline:  # both first runs have saved an epoch
         saved = [d for d in logdir.glob("run-*") if (d / "checkpoint").exists()] if logdir.exists() else []
         if len(saved) == 2:
             break
         time.sleep(0.2)
     if who == "group":
-        os.killpg(p.pid, signal.SIGINT)    # what Ctrl-C in a terminal does: the whole group
+        os.killpg(p.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole group
     else:
         for child in child_pids(p.pid):
             os.kill(child, signal.SIGINT)
@@ -141,21 +194,21 @@ def test_ctrl_c_on_seeds_starts_no_more_runs_and_exits_130_in_one_line(who, tiny
         _, err = p.communicate(timeout=120)
     finally:
         try:
-            os.killpg(p.pid, signal.SIGKILL)        # no runs left behind, even when the test fails
+            os.killpg(p.pid, signal.SIGKILL)  # no runs left behind, even when the test fails
         except ProcessLookupError:
             pass
     assert p.returncode == 130, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("seeds: interrupted after 0 finished seed(s)"), err
-    assert len(list(logdir.glob("run-*"))) == 2                    # seeds 2-5 and 42 never started
+    assert len(list(logdir.glob("run-*"))) == 2  # seeds 2-5 and 42 never started
 
 
 def _run_on_terminal(args, tmp_path, name, hide_tqdm=False):
     """train.py with stdout on a pseudo-terminal; returns what the terminal and stderr got."""
     master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))   # a 100-column terminal
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a 100-column terminal
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    if hide_tqdm:                               # as if the 'progress' extra were not installed
+    if hide_tqdm:  # as if the 'progress' extra were not installed
         shadow = tmp_path / f"{name}-no-tqdm"
         shadow.mkdir()
         (shadow / "tqdm.py").write_text("raise ImportError('No module named tqdm')\n")
@@ -185,12 +238,13 @@ def _has_bar(text):
 
 def test_progress_bar_only_on_a_terminal_and_not_with_quiet(tiny_mnist, tmp_path, six_epoch_run):
     args = ["--data", tiny_mnist, "--logdir", str(tmp_path / "logs"), "--epochs", "2", "--batch-size", "20"]
-    with ThreadPoolExecutor(2) as pool:         # both at once, each on its own terminal
-        (on_tty, _), (quiet, _) = pool.map(_run_on_terminal, [args, args + ["--quiet"]],
-                                           [tmp_path] * 2, ["tty", "quiet"])
+    with ThreadPoolExecutor(2) as pool:  # both at once, each on its own terminal
+        (on_tty, _), (quiet, _) = pool.map(
+            _run_on_terminal, [args, args + ["--quiet"]], [tmp_path] * 2, ["tty", "quiet"]
+        )
     assert _has_bar(on_tty) and "1 Validation accuracy:" in on_tty, on_tty
     assert not _has_bar(quiet) and "1 Validation accuracy:" in quiet, quiet
-    piped = six_epoch_run.stdout                # stdout a pipe, no --quiet
+    piped = six_epoch_run.stdout  # stdout a pipe, no --quiet
     assert not _has_bar(piped) and "1 Validation accuracy:" in piped
 
 
@@ -199,7 +253,9 @@ def test_without_tqdm_a_terminal_run_trains_the_same_and_says_once_how_to_get_th
     with ThreadPoolExecutor(2) as pool:
         (shown, err), (_, quiet_err) = pool.map(
             lambda a, name: _run_on_terminal(a, tmp_path, name, hide_tqdm=True),
-            [args, args + ["--quiet"]], ["bare", "bare-quiet"])
+            [args, args + ["--quiet"]],
+            ["bare", "bare-quiet"],
+        )
     assert not _has_bar(shown) and "1 Validation accuracy:" in shown, shown
     notes = [line for line in err.splitlines() if "tqdm" in line]
     assert len(notes) == 1 and "no progress bar" in notes[0] and "[progress]" in notes[0], err
@@ -215,5 +271,9 @@ def test_tensorboard_events_hold_the_printed_scalars_histograms_and_graph(two_ru
     assert [str(np.float32(scalars["validation_accuracy"][e])) for e in range(3)] == printed
     assert [scalars["training_loss"][e] for e in range(3)] == pytest.approx(results["training_loss"], rel=1e-6)
     assert [scalars["epoch_seconds"][e] for e in range(3)] == pytest.approx(results["epoch_seconds"], rel=1e-6)
-    assert {"histograms/hidden1/kernel", "histograms/outputs/bias", "histograms/batch_normalization/moving_mean",
-            "histograms/batch_normalization_2/moving_variance"} <= histograms
+    assert {
+        "histograms/hidden1/kernel",
+        "histograms/outputs/bias",
+        "histograms/batch_normalization/moving_mean",
+        "histograms/batch_normalization_2/moving_variance",
+    } <= histograms

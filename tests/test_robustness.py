@@ -1,4 +1,5 @@
 """Runs that survive kills and bad input: crash-safe checkpoints, exact resume, clear errors."""
+
 import errno
 import hashlib
 import io
@@ -13,21 +14,23 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import ROOT, TRAIN_SCRIPT, _train_env, bad_data_cases, read_events, run_dir_from, run_train, table_from
 
-from bnmnist import data, runs
+from bnmnist import checkpoint_files, data, runs
 from bnmnist.config import Config
 from bnmnist.errors import NumericalError, RunFolderError
 from bnmnist.trainer import train
-from conftest import ROOT, TRAIN_SCRIPT, bad_data_cases, read_events, run_dir_from, run_train, table_from
 
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 from kill_stress import kill_at_random_moments, newest_checkpoint_epochs  # noqa: E402
 
 # A driver that runs the CLI in-process and reports whether TensorFlow was imported.
-DRIVER = ("import sys, time; t = time.perf_counter(); sys.path.insert(0, sys.argv[1]);"
-          "from bnmnist.cli import main; rc = main(sys.argv[2:]);"
-          "print('TF_IMPORTED' if 'tensorflow' in sys.modules else 'NO_TF', round(time.perf_counter() - t, 3));"
-          "sys.exit(rc)")
+DRIVER = (
+    "import sys, time; t = time.perf_counter(); sys.path.insert(0, sys.argv[1]);"
+    "from bnmnist.cli import main; rc = main(sys.argv[2:]);"
+    "print('TF_IMPORTED' if 'tensorflow' in sys.modules else 'NO_TF', round(time.perf_counter() - t, 3));"
+    "sys.exit(rc)"
+)
 
 
 def folder_digest(path):
@@ -86,7 +89,7 @@ def _bad_folder_cases(tmp_path, tiny, tiny_run):
     shutil.copytree(tiny_run, garbled_state)
     (garbled_state / "checkpoint").write_text("garbage\n")
     d = ["--data", tiny]
-    more = ["--epochs", "3"]            # tiny_run finished its 2 epochs: extend it to get further
+    more = ["--epochs", "3"]  # tiny_run finished its 2 epochs: extend it to get further
     return [
         ("logdir is a file", d + ["--logdir", str(a_file)], "not a folder"),
         ("logdir under a file", d + ["--logdir", str(a_file / "sub")], "cannot create log folder"),
@@ -95,20 +98,35 @@ def _bad_folder_cases(tmp_path, tiny, tiny_run):
         ("resume a run without checkpoints", d + ["--resume", str(empty_run)], "no completed epoch"),
         ("resume with a changed flag", d + ["--resume", tiny_run, "--learning-rate", "0.1"], "drop --learning-rate"),
         ("resume a finished run", d + ["--resume", tiny_run], "already finished its 2 epochs"),
-        ("resume a finished run's last checkpoint", d + ["--resume", os.path.join(tiny_run, "model.ckpt-1.index")],
-         "already finished its 2 epochs"),
-        ("resume a checkpoint the run no longer keeps", d + ["--resume", os.path.join(tiny_run, "model.ckpt-7")],
-         "no such checkpoint (" + os.path.join(tiny_run, "model.ckpt-7") + ".index is missing; the folder "
-         "keeps model.ckpt-0, model.ckpt-1)"),
-        ("resume a checkpoint outside a run", d + ["--resume", str(tmp_path / "nope" / "model.ckpt-1")],
-         "neither a bnmnist run folder"),
-        ("resume with a garbled state file", d + ["--resume", str(garbled_state)],
-         f"names no checkpoint, but model.ckpt-1 is there; resume from it: python scripts/train.py "
-         f"--resume {garbled_state / 'model.ckpt-1'}"),
+        (
+            "resume a finished run's last checkpoint",
+            d + ["--resume", os.path.join(tiny_run, "model.ckpt-1.index")],
+            "already finished its 2 epochs",
+        ),
+        (
+            "resume a checkpoint the run no longer keeps",
+            d + ["--resume", os.path.join(tiny_run, "model.ckpt-7")],
+            "no such checkpoint (" + os.path.join(tiny_run, "model.ckpt-7") + ".index is missing; the folder "
+            "keeps model.ckpt-0, model.ckpt-1)",
+        ),
+        (
+            "resume a checkpoint outside a run",
+            d + ["--resume", str(tmp_path / "nope" / "model.ckpt-1")],
+            "neither a bnmnist run folder",
+        ),
+        (
+            "resume with a garbled state file",
+            d + ["--resume", str(garbled_state)],
+            f"names no checkpoint, but model.ckpt-1 is there; resume from it: python scripts/train.py "
+            f"--resume {garbled_state / 'model.ckpt-1'}",
+        ),
         ("resume to fewer epochs", d + ["--resume", tiny_run, "--epochs", "1"], "would not extend it"),
         ("resume a dry run", d + ["--resume", str(dry_run), "--epochs", "5"], "was a --dry-run"),
-        ("resume on other data", ["--data", str(tmp_path / "other.npz"), "--resume", tiny_run] + more,
-         "holds other data than"),
+        (
+            "resume on other data",
+            ["--data", str(tmp_path / "other.npz"), "--resume", tiny_run] + more,
+            "holds other data than",
+        ),
         ("resume without data.json", d + ["--resume", str(no_data_json)] + more, "cannot read data.json"),
         ("resume with a broken config", d + ["--resume", str(broken_config)], "not a readable bnmnist config"),
     ]
@@ -116,28 +134,40 @@ def _bad_folder_cases(tmp_path, tiny, tiny_run):
 
 def test_every_bad_input_is_refused_in_one_line_before_tensorflow(tmp_path, tiny_mnist, tiny_run):
     from conftest import write_npz
+
     write_npz(tmp_path / "other.npz")
     logdir = tmp_path / "logs"
-    cases = (_bad_flag_cases(tiny_mnist) + _bad_folder_cases(tmp_path, tiny_mnist, tiny_run) +
-             [(name, ["--data", path, "--logdir", str(logdir)], needle)
-              for name, path, needle in bad_data_cases(tmp_path / "bad", tiny_mnist)])
+    cases = (
+        _bad_flag_cases(tiny_mnist)
+        + _bad_folder_cases(tmp_path, tiny_mnist, tiny_run)
+        + [
+            (name, ["--data", path, "--logdir", str(logdir)], needle)
+            for name, path, needle in bad_data_cases(tmp_path / "bad", tiny_mnist)
+        ]
+    )
     before = folder_digest(tiny_run)
-    cases = [(name, args if "--logdir" in args else args + ["--logdir", str(logdir / f"case{i}")], needle)
-             for i, (name, args, needle) in enumerate(cases)]
+    cases = [
+        (name, args if "--logdir" in args else args + ["--logdir", str(logdir / f"case{i}")], needle)
+        for i, (name, args, needle) in enumerate(cases)
+    ]
 
     def refuse(args):
-        return subprocess.run([sys.executable, "-c", DRIVER, ROOT, *args], capture_output=True,
-                              text=True, timeout=60, cwd=str(tmp_path))
+        return subprocess.run(
+            [sys.executable, "-c", DRIVER, ROOT, *args], capture_output=True, text=True, timeout=60, cwd=str(tmp_path)
+        )
 
     from concurrent.futures import ThreadPoolExecutor
-    with ThreadPoolExecutor(2) as pool:         # two at once: each is a short process of its own
+
+    with ThreadPoolExecutor(2) as pool:  # two at once: each is a short process of its own
         done = list(pool.map(refuse, [args for _, args, _ in cases]))
     for (name, args, needle), p in zip(cases, done):
         assert p.returncode == 2, f"{name}: rc {p.returncode}\n{p.stderr}"
         lines = p.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("bnmnist-train: error: "), f"{name}: {p.stderr}"
         assert needle in lines[0], f"{name}: {lines[0]}"
-        assert p.stdout.split()[0] == "NO_TF", f"{name}: TensorFlow was imported"   # seconds: benchmarks/error_latency.py
+        assert p.stdout.split()[0] == "NO_TF", (
+            f"{name}: TensorFlow was imported"
+        )  # seconds: benchmarks/error_latency.py
         used = args[args.index("--logdir") + 1]
         assert not os.path.isdir(used) or os.listdir(used) == [], f"{name}: a run folder was made"
     assert folder_digest(tiny_run) == before
@@ -159,12 +189,14 @@ def test_resume_of_another_architecture_names_the_variable_and_both_shapes(tiny_
 
 
 def test_a_corrupt_newest_checkpoint_names_the_older_one_and_a_resume_from_it_ends_identical(
-        tiny_run, tiny_mnist, tmp_path, capsys):
+    tiny_run, tiny_mnist, tmp_path, capsys
+):
     from bnmnist import cli
+
     damaged = tmp_path / "run-20260101000000"
     shutil.copytree(tiny_run, damaged)
     data_file = next(damaged.glob("model.ckpt-1.data-*"))
-    data_file.write_bytes(data_file.read_bytes()[:1000])            # a disk that lost the end
+    data_file.write_bytes(data_file.read_bytes()[:1000])  # a disk that lost the end
     before = folder_digest(damaged)
     args = ["--data", tiny_mnist, "--quiet"]
     assert cli.main(["--resume", str(damaged), "--epochs", "3"] + args) == 2
@@ -172,10 +204,10 @@ def test_a_corrupt_newest_checkpoint_names_the_older_one_and_a_resume_from_it_en
     assert len(lines) == 1 and "model.ckpt-1: could not restore (" in lines[0], lines
     assert f"use an older one, {damaged / 'model.ckpt-0'} (pass it to --resume" in lines[0]
     assert folder_digest(damaged) == before
-    os.remove(damaged / "results.json")         # so the table compared below is the resumed run's
-    assert cli.main(["--resume", str(damaged / "model.ckpt-0")] + args) == 0   # epoch 1 again
+    os.remove(damaged / "results.json")  # so the table compared below is the resumed run's
+    assert cli.main(["--resume", str(damaged / "model.ckpt-0")] + args) == 0  # epoch 1 again
     assert printed_table(str(damaged)) == printed_table(tiny_run)
-    assert [os.path.basename(p) for p in runs.read_state(str(damaged))] == ["model.ckpt-0", "model.ckpt-1"]
+    assert [os.path.basename(p) for p in checkpoint_files.read_state(str(damaged))] == ["model.ckpt-0", "model.ckpt-1"]
     a, b = final_variables(str(damaged)), final_variables(tiny_run)
     assert all(a[n].tobytes() == b[n].tobytes() for n in a)
 
@@ -185,27 +217,50 @@ def printed_table(run_dir):
 
 
 def final_variables(run_dir):
-    prefix = runs.read_state(run_dir)[-1]
+    prefix = checkpoint_files.read_state(run_dir)[-1]
     reader = tf.train.load_checkpoint(prefix)
     return {n: reader.get_tensor(n) for n, _ in tf.train.list_variables(prefix) if n != "run_state"}
 
 
+def _kill_after_epochs(args, n_lines):
+    """Start ``scripts/train.py ARGS``; SIGKILL it from outside once it has printed ``n_lines``
+    epoch lines (the next epoch is under way). Returns (run folder, epoch lines seen)."""
+    p = subprocess.Popen(
+        [sys.executable, TRAIN_SCRIPT, *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=_train_env(None),
+        cwd=ROOT,
+    )
+    run_dir, seen = None, 0
+    for line in p.stdout:
+        if line.startswith("Run folder: "):
+            run_dir = line.split(": ", 1)[1].strip()
+        seen += " Validation accuracy: " in line
+        if seen == n_lines:
+            p.kill()
+            break
+    p.wait()
+    assert p.returncode == -signal.SIGKILL, "the run ended before it was killed"
+    return run_dir, seen
+
+
 def test_killed_mid_epoch_twice_and_resumed_ends_bit_identical(tiny_mnist, tmp_path, six_epoch_run):
-    common = ["--data", tiny_mnist, "--epochs", "6", "--batch-size", "100"]   # 10 steps per epoch
+    common = ["--data", tiny_mnist, "--batch-size", "100"]  # 10 steps per epoch
     whole = six_epoch_run
-    first = run_train(*common, "--logdir", tmp_path / "killed", env={"BNMNIST_TEST_SIGKILL_AT_STEP": "25"})
-    assert first.returncode == -signal.SIGKILL
-    run_dir = run_dir_from(first.stdout)
-    assert newest_checkpoint_epochs(run_dir) == 2
-    second = run_train("--resume", run_dir, "--data", tiny_mnist, env={"BNMNIST_TEST_SIGKILL_AT_STEP": "13"})
-    assert second.returncode == -signal.SIGKILL
-    assert newest_checkpoint_epochs(run_dir) == 3
-    last = run_train("--resume", run_dir, "--data", tiny_mnist)
+    run_dir, _ = _kill_after_epochs([*common, "--epochs", "6", "--logdir", tmp_path / "killed"], 2)
+    first = newest_checkpoint_epochs(run_dir)
+    assert 2 <= first < 6
+    _kill_after_epochs(["--resume", run_dir], first + 2)  # its own lines repeat the saved ones
+    second = newest_checkpoint_epochs(run_dir)
+    assert first <= second < 6
+    last = run_train("--resume", run_dir)
     assert last.returncode == 0, last.stderr
     assert table_from(last.stdout) == table_from(whole.stdout)
     # the time printed and saved is this process's: the epochs it trained
-    assert " s for epochs 3-5 (resumed) (" in last.stdout
-    assert runs.read_results(run_dir)["train_seconds_from_epoch"] == 3
+    assert (f" s for epochs {second}-5 (resumed) (" if second < 5 else " s for epoch 5 (resumed) (") in last.stdout
+    assert runs.read_results(run_dir)["train_seconds_from_epoch"] == second
     assert runs.read_results(run_dir_from(whole.stdout))["train_seconds_from_epoch"] == 0
     a, b = final_variables(run_dir_from(whole.stdout)), final_variables(run_dir)
     assert all(a[n].tobytes() == b[n].tobytes() for n in a)
@@ -223,19 +278,29 @@ def tensorboard_accuracies(run_dir):
 def test_sigkill_at_random_moments_always_leaves_a_restorable_newest_checkpoint(tiny_mnist, tmp_path):
     # 20 kills in two runs of 10, side by side (one per core; each kill waits for a new process)
     from concurrent.futures import ThreadPoolExecutor
+
     with ThreadPoolExecutor(2) as pool:
-        chains = list(pool.map(lambda seed: kill_at_random_moments(tiny_mnist, tmp_path / f"chain{seed}",
-                                                                   n_kills=10, seed=seed), (1, 2)))
+        chains = list(
+            pool.map(
+                lambda seed: kill_at_random_moments(tiny_mnist, tmp_path / f"chain{seed}", n_kills=10, seed=seed),
+                (1, 2),
+            )
+        )
     for seed, saved in zip((1, 2), chains):
         assert len(os.listdir(tmp_path / f"chain{seed}")) == 1
         assert len(saved) == 10 and None not in saved
-        assert saved == sorted(saved) and saved[-1] >= 10     # every resume moved the run forward
+        assert saved == sorted(saved) and saved[-1] >= 10  # every resume moved the run forward
 
 
 def test_ctrl_c_keeps_the_last_epoch_prints_how_to_resume_and_exits_130(tiny_mnist, tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
-    p = subprocess.Popen([sys.executable, TRAIN_SCRIPT, "--data", tiny_mnist, "--logdir", str(tmp_path),
-                          "--epochs", "100000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    p = subprocess.Popen(
+        [sys.executable, TRAIN_SCRIPT, "--data", tiny_mnist, "--logdir", str(tmp_path), "--epochs", "100000"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     printed = []
     for line in p.stdout:
         if "(epoch " in line:
@@ -254,9 +319,14 @@ def test_ctrl_c_keeps_the_last_epoch_prints_how_to_resume_and_exits_130(tiny_mni
 def _offline_env(tmp_path):
     """No --data fallback of any kind: BNMNIST_DATA unset, an empty Keras cache, and a proxy that
     refuses every connection, so a download attempt fails at once instead of reaching a network."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1",
-               KERAS_HOME=str(tmp_path / "empty_keras_home"), HTTPS_PROXY="http://127.0.0.1:9",
-               HTTP_PROXY="http://127.0.0.1:9")
+    env = dict(
+        os.environ,
+        TF_CPP_MIN_LOG_LEVEL="3",
+        PYTHONUNBUFFERED="1",
+        KERAS_HOME=str(tmp_path / "empty_keras_home"),
+        HTTPS_PROXY="http://127.0.0.1:9",
+        HTTP_PROXY="http://127.0.0.1:9",
+    )
     env.pop("BNMNIST_DATA", None)
     return env
 
@@ -266,17 +336,30 @@ def _run_printed_command(command, env):
     project folder, with this interpreter as ``python``."""
     argv = shlex.split(command)
     assert argv[:2] == ["python", "scripts/train.py"], command
-    return subprocess.run([sys.executable, *argv[1:]], capture_output=True, text=True, env=env,
-                          cwd=ROOT, timeout=300)
+    return subprocess.run([sys.executable, *argv[1:]], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
 
 
 def test_a_stopped_run_resumes_offline_from_its_own_folder(tiny_mnist, tmp_path):
     data_copy = shutil.copytree(tiny_mnist, tmp_path / "mnist_copy")
     env = _offline_env(tmp_path)
     # stopped by Ctrl-C: the printed resume command, as printed, finishes the run
-    p = subprocess.Popen([sys.executable, TRAIN_SCRIPT, "--data", str(data_copy), "--logdir",
-                          str(tmp_path / "ctrl_c"), "--epochs", "60"], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            TRAIN_SCRIPT,
+            "--data",
+            str(data_copy),
+            "--logdir",
+            str(tmp_path / "ctrl_c"),
+            "--epochs",
+            "60",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
     for line in p.stdout:
         if "Validation accuracy" in line:
             p.send_signal(signal.SIGINT)
@@ -289,9 +372,23 @@ def test_a_stopped_run_resumes_offline_from_its_own_folder(tiny_mnist, tmp_path)
     assert "Downloading" not in resumed.stdout + resumed.stderr
     assert len(table_from(resumed.stdout)) == 60
     # stopped by kill -9: --resume RUN finishes it too
-    p = subprocess.Popen([sys.executable, TRAIN_SCRIPT, "--data", str(data_copy), "--logdir",
-                          str(tmp_path / "killed"), "--epochs", "60"], stdout=subprocess.PIPE,
-                         stderr=subprocess.DEVNULL, text=True, env=env, cwd=ROOT)
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            TRAIN_SCRIPT,
+            "--data",
+            str(data_copy),
+            "--logdir",
+            str(tmp_path / "killed"),
+            "--epochs",
+            "60",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
     for line in p.stdout:
         if line.startswith("Run folder: "):
             killed_run = line.split(": ", 1)[1].strip()
@@ -311,8 +408,9 @@ def test_a_stopped_run_resumes_offline_from_its_own_folder(tiny_mnist, tmp_path)
     assert len(lines) == 1 and f"the MNIST copy at {os.path.realpath(data_copy)}" in lines[0], lines
     assert "pass that copy with --data PATH" in lines[0]
     # passing it where it is now works
-    again = _run_printed_command(f"python scripts/train.py --resume {killed_run} --epochs 61 "
-                                 f"--data {tmp_path / 'moved'}", env)
+    again = _run_printed_command(
+        f"python scripts/train.py --resume {killed_run} --epochs 61 --data {tmp_path / 'moved'}", env
+    )
     assert again.returncode == 0, again.stderr
 
 
@@ -320,7 +418,7 @@ def test_nan_loss_stops_at_once_with_exit_3_and_no_checkpoint(tiny_mnist, tmp_pa
     p = run_train("--data", tiny_mnist, "--logdir", tmp_path, "--learning-rate", "1e11")
     assert p.returncode == 3
     assert "became nan at epoch 0, step" in p.stderr and "Traceback" not in p.stderr
-    assert runs.read_state(run_dir_from(p.stdout)) == []
+    assert checkpoint_files.read_state(run_dir_from(p.stdout)) == []
 
 
 def test_divergence_after_good_epochs_leaves_the_last_good_checkpoint_newest(tiny_mnist, tmp_path):
@@ -329,7 +427,7 @@ def test_divergence_after_good_epochs_leaves_the_last_good_checkpoint_newest(tin
     train(Config(epochs=2, batch_size=100), split, run_dir, out=None)
     with pytest.raises(NumericalError, match="epoch 2"):
         train(Config(epochs=4, batch_size=100, learning_rate=1e11), split, run_dir, resume=True, out=None)
-    assert os.path.basename(runs.read_state(run_dir)[-1]) == "model.ckpt-1"
+    assert os.path.basename(checkpoint_files.read_state(run_dir)[-1]) == "model.ckpt-1"
     assert newest_checkpoint_epochs(run_dir) == 2
 
 
@@ -342,41 +440,47 @@ def test_two_runs_started_at_once_write_different_folders(dry_runs_at_once):
 
 def test_a_resume_while_the_run_still_trains_is_refused_before_tensorflow(tiny_mnist, tmp_path):
     mnist = data.load(tiny_mnist)
-    info = {"source": mnist.source, "sha256": mnist.fingerprint()}      # as the command line saves it
+    info = {"source": mnist.source, "sha256": mnist.fingerprint()}  # as the command line saves it
     run_dir = runs.new_run_dir(str(tmp_path))
     attempts = []
 
     class ResumeFromAnotherProcess(io.StringIO):
         """The training's output: after the first epoch's line (its checkpoint is saved), another
         process tries to resume the run while this one still trains it."""
+
         def write(self, text):
             written = super().write(text)
             if "\n" in text and "0 Validation accuracy" in self.getvalue() and not attempts:
-                attempts.append(subprocess.run([sys.executable, "-c", DRIVER, ROOT, "--resume", run_dir,
-                                                "--data", tiny_mnist], capture_output=True, text=True, timeout=60))
+                attempts.append(
+                    subprocess.run(
+                        [sys.executable, "-c", DRIVER, ROOT, "--resume", run_dir, "--data", tiny_mnist],
+                        capture_output=True,
+                        text=True,
+                        timeout=60,
+                    )
+                )
             return written
 
-    train(Config(epochs=2, batch_size=100), data.split(mnist), run_dir, out=ResumeFromAnotherProcess(),
-          data_info=info)
+    train(Config(epochs=2, batch_size=100), data.split(mnist), run_dir, out=ResumeFromAnotherProcess(), data_info=info)
     assert len(attempts) == 1 and attempts[0].returncode == 2, attempts
     lines = attempts[0].stderr.strip().splitlines()
     assert len(lines) == 1 and "is being trained by another process" in lines[0], attempts[0].stderr
     assert attempts[0].stdout.split()[0] == "NO_TF"
-    assert len(runs.read_state(run_dir)) == 2           # the run went on, undisturbed
-    assert runs.lock_run(run_dir)                       # and let go of the run when it ended
+    assert len(checkpoint_files.read_state(run_dir)) == 2  # the run went on, undisturbed
+    assert runs.lock_run(run_dir)  # and let go of the run when it ended
     runs.unlock_run(run_dir)
 
 
 def test_extending_a_finished_run_with_epochs_equals_a_longer_run(tiny_run, tiny_mnist, tmp_path, six_epoch_run):
     extended = tmp_path / "run-20260101000000"
-    shutil.copytree(tiny_run, extended)             # 2 epochs, batch 100: the start of the 6-epoch run
+    shutil.copytree(tiny_run, extended)  # 2 epochs, batch 100: the start of the 6-epoch run
     p = run_train("--resume", extended, "--data", tiny_mnist, "--epochs", "6")
     assert p.returncode == 0, p.stderr
     longer = six_epoch_run
     assert len(table_from(longer.stdout)) == 6 and table_from(p.stdout) == table_from(longer.stdout)
     a, b = final_variables(str(extended)), final_variables(run_dir_from(longer.stdout))
     assert all(a[n].tobytes() == b[n].tobytes() for n in a)
-    assert json.load(open(extended / "config.json"))["epochs"] == 6      # the run is now 6 epochs long
+    assert json.load(open(extended / "config.json"))["epochs"] == 6  # the run is now 6 epochs long
     results = json.load(open(extended / "results.json"))
     assert len(results["validation_accuracy"]) == 6 and results["checkpoint"] == "model.ckpt-5"
 
@@ -387,23 +491,25 @@ def test_log_folder_precheck_creates_nothing_and_refuses_a_file_on_the_path(tmp_
     (tmp_path / "f").write_text("x")
     with pytest.raises(RunFolderError, match="is a file"):
         runs.check_logdir(str(tmp_path / "f" / "x" / "y"), create=False)
-    if os.geteuid() != 0:                      # root may write anywhere
+    if os.geteuid() != 0:  # root may write anywhere
         (tmp_path / "ro").mkdir(mode=0o555)
         with pytest.raises(RunFolderError, match="no write permission"):
             runs.check_logdir(str(tmp_path / "ro" / "logs"), create=False)
 
 
-def test_a_checkpoint_that_cannot_be_written_stops_with_exit_4_keeping_the_last_one(tiny_mnist, tmp_path,
-                                                                                   monkeypatch, capsys):
+def test_a_checkpoint_that_cannot_be_written_stops_with_exit_4_keeping_the_last_one(
+    tiny_mnist, tmp_path, monkeypatch, capsys
+):
     from bnmnist import cli
-    commit = runs.commit_checkpoint
+
+    commit = checkpoint_files.commit_checkpoint
 
     def disk_full_at_epoch_1(run_dir, prefix, keep):
         if prefix.endswith("model.ckpt-1"):
             raise OSError(errno.ENOSPC, "No space left on device")
         return commit(run_dir, prefix, keep)
 
-    monkeypatch.setattr(runs, "commit_checkpoint", disk_full_at_epoch_1)
+    monkeypatch.setattr(checkpoint_files, "commit_checkpoint", disk_full_at_epoch_1)
     args = ["--data", tiny_mnist, "--logdir", str(tmp_path), "--batch-size", "100", "--quiet"]
     assert cli.main(args + ["--epochs", "3"]) == 4
     out, err = capsys.readouterr()
@@ -412,18 +518,32 @@ def test_a_checkpoint_that_cannot_be_written_stops_with_exit_4_keeping_the_last_
     assert len(lines) == 1 and "could not write the checkpoint of epoch 1" in lines[0], err
     assert "No space left on device" in lines[0] and "still model.ckpt-0" in lines[0]
     assert f"--resume {run_dir}" in lines[0]
-    assert [os.path.basename(p) for p in runs.read_state(run_dir)] == ["model.ckpt-0"]
-    monkeypatch.setattr(runs, "commit_checkpoint", commit)          # room again: the run goes on
+    assert [os.path.basename(p) for p in checkpoint_files.read_state(run_dir)] == ["model.ckpt-0"]
+    monkeypatch.setattr(checkpoint_files, "commit_checkpoint", commit)  # room again: the run goes on
     assert cli.main(["--resume", run_dir, "--data", tiny_mnist, "--quiet"]) == 0
-    assert runs.read_state(run_dir)[-1].endswith("model.ckpt-2")
+    assert checkpoint_files.read_state(run_dir)[-1].endswith("model.ckpt-2")
     assert len(json.load(open(os.path.join(run_dir, "results.json")))["validation_accuracy"]) == 3
 
 
 def test_a_run_folder_removed_mid_run_stops_with_exit_4_in_one_line(tiny_mnist, tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
-    p = subprocess.Popen([sys.executable, TRAIN_SCRIPT, "--data", tiny_mnist, "--logdir", str(tmp_path),
-                          "--epochs", "100000", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True, env=env)
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            TRAIN_SCRIPT,
+            "--data",
+            tiny_mnist,
+            "--logdir",
+            str(tmp_path),
+            "--epochs",
+            "100000",
+            "--quiet",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     for line in p.stdout:
         if line.startswith("Run folder: "):
             run_dir = line.split(": ", 1)[1].strip()
@@ -439,9 +559,23 @@ def test_a_run_folder_removed_mid_run_stops_with_exit_4_in_one_line(tiny_mnist, 
 def test_closed_stdout_stops_quietly_with_exit_141_and_a_resumable_run(tiny_mnist, tmp_path):
     # python scripts/train.py | head -1: the reader goes away; no BrokenPipeError traceback
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
-    p = subprocess.Popen([sys.executable, TRAIN_SCRIPT, "--data", tiny_mnist, "--logdir", str(tmp_path),
-                          "--epochs", "100000", "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True, env=env)
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            TRAIN_SCRIPT,
+            "--data",
+            tiny_mnist,
+            "--logdir",
+            str(tmp_path),
+            "--epochs",
+            "100000",
+            "--quiet",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     run_dir = p.stdout.readline().split(": ", 1)[1].strip()
     p.stdout.close()
     err = p.stderr.read()

@@ -1,4 +1,5 @@
 """The trainer: the book's batches, the published table on real MNIST, determinism, run folders."""
+
 import datetime
 import io
 import json
@@ -9,14 +10,15 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import BOOK_TABLE, ROOT, TRAIN_SCRIPT, read_events, run_dir_from, table_from
 
-from bnmnist import data, runs
+from bnmnist import checkpoint_files, data, runs
 from bnmnist.config import Config
 from bnmnist.epoch_end import EpochEnd
 from bnmnist.errors import RunFolderError
 from bnmnist.graph import build_graph
-from bnmnist.trainer import Result, batch_indices, session_config, shuffle_batch, train
-from conftest import BOOK_TABLE, ROOT, TRAIN_SCRIPT, read_events, run_dir_from, table_from
+from bnmnist.steps import session_config
+from bnmnist.trainer import Result, batch_indices, shuffle_batch, train
 
 
 def book_shuffle_batch(X, y, batch_size):
@@ -39,10 +41,11 @@ def test_shuffle_batch_gives_the_books_batches():
 
 
 def final_variables(run_dir):
-    prefix = runs.read_state(run_dir)[-1]
+    prefix = checkpoint_files.read_state(run_dir)[-1]
     reader = tf.train.load_checkpoint(prefix)
-    return {name: reader.get_tensor(name) for name, _ in tf.train.list_variables(prefix)
-            if not name.startswith("run_state")}
+    return {
+        name: reader.get_tensor(name) for name, _ in tf.train.list_variables(prefix) if not name.startswith("run_state")
+    }
 
 
 def test_train_script_prints_the_books_seed_42_table(book_runs):
@@ -68,7 +71,7 @@ def test_run_folder_holds_config_checkpoints_and_events(book_runs):
     assert os.path.basename(run_dir).startswith("run-")
     cfg = json.load(open(os.path.join(run_dir, "config.json")))
     assert cfg["epochs"] == 20 and cfg["batch_size"] == 200 and cfg["seed"] == 42
-    prefixes = runs.read_state(run_dir)
+    prefixes = checkpoint_files.read_state(run_dir)
     assert [os.path.basename(p) for p in prefixes] == [f"model.ckpt-{e}" for e in range(15, 20)]
     for p in prefixes:
         assert os.path.exists(p + ".index") and os.path.exists(p + ".meta")
@@ -102,15 +105,13 @@ def test_xla_loop_and_per_step_loops_print_the_same_table(mnist_dir, tmp_path):
         assert other_table == table, kwargs
         for name in xla:
             assert xla[name].tobytes() == other[name].tobytes(), (kwargs, name)
-    # the per-step loops: the book's feed_dict loop and in-graph batches are bit-identical
-    # to each other, and within XLA_TOLERANCE of the XLA loop (XLA fuses and orders floats its way)
+    # the book's per-step feed_dict loop: within XLA_TOLERANCE of the XLA loop (XLA fuses and
+    # orders floats its way)
     feed_table, feed = two_epochs(loop="feed_dict")
-    graph_table, graph = two_epochs(loop="graph")
-    assert feed_table == graph_table == table
+    assert feed_table == table
     for name in xla:
-        assert feed[name].tobytes() == graph[name].tobytes(), name
         np.testing.assert_allclose(xla[name], feed[name], rtol=0, atol=XLA_TOLERANCE, err_msg=name)
-    assert any(xla[name].tobytes() != feed[name].tobytes() for name in xla)   # really two paths
+    assert any(xla[name].tobytes() != feed[name].tobytes() for name in xla)  # really two paths
     # the XLA loop leaves out the pixels that are 0 in every training image: their kernel rows
     # keep the initial values exactly, as the book's loop leaves them (its gradient there is 0)
     unused = ~(split.X_train != 0).any(axis=0)
@@ -126,10 +127,10 @@ def test_xla_loop_and_per_step_loops_print_the_same_table(mnist_dir, tmp_path):
 def test_xla_loop_handles_batches_of_two_sizes_and_a_partial_epoch(tiny_mnist, tmp_path):
     split = data.split(data.load(tiny_mnist))
     n = len(split.X_train)
-    config = Config(epochs=2, batch_size=n // 3 - 1)     # np.array_split: 3 batches, two sizes
+    config = Config(epochs=2, batch_size=n // 3 - 1)  # np.array_split: 3 batches, two sizes
     assert len({len(b) for b in batch_indices(n, config.batch_size, np.random.RandomState(0))}) == 2
     results = {}
-    for loop, steps_per_call in (("xla", None), ("xla", 2), ("graph", None)):
+    for loop, steps_per_call in (("xla", None), ("xla", 2), ("feed_dict", None)):
         run_dir = runs.new_run_dir(str(tmp_path))
         result = train(config.replace(loop=loop), split, run_dir, out=None, steps_per_call=steps_per_call)
         results[loop, steps_per_call] = result.losses, final_variables(run_dir)
@@ -146,10 +147,10 @@ def test_dry_run_trains_a_couple_of_steps_and_saves_a_checkpoint(dry_runs_at_onc
     assert p.returncode == 0, p.stderr
     assert len(table_from(p.stdout)) == 1
     run_dir = run_dir_from(p.stdout)
-    assert len(runs.read_state(run_dir)) == 1
+    assert len(checkpoint_files.read_state(run_dir)) == 1
     assert "Training took" in p.stdout and "examples/s" in p.stdout
     assert "Start-up before the first step:" in p.stdout and "TensorFlow import" in p.stdout
-    assert " s)" in table_lines(p.stdout)[0]                  # each epoch says how long it took
+    assert " s)" in table_lines(p.stdout)[0]  # each epoch says how long it took
 
 
 def table_lines(stdout):
@@ -157,8 +158,10 @@ def table_lines(stdout):
 
 
 def test_importing_the_package_and_cli_does_not_import_tensorflow():
-    code = ("import sys, bnmnist, bnmnist.cli, bnmnist.data, bnmnist.config, bnmnist.runs; "
-            "print('tensorflow' in sys.modules)")
+    code = (
+        "import sys, bnmnist, bnmnist.cli, bnmnist.data, bnmnist.config, bnmnist.runs; "
+        "print('tensorflow' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT).stdout
     assert out.strip() == "False"
 
@@ -168,10 +171,15 @@ def test_the_command_line_loads_tensorflow_without_keras_and_keras_still_imports
     codes = [  # as train.py does; and after a download through Keras's get_file had imported Keras
         "import sys; " + load + "print('tensorflow' in sys.modules, 'keras' in sys.modules); "
         "import keras; print(keras.utils.get_file.__name__)",
-        "import sys, keras; " + load + "print('tensorflow' in sys.modules, sys.modules['keras'] is keras)"]
+        "import sys, keras; " + load + "print('tensorflow' in sys.modules, sys.modules['keras'] is keras)",
+    ]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, cwd=ROOT, env=env) for code in codes]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env
+        )
+        for code in codes
+    ]
     (fresh, err1), (after, err2) = [p.communicate(timeout=120) for p in procs]
     assert fresh.split() == ["True", "False", "get_file"], err1
     assert after.split() == ["True", "True"], err2
@@ -180,22 +188,27 @@ def test_the_command_line_loads_tensorflow_without_keras_and_keras_still_imports
 def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path):
     now = datetime.datetime(2026, 11, 27, 8, 0, 0, tzinfo=datetime.timezone.utc)
     folders = [runs.new_run_dir(str(tmp_path), now=now) for _ in range(3)]
-    assert [os.path.basename(f) for f in folders] == ["run-20261127080000", "run-20261127080000-1",
-                                                      "run-20261127080000-2"]
+    assert [os.path.basename(f) for f in folders] == [
+        "run-20261127080000",
+        "run-20261127080000-1",
+        "run-20261127080000-2",
+    ]
     for f in folders:
         open(os.path.join(f, "config.json"), "w").write("{}")
-        runs.write_state(f, [os.path.join(f, "model.ckpt-0")])
+        checkpoint_files.write_state(f, [os.path.join(f, "model.ckpt-0")])
     assert runs.latest_run(str(tmp_path)) == folders[-1]
 
 
 def test_latest_passes_over_run_folders_that_hold_no_checkpoint_yet(tmp_path):
-    older, newer = (runs.new_run_dir(str(tmp_path), now=datetime.datetime(2026, 11, 27, h, tzinfo=datetime.timezone.utc))
-                    for h in (8, 9))
-    for f in (older, newer):                        # both runs; only the older finished an epoch
+    older, newer = (
+        runs.new_run_dir(str(tmp_path), now=datetime.datetime(2026, 11, 27, h, tzinfo=datetime.timezone.utc))
+        for h in (8, 9)
+    )
+    for f in (older, newer):  # both runs; only the older finished an epoch
         open(os.path.join(f, "config.json"), "w").write("{}")
     with pytest.raises(RunFolderError, match=r"none of the 2 run folder\(s\) under .* holds a checkpoint yet"):
         runs.latest_run(str(tmp_path))
-    runs.write_state(older, [os.path.join(older, "model.ckpt-0")])
+    checkpoint_files.write_state(older, [os.path.join(older, "model.ckpt-0")])
     assert runs.latest_run(str(tmp_path)) == older
 
 
@@ -213,17 +226,9 @@ def test_console_script_is_the_same_entry_point(tiny_mnist, tmp_path):
 
 def test_state_file_with_only_the_newest_path_still_names_it(tmp_path):
     (tmp_path / "checkpoint").write_text('model_checkpoint_path: "model.ckpt-3"\n')
-    assert runs.read_state(str(tmp_path)) == [str(tmp_path / "model.ckpt-3")]
+    assert checkpoint_files.read_state(str(tmp_path)) == [str(tmp_path / "model.ckpt-3")]
     (tmp_path / "checkpoint").write_text('all_model_checkpoint_paths: "model.ckpt-2"\n')
-    assert runs.read_state(str(tmp_path)) == [str(tmp_path / "model.ckpt-2")]
-
-
-def test_config_of_a_run_made_before_the_xla_loop_still_loads_and_keeps_its_loop():
-    from bnmnist.errors import ConfigError
-    old = dict(Config(loop="graph").to_json(), xla=False)      # what such a run's config.json holds
-    assert Config.from_json(old) == Config(loop="graph")
-    with pytest.raises(ConfigError, match="unknown configuration keys"):
-        Config.from_json(dict(old, xla=True))
+    assert checkpoint_files.read_state(str(tmp_path)) == [str(tmp_path / "model.ckpt-2")]
 
 
 def test_epoch_end_copy_validates_exactly_as_the_training_graph_and_logs_it(tiny_mnist, tmp_path):
@@ -233,8 +238,9 @@ def test_epoch_end_copy_validates_exactly_as_the_training_graph_and_logs_it(tiny
     sess = tf.compat.v1.Session(graph=h.graph)
     sess.run(h.init)
     for idx in batch_indices(len(split.X_train), 200, np.random.RandomState(0))[:5]:  # moving stats move
-        sess.run([h.training_op, h.extra_update_ops],
-                 {h.X: split.X_train[idx], h.y: split.y_train[idx], h.training: True})
+        sess.run(
+            [h.training_op, h.extra_update_ops], {h.X: split.X_train[idx], h.y: split.y_train[idx], h.training: True}
+        )
     values = sess.run(h.model_variables)
     accuracy = sess.run(h.accuracy, {h.X: split.X_valid, h.y: split.y_valid})
     out, result = io.StringIO(), Result(str(tmp_path))

@@ -2,6 +2,7 @@
 networks with ``tf.compat.v1.layers`` through tf-keras, which creates TF1's op sequence, and
 prints, per random op, the op seed TF1 would have given it: the id of the newest op, counting
 from 1. Input: a JSON list of architectures on argv[1]; output: one JSON list of seed lists."""
+
 import json
 import os
 import sys
@@ -20,7 +21,7 @@ _get_seed = random_seed.get_seed
 def recording_get_seed(op_seed):
     graph = tf1.get_default_graph()
     if op_seed is None and graph.seed is not None:
-        seen.append(len(graph.get_operations()))   # TF1: graph._last_id, ids counting from 1
+        seen.append(len(graph.get_operations()))  # TF1: graph._last_id, ids counting from 1
     return _get_seed(op_seed)
 
 

@@ -1,0 +1,127 @@
+"""How an epoch's steps reach the graph: the book's per-step ``feed_dict`` loop, or the XLA loop's
+whole epochs (``xla_loop.py``). Both run the same step, the training op with ``UPDATE_OPS`` and
+``training=True``, on the batches the trainer draws; the trainer sees only :func:`run_epoch`.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+import numpy as np
+import tensorflow as tf
+
+tf1 = tf.compat.v1
+
+
+def session_config(threads=(1, 2)):
+    """(intra-op, inter-op) threads; 0 means TensorFlow's default (one per core). The default
+    (1, 2) lets independent ops, such as a layer's two gradient matmuls, run at once, while
+    single-threaded kernels skip Eigen's sharding overhead at batch 200. The float results do not
+    depend on these settings (tests/test_training.py checks one)."""
+    intra, inter = threads
+    return tf1.ConfigProto(intra_op_parallelism_threads=intra, inter_op_parallelism_threads=inter)
+
+
+class BookSteps:
+    """The book's loop: one ``sess.run([training_op, extra_update_ops], feed_dict=...)`` per
+    batch. ``run(start, stop)`` returns the steps' losses, ending right after a non-finite one."""
+
+    chunk = 1  # Ctrl-C and the progress bar see every step
+
+    def __init__(self, sess, h, split):
+        self.sess, self.h, self.split = sess, h, split
+        self.fetches = [h.training_op, h.extra_update_ops, h.loss]
+        self.batches = []
+
+    def compile(self, n_train, batch_size):
+        return 0.0  # nothing is compiled ahead
+
+    def start_epoch(self, batches):
+        self.batches = batches
+
+    def run(self, start, stop):
+        h, losses = self.h, []
+        for idx in self.batches[start:stop]:
+            feed = {h.X: self.split.X_train[idx], h.y: self.split.y_train[idx]}
+            if h.training is not None:
+                feed[h.training] = True
+            losses.append(float(self.sess.run(self.fetches, feed_dict=feed)[2]))
+            if not np.isfinite(losses[-1]):
+                break
+        return losses
+
+
+def make_steps(sess, h, config, split):
+    """The loop ``config.loop`` names, on the graph ``h`` in ``sess``."""
+    if config.loop == "xla":  # holds its own copy of the training set
+        from .xla_loop import XlaEpochLoop
+
+        return XlaEpochLoop(sess, h, config, split.X_train, split.y_train)
+    return BookSteps(sess, h, split)
+
+
+class StopOnCtrlC:
+    """Turns Ctrl-C into a flag checked between steps, so no step or checkpoint stops half-way."""
+
+    def __init__(self):
+        self.raised = False
+        self.previous = None
+
+    def __enter__(self):
+        try:
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread: leave Ctrl-C alone
+            self.previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        self.raised = True
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+def progress_bar_available(wanted):
+    """A tqdm bar over each epoch's steps: when asked, on a terminal, with tqdm (the 'progress'
+    extra) installed."""
+    if not wanted or not sys.stdout.isatty():
+        return False
+    try:
+        import tqdm  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def run_epoch(steps, batches, epoch, ctrl_c, bar=False, steps_per_call=None):
+    """Run the epoch's ``batches`` through ``steps``; returns their losses, or None when Ctrl-C
+    came first (the epoch is then left unfinished and unsaved). Raises ``FloatingPointError(step,
+    loss)`` when a loss is not finite; nothing after it is computed.
+
+    ``steps_per_call`` caps the steps of one call (default: the whole epoch, or a twentieth of
+    one while a bar shows); the results do not depend on it."""
+    n = len(batches)
+    progress = None
+    if bar:
+        from tqdm import tqdm
+
+        progress = tqdm(total=n, desc=f"epoch {epoch}", unit="step", leave=False, file=sys.stdout)
+    chunk = steps.chunk or steps_per_call or (max(1, n // 20) if progress else n)
+    steps.start_epoch(batches)
+    losses = []
+    try:
+        while len(losses) < n:
+            if ctrl_c.raised:
+                return None
+            stop = min(n, len(losses) + chunk)
+            losses += steps.run(len(losses), stop)
+            if not np.isfinite(losses[-1]):
+                raise FloatingPointError(len(losses) - 1, losses[-1])
+            if progress is not None:
+                progress.update(stop - progress.n)
+    finally:
+        if progress is not None:
+            progress.close()
+    return losses

@@ -1,0 +1,215 @@
+"""What a run holds while it trains, around the book's graph: the Session, the saved run state and
+the Saver, the TensorBoard writer, and the copy of the network that validates (``epoch_end.py``).
+
+Every checkpoint holds everything that decides the rest of the run: the variables, the moving
+statistics, and, in the ``run_state`` variable, the NumPy random state that drives shuffling, the
+epoch and the table so far. A run killed at any moment and resumed therefore ends bit-identical
+to one that never stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import tensorflow as tf
+
+from . import atomic, checkpoint, checkpoint_files, runs
+from .epoch_end import EpochEnd
+from .errors import NumericalError, WriteError
+from .graph import build_graph
+from .steps import session_config
+
+tf1 = tf.compat.v1
+RUN_STATE = "run_state"
+
+
+@dataclass
+class Result:
+    run_dir: str
+    accuracies: list = field(default_factory=list)  # validation accuracy per epoch (float32)
+    losses: list = field(default_factory=list)  # mean training loss per epoch
+    epoch_seconds: list = field(default_factory=list)
+    test_accuracy: np.float32 = np.float32("nan")
+    train_seconds: float = 0.0  # this process's epochs, first_epoch on
+    examples: int = 0  # trained by this process
+    examples_per_second: float = 0.0
+    first_epoch: int = 0  # > 0 when resumed
+    checkpoint: str = ""
+    startup_seconds: float = 0.0  # train() entry to the first step
+    compile_seconds: float = 0.0  # of which the XLA loop's compile
+
+
+class TrainingSession:
+    """One run's graph, Session, Saver, writer and validating copy. ``start()`` initialises or
+    restores; ``save``, ``validate`` and ``finish`` are the ends of the book's epoch and run."""
+
+    def __init__(self, config, split, run_dir, resume, out):
+        self.t_start = time.perf_counter()
+        self.config, self.split, self.run_dir, self.resume, self.out = config, split, run_dir, resume, out
+        self.h = h = build_graph(config)
+        with h.graph.as_default():
+            self.run_state = tf1.Variable("", trainable=False, name=RUN_STATE, dtype=tf.string)
+            self.run_state_in = tf1.placeholder(tf.string, shape=(), name="run_state_in")
+            self.set_run_state = self.run_state.assign(self.run_state_in)
+            self.saver = tf1.train.Saver(max_to_keep=None, save_relative_paths=True)
+            self.writer = tf1.summary.FileWriter(run_dir, graph=None if resume else h.graph)
+            if not resume:
+                meta = self.saver.export_meta_graph().SerializeToString()
+                atomic.write_bytes_atomic(os.path.join(run_dir, checkpoint_files.GRAPH_META), meta)
+        self.rng = np.random.RandomState(config.seed)  # the book's np.random.seed(42)
+        self.sess = tf1.Session(graph=h.graph, config=session_config(config.threads))
+        self.result = Result(run_dir)
+        self.epoch_end = EpochEnd(config, split, self.writer, self.result, out, session_config(config.threads))
+        self.t_train = None
+
+    def __enter__(self):
+        self._graph = self.h.graph.as_default()
+        self._graph.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._graph.__exit__(*exc)
+        self.epoch_end.close()
+        self.writer.close()
+        self.sess.close()
+
+    def start(self):
+        """Initialise, or restore the checkpoint to resume from and the state saved with it.
+        Returns the first epoch to train."""
+        self.epoch_end.prepare()
+        if not self.resume:
+            self.sess.run([self.h.init, self.run_state.initializer])
+            return 0
+        self.result.first_epoch = self._restore()
+        return self.result.first_epoch
+
+    def _restore(self):
+        h, result = self.h, self.result
+        start = self.resume if isinstance(self.resume, str) else None
+        result.checkpoint = start or checkpoint_files.newest_prefix(self.run_dir)
+        checkpoint.restore(self.sess, self.saver, result.checkpoint, h.model_variables)
+        if start:  # back to this epoch: later checkpoints are trained again
+            epoch = checkpoint_files.checkpoint_epoch(start)
+            kept = checkpoint_files.read_state(self.run_dir)
+            earlier = [p for p in kept if (checkpoint_files.checkpoint_epoch(p) or 0) < epoch]
+            checkpoint_files.write_state(self.run_dir, [*earlier, start])
+        saved = runs.read_config(self.run_dir)
+        if saved.epochs != self.config.epochs:  # --epochs extends the run: it is now that long
+            config_path = os.path.join(self.run_dir, runs.CONFIG_FILE)
+            atomic.write_json_atomic(config_path, saved.replace(epochs=self.config.epochs).to_json())
+        state = json.loads(self.sess.run(self.run_state).decode())
+        self.rng.set_state(_rng_from_json(state["rng"]))
+        result.accuracies = [np.float32(a) for a in state["accuracies"]]
+        result.losses = state["losses"]
+        result.epoch_seconds = state["epoch_seconds"]
+        if self.out is not None:
+            for epoch, acc in enumerate(result.accuracies):
+                print(epoch, "Validation accuracy:", acc, "(from checkpoint)", file=self.out, flush=True)
+        # TensorBoard drops what this run wrote from here on before the kill (it is rewritten)
+        self.writer.add_session_log(tf1.SessionLog(status=tf1.SessionLog.START), len(result.accuracies))
+        if len(result.accuracies) < state["epoch"]:  # the last epoch's validation: recompute it
+            last = len(result.accuracies)
+            values = self.sess.run(h.model_variables)
+            self.epoch_end.submit(last, values, result.losses[last], result.epoch_seconds[last], note="from checkpoint")
+            self.epoch_end.wait()
+        return state["epoch"]
+
+    def started(self, compile_seconds):
+        self.result.compile_seconds = compile_seconds
+        self.t_train = time.perf_counter()
+        self.result.startup_seconds = self.t_train - self.t_start
+
+    def checked_variables(self, epoch):
+        """The loss can stay finite while a moving variance overflows: check every variable before
+        anything of the epoch is written. Returns their values."""
+        values = self.sess.run(self.h.model_variables)
+        for v, value in zip(self.h.model_variables, values):
+            if not np.all(np.isfinite(value)):
+                raise NumericalError(
+                    f"{v.op.name} became NaN or infinite during epoch {epoch}; nothing from this epoch was saved"
+                )
+        return values
+
+    def save(self, epoch, losses, seconds):
+        """``saver.save`` of ``epoch`` with the run state, committed only once complete; before the
+        next epoch starts."""
+        result = self.result
+        self.epoch_end.wait()  # the previous epoch's accuracy belongs to the state
+        result.losses.append(float(np.mean(losses)))
+        result.epoch_seconds.append(seconds)
+        state = {
+            "epoch": epoch + 1,
+            "rng": _rng_to_json(self.rng.get_state()),
+            "accuracies": [float(a) for a in result.accuracies],
+            "losses": result.losses,
+            "epoch_seconds": result.epoch_seconds,
+        }
+        self.sess.run(self.set_run_state, feed_dict={self.run_state_in: json.dumps(state)})
+        prefix = checkpoint_files.checkpoint_prefix(self.run_dir, epoch)
+        try:
+            self.saver.save(self.sess, prefix, write_meta_graph=False, write_state=False)
+            checkpoint_files.link_meta(self.run_dir, prefix)
+            checkpoint_files.commit_checkpoint(self.run_dir, prefix, self.config.keep_checkpoints)
+        except (tf.errors.OpError, OSError, ValueError) as e:
+            raise self._write_error(f"the checkpoint of epoch {epoch}", e) from None
+        result.checkpoint = prefix
+
+    def validate(self, epoch, values, now=False):
+        """The epoch's validation accuracy, its line and its TensorBoard summaries, on the copy,
+        while the next epoch trains; ``now`` waits for them."""
+        self.epoch_end.submit(epoch, values, self.result.losses[-1], self.result.epoch_seconds[-1])
+        if now:
+            self.epoch_end.wait()
+
+    def finish(self, dry_run):
+        """The test accuracy and ``results.json``, once every epoch is validated."""
+        result, h, split = self.result, self.h, self.split
+        self.epoch_end.wait()
+        result.train_seconds = time.perf_counter() - self.t_train
+        result.examples_per_second = result.examples / max(result.train_seconds, 1e-9)
+        result.test_accuracy = self.sess.run(h.accuracy, feed_dict={h.X: split.X_test, h.y: split.y_test})
+        results = {
+            "validation_accuracy": [float(a) for a in result.accuracies],
+            "validation_accuracy_printed": [str(a) for a in result.accuracies],
+            "training_loss": result.losses,
+            "epoch_seconds": result.epoch_seconds,
+            "test_accuracy": float(result.test_accuracy),
+            "train_seconds": result.train_seconds,
+            "train_seconds_from_epoch": result.first_epoch,
+            "checkpoint": os.path.basename(result.checkpoint),
+            **({"dry_run": True} if dry_run else {}),
+        }
+        try:
+            atomic.write_json_atomic(os.path.join(self.run_dir, runs.RESULTS_FILE), results)
+        except OSError as e:
+            raise self._write_error(runs.RESULTS_FILE, e) from None
+        return result
+
+    def _write_error(self, what, e):
+        """A :class:`WriteError` saying what could not be written, why, and what is still saved."""
+        reason = checkpoint.first_line(e) if isinstance(e, tf.errors.OpError) else (e.strerror or str(e))
+        if not runs.is_run_dir(self.run_dir):  # removed (TensorBoard may remake it empty)
+            return WriteError(f"could not write {what}: the run folder {self.run_dir} is gone ({reason})")
+        newest = checkpoint_files.read_state(self.run_dir)
+        kept = (
+            f"the newest complete checkpoint is still {os.path.basename(newest[-1])}"
+            if newest
+            else "no epoch of this run is saved yet"
+        )
+        err = WriteError(f"could not write {what} in {self.run_dir} ({reason}); {kept}")
+        err.run_dir, err.resumable = self.run_dir, bool(newest)
+        return err
+
+
+def _rng_to_json(state):
+    name, keys, pos, has_gauss, cached = state
+    return [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]
+
+
+def _rng_from_json(s):
+    name, keys, pos, has_gauss, cached = s
+    return (name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached)
