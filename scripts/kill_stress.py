@@ -7,7 +7,6 @@ runs 20 kills; run more by hand:
     python scripts/kill_stress.py --data ../shared/data/mnist --kills 200
 """
 
-import json
 import os
 import random
 import subprocess
@@ -20,24 +19,10 @@ TRAIN_SCRIPT = os.path.join(HERE, "train.py")
 
 
 def newest_checkpoint_epochs(run_dir):
-    """Epochs saved in the newest checkpoint the state file names (None if none), after reading
-    every tensor in it; raises if it is incomplete, unreadable or inconsistent."""
-    import numpy as np
-    import tensorflow as tf
+    """Epochs saved in the newest checkpoint (None if none), after reading every tensor in it."""
+    from bnmnist.checkpoint import verify_newest
 
-    from bnmnist import checkpoint_files
-
-    prefixes = checkpoint_files.read_state(run_dir)
-    if not prefixes:
-        return None
-    reader = tf.train.load_checkpoint(prefixes[-1])
-    values = {n: reader.get_tensor(n) for n, _ in tf.train.list_variables(prefixes[-1])}
-    state = json.loads(values.pop("run_state"))
-    assert len(values) == 18, sorted(values)
-    assert all(np.all(np.isfinite(v)) for v in values.values())
-    assert prefixes[-1].endswith(f"model.ckpt-{state['epoch'] - 1}"), (prefixes[-1], state["epoch"])
-    assert os.path.exists(prefixes[-1] + ".meta")
-    return state["epoch"]
+    return verify_newest(run_dir, n_variables=18)
 
 
 def kill_at_random_moments(data, logdir, n_kills, seed=0, max_delay=0.8, log=None):

@@ -2,7 +2,10 @@
 environment variables a user would set (XLA's code generation and oneDNN's kernels)."""
 
 import pytest
-from conftest import BOOK_TABLE, run_train_at_once, table_from
+
+from helpers import BOOK_TABLE, run_train_at_once, table_from
+
+pytestmark = pytest.mark.slow  # the book's table on the real MNIST, per instruction set
 
 # instruction set -> (XLA_FLAGS --xla_cpu_max_isa, ONEDNN_MAX_CPU_ISA); a cap above what the CPU
 # has leaves it at its own

@@ -5,10 +5,11 @@ import os
 
 import numpy as np
 import pytest
-from conftest import bad_data_cases, write_npz
 
 from bnmnist import data
 from bnmnist.errors import DataError
+
+from helpers import bad_data_cases, write_npz
 
 
 def test_idx_folder_gzipped_loads_uint8_images_and_labels(tiny_mnist):
@@ -62,6 +63,7 @@ def test_nothing_local_and_no_download_says_how_to_pass_a_copy(tmp_path, monkeyp
         data.load(download=False)
 
 
+@pytest.mark.slow
 def test_real_mnist_matches_its_readme(mnist_dir):
     m = data.load(mnist_dir)
     assert m.x_train.shape == (60000, 28, 28) and m.x_test.shape == (10000, 28, 28)
@@ -87,7 +89,7 @@ def test_every_kind_of_bad_data_is_one_clear_error(tmp_path, tiny_mnist):
 def test_offline_download_fails_in_one_line_saying_how_to_pass_a_local_copy(tmp_path):
     """The real download path (Keras get_file with its checksum) runs; offline it must fail
     clearly. Where a network is reachable the download may succeed instead, which is fine."""
-    from conftest import run_train
+    from helpers import run_train
 
     p = run_train("--logdir", tmp_path / "logs", "--dry-run", env={"KERAS_HOME": str(tmp_path / "keras")})
     if p.returncode == 0:

@@ -15,7 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from conftest import ROOT, TRAIN_SCRIPT, read_events, run_dir_from, run_train_at_once, table_from
+
+from helpers import ROOT, TRAIN_SCRIPT, read_events, run_dir_from, run_train_at_once, table_from
+
+pytestmark = pytest.mark.slow  # presets, plots, seeds and the progress bar, as whole commands
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import ROOT, run_dir_from, run_train
 
 import bnmnist
 from bnmnist import checkpoint_files, data, runs
@@ -17,7 +16,10 @@ from bnmnist.config import PRESETS
 from bnmnist.errors import CheckpointError
 from bnmnist.trainer import train
 
+from helpers import ROOT, run_dir_from, run_train
+
 tf1 = tf.compat.v1
+pytestmark = pytest.mark.slow  # restores of trained runs, the recipe, the notebook and export
 
 
 def printed_test_accuracy(run_dir):
@@ -251,8 +253,12 @@ def test_load_data_reads_the_copy_the_run_was_trained_on_and_refuses_a_moved_or_
             model.load_data()
 
 
-sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-from compare_export import SERVE as LOAD_SAVED_MODEL  # noqa: E402  (a fresh eager process runs it)
+# The SavedModel as a serving program uses it: a fresh eager process, no compat.v1 code.
+LOAD_SAVED_MODEL = """
+import sys, numpy as np, tensorflow as tf
+out = tf.saved_model.load(sys.argv[1]).signatures["serving_default"](images=tf.constant(np.load(sys.argv[2])))
+np.save(sys.argv[3], out["probabilities"].numpy()); np.save(sys.argv[4], out["classes"].numpy())
+"""
 
 
 def test_exported_saved_model_matches_the_session_on_the_whole_test_set(mnist_dir, book_runs, tmp_path):

@@ -7,12 +7,13 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import BOOK_TABLE, table_from
 from tensorflow.python.framework import random_seed
 
 import bnmnist
 from bnmnist import op_seeds
 from bnmnist.graph import build_graph
+
+from helpers import BOOK_TABLE, table_from
 
 tf1 = tf.compat.v1
 HELPER = os.path.join(os.path.dirname(__file__), "book_code.py")

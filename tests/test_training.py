@@ -10,7 +10,6 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import BOOK_TABLE, ROOT, TRAIN_SCRIPT, read_events, run_dir_from, table_from
 
 from bnmnist import checkpoint_files, data, runs
 from bnmnist.config import Config
@@ -19,6 +18,8 @@ from bnmnist.errors import RunFolderError
 from bnmnist.graph import build_graph
 from bnmnist.steps import session_config
 from bnmnist.trainer import Result, batch_indices, shuffle_batch, train
+
+from helpers import BOOK_TABLE, ROOT, TRAIN_SCRIPT, read_events, run_dir_from, table_from
 
 
 def book_shuffle_batch(X, y, batch_size):
@@ -48,6 +49,7 @@ def final_variables(run_dir):
     }
 
 
+@pytest.mark.slow
 def test_train_script_prints_the_books_seed_42_table(book_runs):
     out = book_runs[0].stdout
     assert table_from(out) == BOOK_TABLE, out
@@ -56,6 +58,7 @@ def test_train_script_prints_the_books_seed_42_table(book_runs):
     assert any(l.startswith("Test accuracy: 0.97") for l in out.splitlines())
 
 
+@pytest.mark.slow
 def test_same_command_twice_gives_bit_identical_table_and_variables(book_runs):
     a, b = (run_dir_from(p.stdout) for p in book_runs)
     assert a != b
@@ -66,6 +69,7 @@ def test_same_command_twice_gives_bit_identical_table_and_variables(book_runs):
         assert va[name].tobytes() == vb[name].tobytes(), name
 
 
+@pytest.mark.slow
 def test_run_folder_holds_config_checkpoints_and_events(book_runs):
     run_dir = run_dir_from(book_runs[0].stdout)
     assert os.path.basename(run_dir).startswith("run-")
@@ -88,6 +92,7 @@ def test_run_folder_holds_config_checkpoints_and_events(book_runs):
 XLA_TOLERANCE = 5e-6
 
 
+@pytest.mark.slow
 def test_xla_loop_and_per_step_loops_print_the_same_table(mnist_dir, tmp_path):
     split = data.split(data.load(mnist_dir))
 
@@ -124,6 +129,7 @@ def test_xla_loop_and_per_step_loops_print_the_same_table(mnist_dir, tmp_path):
         assert variables["hidden1/kernel"][unused].tobytes() == initial[unused].tobytes()
 
 
+@pytest.mark.slow
 def test_xla_loop_handles_batches_of_two_sizes_and_a_partial_epoch(tiny_mnist, tmp_path):
     split = data.split(data.load(tiny_mnist))
     n = len(split.X_train)
@@ -142,6 +148,7 @@ def test_xla_loop_handles_batches_of_two_sizes_and_a_partial_epoch(tiny_mnist, t
         np.testing.assert_allclose(xla[name], step[name], rtol=0, atol=XLA_TOLERANCE, err_msg=name)
 
 
+@pytest.mark.slow
 def test_dry_run_trains_a_couple_of_steps_and_saves_a_checkpoint(dry_runs_at_once):
     p = dry_runs_at_once[1][0]
     assert p.returncode == 0, p.stderr
@@ -166,6 +173,7 @@ def test_importing_the_package_and_cli_does_not_import_tensorflow():
     assert out.strip() == "False"
 
 
+@pytest.mark.slow
 def test_the_command_line_loads_tensorflow_without_keras_and_keras_still_imports_after():
     load = "from bnmnist.cli import _import_tensorflow_without_keras as load; load(); "
     codes = [  # as train.py does; and after a download through Keras's get_file had imported Keras
@@ -212,6 +220,7 @@ def test_latest_passes_over_run_folders_that_hold_no_checkpoint_yet(tmp_path):
     assert runs.latest_run(str(tmp_path)) == older
 
 
+@pytest.mark.slow
 def test_console_script_is_the_same_entry_point(tiny_mnist, tmp_path):
     # the same help and the same refusal (before TensorFlow, so quick) from both: one program
     exe = os.path.join(os.path.dirname(sys.executable), "bnmnist-train")
@@ -231,6 +240,7 @@ def test_state_file_with_only_the_newest_path_still_names_it(tmp_path):
     assert checkpoint_files.read_state(str(tmp_path)) == [str(tmp_path / "model.ckpt-2")]
 
 
+@pytest.mark.slow
 def test_epoch_end_copy_validates_exactly_as_the_training_graph_and_logs_it(tiny_mnist, tmp_path):
     split = data.split(data.load(tiny_mnist))
     config = Config(epochs=1)

@@ -1,0 +1,243 @@
+"""Helpers the tests share (fixtures are in conftest.py): the project's paths, the book's table,
+synthetic MNIST files, and running ``scripts/train.py`` as a user does."""
+
+import gzip
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+TRAIN_SCRIPT = os.path.join(ROOT, "scripts", "train.py")
+
+
+BOOK_TABLE = [
+    "0.8952",
+    "0.9202",
+    "0.9318",
+    "0.9422",
+    "0.9468",
+    "0.954",
+    "0.9568",
+    "0.96",
+    "0.962",
+    "0.9638",
+    "0.9662",
+    "0.9682",
+    "0.9672",
+    "0.9696",
+    "0.9706",
+    "0.9704",
+    "0.9718",
+    "0.9726",
+    "0.9738",
+    "0.9742",
+]
+
+
+def write_idx(path, array, gz=True):
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    raw = header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+    with gzip.open(path, "wb") if gz else open(path, "wb") as f:
+        f.write(raw)
+
+
+def synthetic_mnist(n_train=6000, n_test=1000, seed=0):
+    """Learnable fake digits: class k lights a 6x6 block at a class-specific spot, plus noise."""
+    rng = np.random.RandomState(seed)
+
+    def make(n):
+        y = rng.randint(0, 10, n).astype(np.uint8)
+        x = rng.randint(0, 90, (n, 28, 28)).astype(np.uint8)
+        for k in range(10):
+            r, c = 2 + (k // 5) * 12, 2 + (k % 5) * 5
+            x[y == k, r : r + 6, c : c + 5] = 230
+        return x, y
+
+    return (*make(n_train), *make(n_test))
+
+
+def train_env(env=None):
+    full_env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
+    full_env.pop("BNMNIST_DATA", None)
+    full_env.update(env or {})
+    return full_env
+
+
+def run_train(*args, env=None, timeout=600, cwd=None):
+    """Run ``python scripts/train.py ARGS`` in a fresh process; returns CompletedProcess."""
+    return subprocess.run(
+        [sys.executable, TRAIN_SCRIPT, *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=train_env(env),
+        timeout=timeout,
+        cwd=cwd or ROOT,
+    )
+
+
+def run_train_at_once(*arg_lists, timeout=600, envs=None, at_once=2):
+    """``run_train`` for each argument list (with ``envs[i]`` added to its environment), at most
+    ``at_once`` processes at a time (one per core); their CompletedProcesses in order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    envs = envs or [None] * len(arg_lists)
+
+    def one(args, env):
+        p = subprocess.Popen(
+            [sys.executable, TRAIN_SCRIPT, *map(str, args)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=train_env(env),
+            cwd=ROOT,
+        )
+        out, err = p.communicate(timeout=timeout)
+        return subprocess.CompletedProcess(p.args, p.returncode, out, err)
+
+    with ThreadPoolExecutor(at_once) as pool:
+        return list(pool.map(one, arg_lists, envs))
+
+
+def table_from(stdout):
+    """The printed validation accuracies, as printed: ['0.8952', ...]."""
+    return [line.split()[3] for line in stdout.splitlines() if " Validation accuracy: " in line]
+
+
+def run_dir_from(stdout):
+    for line in stdout.splitlines():
+        if line.startswith("Run folder: "):
+            return line[len("Run folder: ") :].strip()
+    raise AssertionError(f"no 'Run folder:' line in:\n{stdout}")
+
+
+def read_events(run_dir):
+    """What TensorBoard shows for a run folder: (scalars as {tag: {step: value}}, keeping the
+    newest write of each step across every event file; the set of histogram tags; how many
+    events carry the graph)."""
+    import tensorflow as tf
+
+    events = [
+        e
+        for name in sorted(os.listdir(run_dir))
+        if name.startswith("events.out.tfevents")
+        for e in tf.compat.v1.train.summary_iterator(os.path.join(run_dir, name))
+    ]
+    scalars, histograms, graphs = {}, set(), 0
+    for event in sorted(events, key=lambda e: e.wall_time):
+        graphs += bool(event.graph_def)
+        for v in event.summary.value:
+            if v.HasField("histo"):
+                histograms.add(v.tag)
+            else:
+                scalars.setdefault(v.tag, {})[event.step] = v.simple_value
+    return scalars, histograms, graphs
+
+
+def write_npz(path, **overrides):
+    x_train, y_train, x_test, y_test = synthetic_mnist(n_train=5200, n_test=50)
+    arrays = dict(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    arrays.update(overrides)
+    np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
+    return str(path)
+
+
+def bad_data_cases(tmp_path, tiny_mnist):
+    """(name, path to load, substring the message must hold): one per kind of bad data."""
+
+    def folder(name, mutate):
+        d = tmp_path / name
+        shutil.copytree(tiny_mnist, d)
+        mutate(d)
+        return str(d)
+
+    train_img = "train-images-idx3-ubyte.gz"
+    x_train, y_train, _, _ = synthetic_mnist(n_train=6000, n_test=10)
+    cases = [
+        ("missing path", str(tmp_path / "nope"), "no such file"),
+        ("missing file in folder", folder("missing", lambda d: os.remove(d / train_img)), "train-images"),
+        ("empty file", folder("empty", lambda d: open(d / train_img, "wb").close()), "empty"),
+        (
+            "truncated gzip",
+            folder("trunc", lambda d: (d / train_img).write_bytes((d / train_img).read_bytes()[:5000])),
+            "truncated",
+        ),
+        (
+            "corrupt gzip",
+            folder("corrupt", lambda d: (d / train_img).write_bytes(b"\x1f\x8b" + b"garbage" * 50)),
+            "corrupt",
+        ),
+        ("wrong magic", folder("magic", lambda d: write_idx(d / train_img, y_train)), "magic"),
+        (
+            "truncated idx",
+            folder(
+                "short",
+                lambda d: (d / train_img).write_bytes(
+                    gzip.compress(gzip.decompress((d / train_img).read_bytes())[:-100])
+                ),
+            ),
+            "truncated",
+        ),
+        (
+            "wrong dims",
+            folder("dims", lambda d: write_idx(d / train_img, np.zeros((6000, 28, 27), np.uint8))),
+            "28, 28",
+        ),
+        (
+            "counts disagree",
+            folder("counts", lambda d: write_idx(d / "train-labels-idx1-ubyte.gz", y_train[:5999])),
+            "labels",
+        ),
+        (
+            "label out of range",
+            folder("labels", lambda d: write_idx(d / "train-labels-idx1-ubyte.gz", np.full(6000, 11, np.uint8))),
+            "0-9",
+        ),
+        ("npz missing keys", write_npz(tmp_path / "keys.npz", x_test=None), "x_test"),
+        ("npz wrong dtype", write_npz(tmp_path / "dtype.npz", x_train=x_train.astype(np.float32)), "uint8"),
+        ("npz wrong shape", write_npz(tmp_path / "shape.npz", x_train=x_train.reshape(6000, 784)), "28, 28"),
+        (
+            "npz pickled objects",
+            write_npz(tmp_path / "pickle.npz", y_test=np.array([object()] * 50, dtype=object)),
+            "pickle",
+        ),
+        ("not an npz", str(tmp_path / "junk.npz"), "readable"),
+        ("a text file", str(tmp_path / "notes.txt"), "neither an .npz archive nor a folder"),
+        ("a single npy array", str(tmp_path / "x.npy"), "single NumPy array"),
+        ("one IDX file, not its folder", os.path.join(tiny_mnist, train_img), "pass the folder that holds all four"),
+    ]
+    (tmp_path / "junk.npz").write_bytes(b"PK\x03\x04 definitely not a zip archive")
+    (tmp_path / "notes.txt").write_text("MNIST is in ../shared\n")
+    np.save(tmp_path / "x.npy", x_train)
+    return cases
+
+
+def bad_flag_cases(tiny):
+    """(name, command-line arguments, substring of the one-line refusal): one per kind of bad flag."""
+    d = ["--data", tiny]
+    return [
+        ("epochs zero", d + ["--epochs", "0"], "positive integer"),
+        ("epochs text", d + ["--epochs", "ten"], "positive integer"),
+        ("epochs negative", d + ["--epochs", "-3"], "positive integer"),
+        ("batch size zero", d + ["--batch-size", "0"], "positive integer"),
+        ("batch size fraction", d + ["--batch-size", "2.5"], "positive integer"),
+        ("batch size above training set", d + ["--batch-size", "1001"], "larger than the training set"),
+        ("learning rate zero", d + ["--learning-rate", "0"], "positive finite"),
+        ("learning rate negative", d + ["--learning-rate", "-0.1"], "positive finite"),
+        ("learning rate nan", d + ["--learning-rate", "nan"], "positive finite"),
+        ("learning rate inf", d + ["--learning-rate", "inf"], "positive finite"),
+        ("learning rate text", d + ["--learning-rate", "fast"], "positive finite number"),
+        ("momentum one", d + ["--momentum", "1"], "[0, 1)"),
+        ("momentum negative", d + ["--momentum", "-0.1"], "[0, 1)"),
+        ("seed negative", d + ["--seed", "-1"], "[0, 2**31)"),
+        ("unknown preset", d + ["--preset", "resnet"], "invalid choice"),
+        ("unknown loop", d + ["--loop", "fast"], "invalid choice"),
+        ("two loops at once", d + ["--feed-dict", "--loop", "xla"], "contradict"),
+        ("unknown flag", d + ["--epoch", "3"], "unrecognized"),
+        ("empty data path", ["--data", ""], "empty string"),
+        ("empty log folder", d + ["--logdir", ""], "empty string"),
+    ]

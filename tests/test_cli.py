@@ -1,0 +1,47 @@
+"""The command line, in-process and fast: every bad flag is one line and exit 2, before TensorFlow;
+the help text and python -m bnmnist."""
+
+import subprocess
+import sys
+
+import pytest
+
+from bnmnist import cli
+from bnmnist.config import PRESETS, RULES, Config
+from bnmnist.errors import ConfigError
+
+from helpers import ROOT, bad_flag_cases
+
+
+def test_every_bad_flag_is_refused_in_one_line_with_exit_2(tiny_mnist, tmp_path, capsys):
+    for name, args, needle in bad_flag_cases(tiny_mnist):
+        assert cli.main([*args, "--logdir", str(tmp_path / "logs")]) == 2, name
+        out, err = capsys.readouterr()
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("bnmnist-train: error: ") and needle in lines[0], (name, err)
+        assert out == ""
+    assert not (tmp_path / "logs").exists()  # nothing was made
+
+
+def test_config_is_the_one_judge_of_values_and_the_flags_use_its_words():
+    for name, (_, valid, _what) in RULES.items():
+        assert valid(getattr(Config(), name)), name
+    with pytest.raises(ConfigError, match=r"momentum must be a number in \[0, 1\), got 1.0"):
+        Config(momentum=1.0).validated()
+    with pytest.raises(ConfigError, match="learning rate must be a positive finite number"):
+        Config(learning_rate=float("nan")).validated()
+
+
+def test_help_shows_each_default_and_every_preset_that_differs():
+    text = cli.build_parser().format_help().replace("\n", " ")
+    text = " ".join(text.split())
+    for flag, field in (("--epochs", "epochs"), ("--batch-size", "batch_size"), ("--learning-rate", "learning_rate")):
+        assert f"default: {getattr(PRESETS['bn'], field)}" in text, flag
+    assert f"plain: {PRESETS['plain'].epochs}" in text and f"plain: {PRESETS['plain'].batch_size}" in text
+
+
+def test_python_dash_m_bnmnist_is_the_same_program():
+    p = subprocess.run([sys.executable, "-m", "bnmnist", "--epochs", "0"], capture_output=True, text=True, cwd=ROOT)
+    assert p.returncode == 2 and p.stderr.startswith("bnmnist-train: error: ") and "positive integer" in p.stderr
+    help_text = subprocess.run([sys.executable, "-m", "bnmnist", "--help"], capture_output=True, text=True, cwd=ROOT)
+    assert help_text.stdout == cli.build_parser().format_help()
