@@ -9,7 +9,17 @@ from .config import PRESETS, Config
 from .op_seeds import tf1_seeds
 
 __version__ = "0.1.0"
-__all__ = ["Config", "PRESETS", "build_graph", "data", "restore", "tf1_seeds", "train", "__version__"]
+__all__ = [
+    "Config",
+    "PRESETS",
+    "build_graph",
+    "checkpoint_path",
+    "data",
+    "restore",
+    "tf1_seeds",
+    "train",
+    "__version__",
+]
 
 
 def restore(path="latest", logdir="tf_logs"):
@@ -17,6 +27,14 @@ def restore(path="latest", logdir="tf_logs"):
     from .restored import restore as _restore
 
     return _restore(path, logdir)
+
+
+def checkpoint_path(run="latest", logdir="tf_logs"):
+    """The checkpoint prefix (``.../model.ckpt-N``) of a run folder, a checkpoint or ``"latest"``:
+    what the book's ``import_meta_graph`` recipe and ``saver.restore`` take."""
+    from .runs import resolve
+
+    return resolve(run, logdir)[1]
 
 
 def __getattr__(name):  # the parts that need TensorFlow, imported on first use

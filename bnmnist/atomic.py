@@ -12,11 +12,16 @@ def write_bytes_atomic(path, data):
     process killed half-way) see the old file or the new one, never a partial one."""
     folder, base = os.path.split(path)
     tmp = os.path.join(folder, f".{base}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # a full disk or a kill: leave no partial file behind
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def write_json_atomic(path, obj):

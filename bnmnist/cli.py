@@ -14,8 +14,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import logging
 import os
 import sys
+import threading
 import time
 
 from . import atomic, checkpoint_files, data, runs
@@ -236,6 +238,7 @@ def _resume_target(path):
     """--resume RUN (from its newest checkpoint) or RUN/model.ckpt-N (from that one):
     (run folder, checkpoint prefix or None)."""
     path = path.rstrip("/") or "/"
+    checkpoint_files.require_existing(path)
     prefix = checkpoint_files.strip_checkpoint_suffix(path)
     if not os.path.isdir(path):
         run_dir = os.path.dirname(prefix) or "."
@@ -319,6 +322,7 @@ def _train(t0, cfg, split, info, logdir, resume_dir, args, run):
     t_data = time.perf_counter()
     try:
         _import_tensorflow_without_keras()
+        _quiet_event_writer_thread()
         from .trainer import TrainingInterrupted, train
 
         t_tf = time.perf_counter()
@@ -389,6 +393,19 @@ def _import_tensorflow_without_keras():
         for name in blocked:
             if sys.modules.get(name, 0) is None:
                 del sys.modules[name]
+
+
+def _quiet_event_writer_thread():
+    """When TensorBoard's event file cannot be written (a full disk), TensorFlow's writer thread
+    prints a traceback and a log line; the trainer reports the failure itself, in one line."""
+    default_hook = threading.excepthook
+
+    def hook(args):
+        if args.thread is None or args.thread.name != "EventLoggerThread":
+            default_hook(args)
+
+    threading.excepthook = hook
+    logging.getLogger("tensorflow").addFilter(lambda r: "EventFileWriter writer thread error" not in r.getMessage())
 
 
 def _progress_bar_wanted(quiet):

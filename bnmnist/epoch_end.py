@@ -83,15 +83,22 @@ class EpochEnd:
             print(
                 epoch, "Validation accuracy:", acc, f"({note or f'epoch {seconds:.2f} s'})", file=self.out, flush=True
             )
-        self.writer.add_summary(
-            tf1.Summary(
-                value=[
-                    tf1.Summary.Value(tag="validation_accuracy", simple_value=float(acc)),
-                    tf1.Summary.Value(tag="training_loss", simple_value=mean_loss),
-                    tf1.Summary.Value(tag="epoch_seconds", simple_value=seconds),
-                ]
-            ),
-            epoch,
-        )
-        self.writer.add_summary(self._histograms(), epoch)
-        self.writer.flush()
+        try:
+            self.writer.add_summary(
+                tf1.Summary(
+                    value=[
+                        tf1.Summary.Value(tag="validation_accuracy", simple_value=float(acc)),
+                        tf1.Summary.Value(tag="training_loss", simple_value=mean_loss),
+                        tf1.Summary.Value(tag="epoch_seconds", simple_value=seconds),
+                    ]
+                ),
+                epoch,
+            )
+            self.writer.add_summary(self._histograms(), epoch)
+            self.writer.flush()
+        except (RuntimeError, OSError) as e:  # the writer's thread failed: disk full, folder gone
+            raise EventFileError(str(e).splitlines()[0]) from None
+
+
+class EventFileError(OSError):
+    """TensorBoard's event file could not be written; ``str()`` is the reason."""

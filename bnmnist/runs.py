@@ -16,7 +16,7 @@ import re
 import tempfile
 
 from .atomic import read_json
-from .checkpoint_files import newest_prefix, read_state, require_checkpoint, strip_checkpoint_suffix
+from .checkpoint_files import newest_prefix, read_state, require_checkpoint, require_existing, strip_checkpoint_suffix
 from .config import load_config
 from .errors import CheckpointError, RunFolderError
 
@@ -185,6 +185,7 @@ def resolve(path, logdir="tf_logs"):
     path = str(path)
     if path == "latest":
         path = latest_run(logdir)
+    require_existing(path)
     path = strip_checkpoint_suffix(path)
     if os.path.isdir(path):
         if not is_run_dir(path):

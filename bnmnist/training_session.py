@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from . import atomic, checkpoint, checkpoint_files, runs
-from .epoch_end import EpochEnd
+from .epoch_end import EpochEnd, EventFileError
 from .errors import NumericalError, WriteError
 from .graph import build_graph
 from .steps import session_config
@@ -115,7 +115,7 @@ class TrainingSession:
             last = len(result.accuracies)
             values = self.sess.run(h.model_variables)
             self.epoch_end.submit(last, values, result.losses[last], result.epoch_seconds[last], note="from checkpoint")
-            self.epoch_end.wait()
+            self.wait_for_validation()
         return state["epoch"]
 
     def started(self, compile_seconds):
@@ -138,7 +138,7 @@ class TrainingSession:
         """``saver.save`` of ``epoch`` with the run state, committed only once complete; before the
         next epoch starts."""
         result = self.result
-        self.epoch_end.wait()  # the previous epoch's accuracy belongs to the state
+        self.wait_for_validation()  # the previous epoch's accuracy belongs to the state
         result.losses.append(float(np.mean(losses)))
         result.epoch_seconds.append(seconds)
         state = {
@@ -163,12 +163,19 @@ class TrainingSession:
         while the next epoch trains; ``now`` waits for them."""
         self.epoch_end.submit(epoch, values, self.result.losses[-1], self.result.epoch_seconds[-1])
         if now:
+            self.wait_for_validation()
+
+    def wait_for_validation(self):
+        """Until the pending epoch's validation and TensorBoard summaries are done."""
+        try:
             self.epoch_end.wait()
+        except EventFileError as e:
+            raise self._write_error("TensorBoard's event file", e) from None
 
     def finish(self, dry_run):
         """The test accuracy and ``results.json``, once every epoch is validated."""
         result, h, split = self.result, self.h, self.split
-        self.epoch_end.wait()
+        self.wait_for_validation()
         result.train_seconds = time.perf_counter() - self.t_train
         result.examples_per_second = result.examples / max(result.train_seconds, 1e-9)
         result.test_accuracy = self.sess.run(h.accuracy, feed_dict={h.X: split.X_test, h.y: split.y_test})
@@ -192,6 +199,7 @@ class TrainingSession:
     def _write_error(self, what, e):
         """A :class:`WriteError` saying what could not be written, why, and what is still saved."""
         reason = checkpoint.first_line(e) if isinstance(e, tf.errors.OpError) else (e.strerror or str(e))
+        reason = reason.replace(f"{self.run_dir}/", "")  # the folder is named once, below
         if not runs.is_run_dir(self.run_dir):  # removed (TensorBoard may remake it empty)
             return WriteError(f"could not write {what}: the run folder {self.run_dir} is gone ({reason})")
         newest = checkpoint_files.read_state(self.run_dir)

@@ -300,6 +300,7 @@ def test_exported_saved_model_matches_the_session_on_the_whole_test_set(mnist_di
     "case",
     [
         "not a path",
+        "not in a run",
         "not a run",
         "missing checkpoint",
         "bad config",
@@ -315,7 +316,11 @@ def test_export_refuses_a_wrong_run_or_out_dir_in_one_line_before_tensorflow(cas
     shutil.copytree(tiny_run, broken)
     (broken / "config.json").write_text("{not json")
     args, says = {
-        "not a path": ([str(tmp_path / "nope"), str(tmp_path / "out")], "neither a run folder nor a checkpoint"),
+        "not a path": ([str(tmp_path / "nope"), str(tmp_path / "out")], "nope: no such file or folder"),
+        "not in a run": (
+            [str(tmp_path / "taken" / "x"), str(tmp_path / "out")],
+            "neither a run folder nor a checkpoint",
+        ),
         "not a run": ([str(tmp_path), str(tmp_path / "out")], "is not a bnmnist run folder"),
         "missing checkpoint": ([prefix[:-1] + "7", str(tmp_path / "out")], "no such checkpoint"),
         "bad config": ([str(broken), str(tmp_path / "out")], "is not a readable bnmnist config"),

@@ -102,7 +102,7 @@ def _bad_folder_cases(tmp_path, tiny, tiny_run):
         (
             "resume a checkpoint outside a run",
             d + ["--resume", str(tmp_path / "nope" / "model.ckpt-1")],
-            "neither a bnmnist run folder",
+            "model.ckpt-1: no such file or folder",
         ),
         (
             "resume with a garbled state file",
@@ -589,3 +589,81 @@ def test_closed_stdout_stops_quietly_with_exit_141_and_a_resumable_run(tiny_mnis
     lines = [l for l in err.splitlines() if l.startswith("bnmnist-train")]
     assert len(lines) == 1 and "standard output was closed" in lines[0], err
     assert f"--resume {run_dir}" in lines[0] and "Traceback" not in err and "Exception ignored" not in err
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 3 MiB tmpfs (room for two checkpoints of the book's network), unmounted afterwards."""
+    mnt = tmp_path / "small_disk"
+    mnt.mkdir()
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if p.returncode != 0:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the full-disk test, but mounting a tmpfs failed: {p.stderr.strip()}")
+        pytest.skip(f"cannot mount a tmpfs here (it needs root): {p.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "--lazy", str(mnt)], check=True)  # checkpoint readers may hold files
+
+
+def test_a_real_full_disk_stops_with_exit_4_loses_nothing_and_the_printed_resume_finishes_the_run(
+    small_disk, tiny_mnist, six_epoch_run
+):
+    p = run_train("--data", tiny_mnist, "--logdir", small_disk, "--epochs", "6", "--batch-size", "100")
+    assert p.returncode == 4, p.stderr[-2000:]
+    lines = [line for line in p.stderr.splitlines() if line.startswith("bnmnist-train")]
+    assert len(lines) == 1 and "No space left on device" in lines[0] and "Traceback" not in p.stderr, p.stderr
+    run_dir = run_dir_from(p.stdout)
+    # the newest checkpoint the state file names is complete and loads, and so is every other one
+    saved = checkpoint_files.read_state(run_dir)
+    assert saved, "not even one checkpoint fitted: make the disk larger"
+    epochs = newest_checkpoint_epochs(run_dir)
+    assert epochs == len(saved) < 6
+    for prefix in saved:
+        reader = tf.train.load_checkpoint(prefix)
+        values = [reader.get_tensor(n) for n, _ in tf.train.list_variables(prefix) if n != "run_state"]
+        assert len(values) == 18 and all(np.all(np.isfinite(v)) for v in values)
+    # once there is room, the printed command finishes the run bit-identical to one never stopped
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+    command = lines[0].split("resume with: ", 1)[1]
+    resumed = _run_printed_command(command, train_env())
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert table_from(resumed.stdout) == table_from(six_epoch_run.stdout)
+    a, b = final_variables(run_dir_from(six_epoch_run.stdout)), final_variables(run_dir)
+    assert all(a[n].tobytes() == b[n].tobytes() for n in a)
+    assert not [f for f in os.listdir(run_dir) if ".tmp" in f or "tempstate" in f]  # no partial file left
+
+
+def _full_disk(*args):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.parametrize("what", ["results.json", "TensorBoard's event file"])
+def test_a_full_disk_for_the_results_or_tensorboard_keeps_every_checkpoint_and_says_how_to_go_on(
+    what, tiny_mnist, tmp_path, monkeypatch, capsys
+):
+    from bnmnist import atomic, cli, epoch_end
+
+    if what == "results.json":
+        write = atomic.write_json_atomic
+        monkeypatch.setattr(
+            atomic,
+            "write_json_atomic",
+            lambda path, obj: (_full_disk if path.endswith("results.json") else write)(path, obj),
+        )
+    else:
+        monkeypatch.setattr(epoch_end.tf1.summary.FileWriter, "flush", lambda self: _full_disk())
+    args = ["--data", tiny_mnist, "--logdir", str(tmp_path), "--batch-size", "100", "--epochs", "3", "--quiet"]
+    assert cli.main(args) == 4
+    out, err = capsys.readouterr()
+    run_dir = run_dir_from(out)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and f"could not write {what} in {run_dir} (" in lines[0], err
+    assert "No space left on device" in lines[0] and "still model.ckpt-" in lines[0]
+    assert f"then resume with: python scripts/train.py --resume {run_dir}" in lines[0]
+    saved = checkpoint_files.read_state(run_dir)
+    assert saved and newest_checkpoint_epochs(run_dir) == len(saved)
+    monkeypatch.undo()  # room again: the resume finishes the run
+    assert cli.main(["--resume", run_dir, "--data", tiny_mnist, "--quiet"]) == 0
+    assert len(json.load(open(os.path.join(run_dir, "results.json")))["validation_accuracy"]) == 3
