@@ -73,7 +73,12 @@ def parse_bnmnist(out):
     line = next(l for l in out.splitlines() if l.startswith("Start-up"))
     startup = float(line.split(": ")[1].split()[0])
     compile_s = float(line.split("XLA compile ")[1].split()[0]) if "XLA compile " in line else None
-    return res["train_seconds"], table, startup, compile_s
+    parts = {  # the start-up line's parts: flags and data, TensorFlow import, graph and session
+        name: float(line.split(name + " ")[1].split()[0])
+        for name in ("flags and data", "TensorFlow import", "graph and session")
+        if name + " " in line
+    }
+    return res["train_seconds"], table, (startup, parts), compile_s
 
 
 def parse_book(out):
@@ -132,6 +137,12 @@ def main():
     )
     ap.add_argument("--skip", action="append", default=[], metavar="NAME", help="leave out numpy_ref or keras3_fit")
     ap.add_argument(
+        "--baseline",
+        metavar="CHECKOUT",
+        help="also run another checkout of bnmnist (a git worktree of an earlier commit, say) as 'bnmnist (baseline)'",
+    )
+    ap.add_argument("--markdown", metavar="FILE", help="also write the table, with the machine and versions, to FILE")
+    ap.add_argument(
         "--extra",
         action="append",
         default=[],
@@ -168,6 +179,9 @@ def main():
             parse_book,
         ),
     }
+    if args.baseline:
+        base = [os.path.join(args.baseline, "scripts", "train.py"), *train[1:]]
+        contenders["bnmnist (baseline)"] = ([sys.executable, *base], parse_bnmnist)
     for flags in args.extra:
         contenders[f"bnmnist {flags}"] = ([sys.executable, *train, *flags.split()], parse_bnmnist)
     for spec in args.peer:
@@ -192,25 +206,38 @@ def main():
             samples[name].append((train_s, wall, rss, table, startup, compile_s))
             print(
                 f"round {r + 1}: {name}: loop {train_s:.2f} s, process {wall:.2f} s, peak {rss:.0f} MiB"
-                + (f", start-up {startup:.1f} s" if startup is not None else "")
+                + (f", start-up {startup[0]:.1f} s ({_parts(startup[1])})" if startup is not None else "")
                 + (f", compile {compile_s:.2f} s" if compile_s is not None else ""),
                 flush=True,
             )
     floor2, _ = matmul_floor(args.epochs)
     floor = min(floor, floor2)
+    lines = summary(samples, args, floor)
+    print("\n" + "\n".join(lines))
+    if args.markdown:
+        write_markdown(args.markdown, lines, sys.argv[1:])
+        print(f"\nwritten to {args.markdown}")
+
+
+def _parts(parts):
+    return ", ".join(f"{name} {value:.1f}" for name, value in parts.items())
+
+
+def summary(samples, args, floor):
+    """The table of medians, as Markdown lines."""
     book = statistics.median(s[0] for s in samples["book_reference"])
-    print(
-        f"\n{args.rounds} interleaved rounds, {args.epochs} epochs; "
-        f"matmul floor {floor:.2f} s (min of two measurements)"
-    )
-    print(
-        "| implementation | loop s median | min-max | ratio to book | floor fraction | table = book "
-        "| process s | peak MiB | start-up s | compile s | loop + compile, ratio |"
-    )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    book_process = statistics.median(s[1] for s in samples["book_reference"])
+    lines = [
+        f"{args.rounds} interleaved rounds, {args.epochs} epochs; matmul floor {floor:.2f} s (min of two "
+        "measurements). Medians; peak is the largest of the rounds.",
+        "",
+        "| implementation | loop s | min-max | loop / book | floor / loop | table = book | process s "
+        "| process / book | peak MiB | start-up s (parts) | compile s | loop + compile / book |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for name, rows in samples.items():
         if not rows:
-            print(f"| {name} | failed | | | | | | | | | |")
+            lines.append(f"| {name} | failed | | | | | | | | | | |")
             continue
         loops = [r[0] for r in rows]
         med = statistics.median(loops)
@@ -224,17 +251,46 @@ def main():
             )
         )
         startups = [r[4] for r in rows if r[4] is not None]
-        startup = f"{statistics.median(startups):.1f}" if startups else "-"
+        startup = "-"
+        if startups:
+            parts = {k: statistics.median(p[1][k] for p in startups) for k in startups[0][1]}
+            startup = f"{statistics.median(p[0] for p in startups):.1f} ({_parts(parts)})"
         compiles = [r[5] for r in rows if r[5] is not None]
         compiled = "- | -"
         if compiles:  # the ahead-of-time compile added back into each round's loop
             with_compile = statistics.median(r[0] + r[5] for r in rows if r[5] is not None)
             compiled = f"{statistics.median(compiles):.2f} | {with_compile / book:.2f}"
-        print(
+        process = statistics.median(r[1] for r in rows)
+        lines.append(
             f"| {name} | {med:.2f} | {min(loops):.2f}-{max(loops):.2f} | {med / book:.2f} | "
-            f"{floor / med:.2f} | {agree} | {statistics.median(r[1] for r in rows):.1f} | "
+            f"{floor / med:.2f} | {agree} | {process:.1f} | {process / book_process:.2f} | "
             f"{max(r[2] for r in rows):.0f} | {startup} | {compiled} |"
         )
+    return lines
+
+
+def write_markdown(path, lines, argv):
+    sys.path.insert(0, ROOT)
+    from bnmnist.reports import measured_on, write_markdown_section
+
+    command = " ".join(["python benchmarks/bench.py", *argv])
+    text = "\n".join(
+        [
+            "## Speed and memory",
+            "",
+            f"Measured {measured_on()}, by `{command}`.",
+            "",
+            *lines,
+            "",
+            "*Loop*: the 20-epoch training loop, per-epoch validation included, imports, data loading and "
+            "compiles excluded (bnmnist's `Training took`, the peers' `train_s`). *Process*: the whole "
+            "command, start to exit. *Peak*: the largest resident memory of the process. *Floor*: the "
+            "workload's matrix products alone at NumPy's best throughput on this machine. Every figure "
+            "comes from the same run; the machine's speed drifts by a third from hour to hour, so compare "
+            "ratios, not seconds across runs.",
+        ]
+    )
+    write_markdown_section(path, "bench", text)
 
 
 if __name__ == "__main__":

@@ -190,3 +190,43 @@ def rank_of_seed_42(results_by_seed, key):
 
 def _final(result, key):
     return result["validation_accuracy"][-1] if key == "validation" else result["test_accuracy"]
+
+
+def measured_on():
+    """Where and when a figure was measured: the UTC date, the CPU, its cores, the versions."""
+    import datetime
+    import importlib.metadata
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+
+    def version(name):
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return "not installed"
+
+    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return (
+        f"{date}; {cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, "
+        f"TensorFlow {version('tensorflow')}, NumPy {version('numpy')}"
+    )
+
+
+def write_markdown_section(path, key, text):
+    """Put ``text`` between ``<!-- key -->`` and ``<!-- /key -->`` in the Markdown file ``path``,
+    replacing what a previous run wrote there and keeping the rest (the file is made if missing)."""
+    start, end = f"<!-- {key} -->", f"<!-- /{key} -->"
+    block = f"{start}\n{text.strip()}\n{end}\n"
+    old = open(path, encoding="utf-8").read() if os.path.exists(path) else ""
+    if start in old and end in old:
+        new = old[: old.index(start)] + block + old[old.index(end) + len(end) + 1 :]
+    else:
+        new = (old.rstrip() + "\n\n" if old.strip() else "") + block
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(new)

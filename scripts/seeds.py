@@ -66,19 +66,26 @@ def main(argv=None):
     ap.add_argument(
         "--jobs", type=positive_int, default=os.cpu_count(), help="parallel runs (default: cores = %(default)s)"
     )
+    ap.add_argument(
+        "--markdown",
+        type=path_arg,
+        metavar="FILE",
+        help="also write the table and the plot into FILE's section for this preset (docs/seeds.md)",
+    )
     ap.add_argument("--csv", type=path_arg, help="CSV path (default: LOGDIR/seeds-PRESET-<UTC time>.csv)")
     args = ap.parse_args(argv)
     try:
         seeds = reports.parse_seeds(args.seeds)
         runs.check_logdir(args.logdir)
-        if args.csv:  # its folder must take the table once every seed has trained
-            if os.path.isdir(args.csv):
-                raise BnmnistError(f"--csv {args.csv} is a folder; give a file name, like {args.csv}/seeds.csv")
-            runs.make_writable(
-                os.path.dirname(os.path.abspath(args.csv)),
-                "the folder of --csv",
-                "choose a --csv path in a folder you can write",
-            )
+        for flag, path in (("--csv", args.csv), ("--markdown", args.markdown)):
+            if path:  # its folder must take the table once every seed has trained
+                if os.path.isdir(path):
+                    raise BnmnistError(f"{flag} {path} is a folder; give a file name, like {path}/seeds.csv")
+                runs.make_writable(
+                    os.path.dirname(os.path.abspath(path)),
+                    f"the folder of {flag}",
+                    f"choose a {flag} path in a folder you can write",
+                )
         data.load(args.data)  # bad data is refused once, here, and a download happens once
     except BnmnistError as e:
         print(f"seeds: error: {e}", file=sys.stderr)
@@ -138,17 +145,55 @@ def main(argv=None):
         )
         return 4
     print(f"CSV written to {csv_path}")
+    png = None
+    plot_to = os.path.splitext(csv_path)[0] + ".png"
+    if args.markdown:  # the plot goes beside the document that shows it
+        plot_to = os.path.join(os.path.dirname(args.markdown) or ".", f"seeds-{args.preset}.png")
     try:
         png = reports.plot_runs(
             [results[s]["run_dir"] for s in ordered],
-            out=os.path.splitext(csv_path)[0] + ".png",
+            out=plot_to,
             book=args.preset == "bn",
             title=f"{args.preset}: {len(ordered)} seeds",
         )
         print(f"Plot written to {png}")
     except BnmnistError as e:
         print(f"(no plot: {e})")
+    if args.markdown:
+        write_markdown(args, ordered, rows, test, results, png)
+        print(f"Table written to {args.markdown}")
     return 0
+
+
+def write_markdown(args, ordered, rows, test, results, png):
+    """This preset's section of the seeds document: how it was made, the table, the plot."""
+    command = " ".join(["python scripts/seeds.py", *sys.argv[1:]])
+    lines = [
+        f"## {args.preset}",
+        "",
+        f"Measured {reports.measured_on()}, by `{command}`: validation accuracy over {len(ordered)} "
+        f"seeds (seed 42 is the book's).",
+        "",
+        "| epoch | mean | std | min | max | seed 42 |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    lines += [
+        f"| {r['epoch']} | {r['mean']:.4f} | {r['std']:.4f} | {r['min']:.4f} | {r['max']:.4f} | {r['seed_42']:.4f} |"
+        for r in rows
+    ]
+    std = test.std(ddof=1) if len(test) > 1 else 0.0
+    lines.append(
+        f"| test | {test.mean():.4f} | {std:.4f} | {test.min():.4f} | {test.max():.4f} | "
+        f"{results[42]['test_accuracy']:.4f} |"
+    )
+    lines += [
+        "",
+        f"Seed 42 ranks {reports.rank_of_seed_42(results, 'validation')} on final validation accuracy and "
+        f"{reports.rank_of_seed_42(results, 'test')} on test accuracy.",
+    ]
+    if png:
+        lines += ["", f"![{args.preset} over {len(ordered)} seeds]({os.path.basename(png)})"]
+    reports.write_markdown_section(args.markdown, f"seeds:{args.preset}", "\n".join(lines))
 
 
 if __name__ == "__main__":
