@@ -48,7 +48,7 @@ def main():
     names = list(loops)
     rngs = {name: np.random.RandomState(config.seed) for name in names}
     seconds = {name: [] for name in names}
-    n_train = len(split.X_train)
+    n_train = split.n_train
     n = n_train // config.batch_size
     for _ in range(args.epochs):
         for name in names:

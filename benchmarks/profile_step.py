@@ -44,7 +44,7 @@ def main():
     def feed(idx):
         return {h.X: split.X_train[idx], h.y: split.y_train[idx], h.training: True}
 
-    idxs = batch_indices(len(split.X_train), 200, np.random.RandomState(42))
+    idxs = batch_indices(split.n_train, 200, np.random.RandomState(42))
     for idx in idxs[:20]:
         sess.run(fetches, feed(idx))
     t = time.perf_counter()

@@ -77,8 +77,8 @@ def xla_loop(split, config, **options):
     h = build_graph(config)  # the XLA loop holds its own training set
     sess = tf.compat.v1.Session(graph=h.graph, config=session_config(config.threads))
     sess.run(h.init)
-    loop = XlaEpochLoop(sess, h, config, split.X_train, split.y_train, **options)
-    return loop, loop.compile(len(split.X_train), config.batch_size)
+    loop = XlaEpochLoop(sess, h, config, split.train_pixels, split.y_train, **options)
+    return loop, loop.compile(split.n_train, config.batch_size)
 
 
 def _timed(fn, *args):
@@ -108,7 +108,7 @@ def main():
     split = data.split(data.load(args.data))
     config = Config(threads=tuple(int(t) for t in args.threads.split(",")))
     loop, compile_s = xla_loop(split, config)
-    loop.start_epoch(batch_indices(len(split.X_train), config.batch_size, np.random.RandomState(42)))
+    loop.start_epoch(batch_indices(split.n_train, config.batch_size, np.random.RandomState(42)))
     rows = loop.groups[0][1]
     loop.run(0, 5)  # first executions
     n = min(args.steps, len(rows))

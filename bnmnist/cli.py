@@ -224,7 +224,7 @@ def prepare(argv):
     info = {
         "source": mnist.source,
         "sha256": mnist.fingerprint(),
-        "n_train": len(split.X_train),
+        "n_train": split.n_train,
         "n_valid": len(split.X_valid),
         "n_test": len(split.X_test),
     }
@@ -379,11 +379,11 @@ def _train(t0, cfg, split, info, logdir, resume_dir, args, run):
 
 
 def _import_tensorflow_without_keras():
-    """TensorFlow's ``__init__`` imports Keras's optimizers eagerly, for the SavedModel registry
-    (it catches an ImportError there), about a quarter of its import time here
-    (``benchmarks/import_time.py``: 0.77 of it without). Training never touches
-    Keras, so this process has that import fail and skips it; Keras imports normally afterwards
-    (and one already imported, by a download through Keras's ``get_file``, is left as it is)."""
+    """TensorFlow's ``__init__`` imports Keras's optimizers eagerly, for the SavedModel registry,
+    and catches an ImportError there. Training never touches Keras, so this process has that
+    import fail and skips it (``benchmarks/import_time.py`` measures what it saves); Keras imports
+    normally afterwards, and one already imported, by a download through Keras's ``get_file``,
+    is left as it is."""
     blocked = [name for name in ("keras", "tf_keras") if name not in sys.modules]
     for name in blocked:
         sys.modules[name] = None  # "import keras" raises ImportError while this is here

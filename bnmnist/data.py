@@ -65,17 +65,23 @@ class Mnist:
         return h.hexdigest()
 
 
-@dataclass(frozen=True)
 class Split:
     """The book's arrays: float32 pixels / 255 flattened to 784, int32 labels, the first
-    ``n_valid`` training images held out for validation."""
+    ``n_valid`` training images held out for validation. ``train_pixels`` are the training
+    images' raw uint8 pixels, flattened; ``X_train``, their scaled float32 copy, is made on first
+    use, so a loop that scales in its own graph (the XLA loop) never holds it."""
 
-    X_train: np.ndarray
-    y_train: np.ndarray
-    X_valid: np.ndarray
-    y_valid: np.ndarray
-    X_test: np.ndarray
-    y_test: np.ndarray
+    def __init__(self, train_pixels, y_train, X_valid, y_valid, X_test, y_test):
+        self.train_pixels, self.y_train = train_pixels, y_train
+        self.X_valid, self.y_valid, self.X_test, self.y_test = X_valid, y_valid, X_test, y_test
+
+    @functools.cached_property
+    def X_train(self):
+        return scale_images(self.train_pixels)
+
+    @property
+    def n_train(self):
+        return len(self.train_pixels)
 
 
 def scale_images(images):
@@ -96,10 +102,14 @@ def n_train(mnist, n_valid=5000):
 
 def split(mnist, n_valid=5000):
     n_train(mnist, n_valid)
-    X = scale_images(mnist.x_train)
     y = mnist.y_train.astype(np.int32)
     return Split(
-        X[n_valid:], y[n_valid:], X[:n_valid], y[:n_valid], scale_images(mnist.x_test), mnist.y_test.astype(np.int32)
+        mnist.x_train[n_valid:].reshape(-1, 28 * 28),
+        y[n_valid:],
+        scale_images(mnist.x_train[:n_valid]),
+        y[:n_valid],
+        scale_images(mnist.x_test),
+        mnist.y_test.astype(np.int32),
     )
 
 

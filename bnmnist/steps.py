@@ -57,7 +57,7 @@ def make_steps(sess, h, config, split):
     if config.loop == "xla":  # holds its own copy of the training set
         from .xla_loop import XlaEpochLoop
 
-        return XlaEpochLoop(sess, h, config, split.X_train, split.y_train)
+        return XlaEpochLoop(sess, h, config, split.train_pixels, split.y_train)
     return BookSteps(sess, h, split)
 
 

@@ -78,11 +78,11 @@ def _book_loop(run, config, split, dry_run, bar, steps_per_call):
     per-step loop, or XLA's) plugged in."""
     first_epoch = run.start()  # init.run(), or a checkpoint's variables and state
     steps = make_steps(run.sess, run.h, config, split)
-    run.started(steps.compile(len(split.X_train), config.batch_size))  # before the first step
+    run.started(steps.compile(split.n_train, config.batch_size))  # before the first step
     with StopOnCtrlC() as ctrl_c:
         for epoch in range(first_epoch, config.epochs):
             t_epoch = time.perf_counter()
-            batches = batch_indices(len(split.X_train), config.batch_size, run.rng)  # shuffle_batch
+            batches = batch_indices(split.n_train, config.batch_size, run.rng)  # shuffle_batch
             if dry_run:
                 batches = batches[:2]
             # for each batch: sess.run([training_op, extra_update_ops], feed_dict={training: True, ...})

@@ -5,8 +5,9 @@ run in a ``tf.while_loop`` inside a ``tf.function(jit_compile=True)`` added to t
 over the same variables. It is the book's step, computed the same way:
 
 * the batches are the rows of the epoch's ``np.random.permutation`` that the book's
-  ``shuffle_batch`` would feed, gathered in-graph from the training set held in the graph
-  (local variables of this loop, never saved);
+  ``shuffle_batch`` would feed, gathered in-graph from the training set held in the graph as its
+  raw uint8 pixels (local variables of this loop, never saved) and scaled as the book scales
+  them, ``pixels / 255`` in float32;
 * forward pass, ``tf.gradients`` of the same mean cross-entropy, gradient descent
   ``var -= learning_rate * grad``, and the batch-norm moving averages
   ``moving -= (moving - batch_stat) * (1 - momentum)``, with the batch statistics of the same step;
@@ -95,15 +96,20 @@ class XlaEpochLoop:
 
     chunk = None  # whole epochs per call
 
-    def __init__(self, sess, h, config, X_train, y_train, *, drop_unused_inputs=True, elu_as_cpu_kernel=True):
+    def __init__(self, sess, h, config, train_pixels, y_train, *, drop_unused_inputs=True, elu_as_cpu_kernel=True):
         self.sess = sess
         variables = {v.op.name: v for v in h.model_variables}
         names = list(variables)
         first_kernel = f"{network.layers(config)[0].dense}/kernel"
-        in_use = (X_train != 0).any(axis=0) if drop_unused_inputs else np.ones(X_train.shape[1], bool)
+        in_use = (train_pixels != 0).any(axis=0) if drop_unused_inputs else np.ones(train_pixels.shape[1], bool)
         self.used_inputs = used = np.flatnonzero(in_use).astype(np.int32)
         with h.graph.as_default(), tf.name_scope("xla_epoch"):
-            X_data, y_data = _load_data(sess, X_train[:, used], "X_train_used"), _load_data(sess, y_train, "y_train")
+            X_data = _load_data(sess, np.ascontiguousarray(train_pixels[:, used]), "train_pixels_used")
+            y_data = _load_data(sess, y_train, "y_train")
+            # The book scales with NumPy, pixels / 255 in float32. A divisor held in a variable
+            # cannot be folded into a multiplication by 1/255 (whose product differs from the
+            # quotient in the last bit for some pixels), so the step divides as the book does.
+            pixel_scale = _load_data(sess, np.float32(255.0), "pixel_scale")
             self.rows = tf1.placeholder(tf.int32, (None, None), name="batches")
             self.start = tf1.placeholder(tf.int32, (), name="start")
             self.stop = tf1.placeholder(tf.int32, (), name="stop")
@@ -116,12 +122,9 @@ class XlaEpochLoop:
 
                 def body(i, losses, finite, *values):
                     idx = rows[i]
+                    X = tf.cast(tf.gather(X_data, idx), tf.float32) / pixel_scale
                     loss, new = _train_step(
-                        config,
-                        dict(zip(names, values)),
-                        tf.gather(X_data, idx),
-                        tf.gather(y_data, idx),
-                        elu_as_cpu_kernel,
+                        config, dict(zip(names, values)), X, tf.gather(y_data, idx), elu_as_cpu_kernel
                     )
                     losses = tf.tensor_scatter_nd_update(losses, [[i]], [loss])
                     return (i + 1, losses, tf.math.is_finite(loss), *[new[name] for name in names])

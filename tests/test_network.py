@@ -53,7 +53,7 @@ def step_variables(config, split, loop):
     batch = np.arange(50)
     with tf1.Session(graph=h.graph) as sess:
         if loop == "xla":
-            xla = XlaEpochLoop(sess, h, config, split.X_train, split.y_train)
+            xla = XlaEpochLoop(sess, h, config, split.train_pixels, split.y_train)
             sess.run(h.init)
             xla.start_epoch([batch])
             xla.run(0, 1)

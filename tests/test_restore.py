@@ -223,6 +223,8 @@ def test_notebook_runs_headless_and_shows_the_printed_accuracy_for_both_presets(
         final_valid = results["validation_accuracy_printed"][-1]
         assert f"Validation accuracy before: {final_valid} after one more epoch:" in text
         assert len(images) == 2  # the digit grid and the confusion matrix
+        noise = [o["text"] for o in out if o.get("output_type") == "stream" and o.get("name") == "stderr"]
+        assert not noise, noise  # no TensorFlow start-up chatter in the cells
 
 
 def test_load_data_reads_the_copy_the_run_was_trained_on_and_refuses_a_moved_or_changed_one(
