@@ -40,6 +40,9 @@ class BookSteps:
     def start_epoch(self, batches):
         self.batches = batches
 
+    def release(self):
+        pass  # the training set is the caller's
+
     def run(self, start, stop):
         h, losses = self.h, []
         for idx in self.batches[start:stop]:

@@ -104,4 +104,5 @@ def _book_loop(run, config, split, dry_run, bar, steps_per_call):
                 raise TrainingInterrupted(run.run_dir, epoch + 1)
             if dry_run:
                 break
+    steps.release()  # nothing is held past its last use
     return run.finish(dry_run)

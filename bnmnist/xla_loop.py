@@ -78,8 +78,8 @@ def _train_step(config, params, X, y, elu_as_cpu_kernel=True):
 
 def _load_data(sess, array, name):
     """``array`` held in the graph, loaded now: a local variable, not a global one, so the Saver
-    never writes the data set into checkpoints."""
-    value = tf1.placeholder(tf.as_dtype(array.dtype), array.shape, name=name + "_in")
+    never writes the data set into checkpoints, and of no fixed shape, so it can be emptied."""
+    value = tf1.placeholder(tf.as_dtype(array.dtype), [None] * np.ndim(array), name=name + "_in")
     v = tf1.Variable(
         value, trainable=False, validate_shape=False, name=name, collections=[tf1.GraphKeys.LOCAL_VARIABLES]
     )
@@ -110,6 +110,11 @@ class XlaEpochLoop:
             # cannot be folded into a multiplication by 1/255 (whose product differs from the
             # quotient in the last bit for some pixels), so the step divides as the book does.
             pixel_scale = _load_data(sess, np.float32(255.0), "pixel_scale")
+            # after the last epoch the training set is not needed: give its memory back
+            self._release = tf.group(
+                tf1.assign(X_data, tf.zeros([0, len(used)], tf.uint8), validate_shape=False),
+                tf1.assign(y_data, tf.zeros([0], y_data.dtype), validate_shape=False),
+            )
             self.rows = tf1.placeholder(tf.int32, (None, None), name="batches")
             self.start = tf1.placeholder(tf.int32, (), name="start")
             self.stop = tf1.placeholder(tf.int32, (), name="stop")
@@ -159,6 +164,10 @@ class XlaEpochLoop:
             self.sess.run(self.fetches, {self.rows: rows, self.start: 0, self.stop: 0})
         self.groups = []
         return time.perf_counter() - t
+
+    def release(self):
+        """Drop the loop's copy of the training set; no step runs after this."""
+        self.sess.run(self._release)
 
     def start_epoch(self, batches):
         """Group the batches by size: (index of the group's first step, index matrix)."""

@@ -86,6 +86,7 @@ def test_every_kind_of_bad_data_is_one_clear_error(tmp_path, tiny_mnist):
         assert os.path.basename(path.rstrip("/")) in message or tmp_path.name in message, name
 
 
+@pytest.mark.slow  # imports Keras for its downloader
 def test_offline_download_fails_in_one_line_saying_how_to_pass_a_local_copy(tmp_path):
     """The real download path (Keras get_file with its checksum) runs; offline it must fail
     clearly. Where a network is reachable the download may succeed instead, which is fine."""

@@ -114,3 +114,14 @@ def test_every_path_names_the_layers_alike(name, trained_runs):
     layers = network.layers(config)
     assert [layer.dense for layer in layers] == [f"hidden{i}" for i in range(1, len(config.hidden) + 1)] + ["outputs"]
     assert [layer.units for layer in layers] == [*config.hidden, 10]
+
+
+def test_the_xla_loop_gives_back_its_copy_of_the_training_set_once_released(split):
+    config = CONFIGS["bn"]
+    h = build_graph(config)
+    with tf1.Session(graph=h.graph) as sess:
+        xla = XlaEpochLoop(sess, h, config, split.train_pixels, split.y_train)
+        held = [v for v in h.graph.get_collection(tf1.GraphKeys.LOCAL_VARIABLES) if v.dtype.base_dtype != tf.float32]
+        assert [sess.run(v).shape[0] for v in held] == [len(split.train_pixels)] * 2  # pixels and labels
+        xla.release()
+        assert [sess.run(v).shape[0] for v in held] == [0, 0]
