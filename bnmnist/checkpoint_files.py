@@ -142,12 +142,3 @@ def commit_checkpoint(run_dir, prefix, keep):
     for old in dropped:
         for f in checkpoint_files(old):
             os.remove(f)
-
-
-def require_existing(path):
-    """Refuse, first of all, a path that names nothing: neither a file or folder, nor a
-    checkpoint prefix, nor anything inside an existing folder."""
-    prefix = strip_checkpoint_suffix(path)
-    if os.path.exists(path) or os.path.exists(prefix + ".index") or os.path.isdir(os.path.dirname(prefix) or "."):
-        return
-    raise CheckpointError(f"{path}: no such file or folder")

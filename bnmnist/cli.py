@@ -238,7 +238,7 @@ def _resume_target(path):
     """--resume RUN (from its newest checkpoint) or RUN/model.ckpt-N (from that one):
     (run folder, checkpoint prefix or None)."""
     path = path.rstrip("/") or "/"
-    checkpoint_files.require_existing(path)
+    runs.require_existing(path)
     prefix = checkpoint_files.strip_checkpoint_suffix(path)
     if not os.path.isdir(path):
         run_dir = os.path.dirname(prefix) or "."

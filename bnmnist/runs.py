@@ -16,7 +16,7 @@ import re
 import tempfile
 
 from .atomic import read_json
-from .checkpoint_files import newest_prefix, read_state, require_checkpoint, require_existing, strip_checkpoint_suffix
+from .checkpoint_files import newest_prefix, read_state, require_checkpoint, strip_checkpoint_suffix
 from .config import load_config
 from .errors import CheckpointError, RunFolderError
 
@@ -176,6 +176,16 @@ def read_results(run_dir):
 
 def read_config(run_dir):
     return load_config(os.path.join(run_dir, CONFIG_FILE))
+
+
+def require_existing(path):
+    """Refuse, before anything else, a path that names nothing: neither a file or folder, nor a
+    checkpoint prefix, nor a checkpoint's name inside a run folder (which gets its own message,
+    naming the checkpoints the run keeps)."""
+    prefix = strip_checkpoint_suffix(path)
+    if os.path.exists(path) or os.path.exists(prefix + ".index") or is_run_dir(os.path.dirname(prefix) or "."):
+        return
+    raise CheckpointError(f"{path}: no such file or folder")
 
 
 def resolve(path, logdir="tf_logs"):

@@ -314,13 +314,14 @@ def test_exported_saved_model_matches_the_session_on_the_whole_test_set(mnist_di
 def test_export_refuses_a_wrong_run_or_out_dir_in_one_line_before_tensorflow(case, tiny_run, tmp_path):
     prefix = checkpoint_files.read_state(tiny_run)[-1]
     (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "notes.txt").write_text("a file, in a folder that is not a run\n")
     broken = tmp_path / "broken"
     shutil.copytree(tiny_run, broken)
     (broken / "config.json").write_text("{not json")
     args, says = {
         "not a path": ([str(tmp_path / "nope"), str(tmp_path / "out")], "nope: no such file or folder"),
         "not in a run": (
-            [str(tmp_path / "taken" / "x"), str(tmp_path / "out")],
+            [str(tmp_path / "taken" / "notes.txt"), str(tmp_path / "out")],
             "neither a run folder nor a checkpoint",
         ),
         "not a run": ([str(tmp_path), str(tmp_path / "out")], "is not a bnmnist run folder"),
