@@ -9,34 +9,15 @@ import sys
 
 import numpy as np
 
+from bnmnist import reports
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 TRAIN_SCRIPT = os.path.join(ROOT, "scripts", "train.py")
 
 
-BOOK_TABLE = [
-    "0.8952",
-    "0.9202",
-    "0.9318",
-    "0.9422",
-    "0.9468",
-    "0.954",
-    "0.9568",
-    "0.96",
-    "0.962",
-    "0.9638",
-    "0.9662",
-    "0.9682",
-    "0.9672",
-    "0.9696",
-    "0.9706",
-    "0.9704",
-    "0.9718",
-    "0.9726",
-    "0.9738",
-    "0.9742",
-]
+BOOK_TABLE = [str(a) for a in reports.BOOK_TABLE]  # as printed: "0.8952", ..., "0.954", ...
 
 
 def write_idx(path, array, gz=True):
@@ -241,3 +222,15 @@ def bad_flag_cases(tiny):
         ("empty data path", ["--data", ""], "empty string"),
         ("empty log folder", d + ["--logdir", ""], "empty string"),
     ]
+
+
+def start_train(*args, env=None, stderr=subprocess.PIPE):
+    """``python scripts/train.py ARGS`` started in the background, its output read line by line."""
+    return subprocess.Popen(
+        [sys.executable, TRAIN_SCRIPT, *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+        env=train_env(env),
+        cwd=ROOT,
+    )

@@ -29,6 +29,7 @@ from helpers import (
     read_events,
     run_dir_from,
     run_train,
+    start_train,
     table_from,
     train_env,
 )
@@ -348,24 +349,12 @@ def _run_printed_command(command, env):
 def test_a_stopped_run_resumes_offline_from_its_own_folder(tiny_mnist, tmp_path):
     data_copy = shutil.copytree(tiny_mnist, tmp_path / "mnist_copy")
     env = _offline_env(tmp_path)
+
+    def start(logdir, stderr):
+        return start_train("--data", data_copy, "--logdir", tmp_path / logdir, "--epochs", "60", env=env, stderr=stderr)
+
     # stopped by Ctrl-C: the printed resume command, as printed, finishes the run
-    p = subprocess.Popen(
-        [
-            sys.executable,
-            TRAIN_SCRIPT,
-            "--data",
-            str(data_copy),
-            "--logdir",
-            str(tmp_path / "ctrl_c"),
-            "--epochs",
-            "60",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        cwd=ROOT,
-    )
+    p = start("ctrl_c", subprocess.PIPE)
     for line in p.stdout:
         if "Validation accuracy" in line:
             p.send_signal(signal.SIGINT)
@@ -378,23 +367,7 @@ def test_a_stopped_run_resumes_offline_from_its_own_folder(tiny_mnist, tmp_path)
     assert "Downloading" not in resumed.stdout + resumed.stderr
     assert len(table_from(resumed.stdout)) == 60
     # stopped by kill -9: --resume RUN finishes it too
-    p = subprocess.Popen(
-        [
-            sys.executable,
-            TRAIN_SCRIPT,
-            "--data",
-            str(data_copy),
-            "--logdir",
-            str(tmp_path / "killed"),
-            "--epochs",
-            "60",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env=env,
-        cwd=ROOT,
-    )
+    p = start("killed", subprocess.DEVNULL)
     for line in p.stdout:
         if line.startswith("Run folder: "):
             killed_run = line.split(": ", 1)[1].strip()
@@ -532,24 +505,7 @@ def test_a_checkpoint_that_cannot_be_written_stops_with_exit_4_keeping_the_last_
 
 
 def test_a_run_folder_removed_mid_run_stops_with_exit_4_in_one_line(tiny_mnist, tmp_path):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
-    p = subprocess.Popen(
-        [
-            sys.executable,
-            TRAIN_SCRIPT,
-            "--data",
-            tiny_mnist,
-            "--logdir",
-            str(tmp_path),
-            "--epochs",
-            "100000",
-            "--quiet",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    p = start_train("--data", tiny_mnist, "--logdir", tmp_path, "--epochs", "100000", "--quiet")
     for line in p.stdout:
         if line.startswith("Run folder: "):
             run_dir = line.split(": ", 1)[1].strip()
@@ -564,24 +520,7 @@ def test_a_run_folder_removed_mid_run_stops_with_exit_4_in_one_line(tiny_mnist, 
 
 def test_closed_stdout_stops_quietly_with_exit_141_and_a_resumable_run(tiny_mnist, tmp_path):
     # python scripts/train.py | head -1: the reader goes away; no BrokenPipeError traceback
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
-    p = subprocess.Popen(
-        [
-            sys.executable,
-            TRAIN_SCRIPT,
-            "--data",
-            tiny_mnist,
-            "--logdir",
-            str(tmp_path),
-            "--epochs",
-            "100000",
-            "--quiet",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    p = start_train("--data", tiny_mnist, "--logdir", tmp_path, "--epochs", "100000", "--quiet")
     run_dir = p.stdout.readline().split(": ", 1)[1].strip()
     p.stdout.close()
     err = p.stderr.read()
