@@ -48,21 +48,16 @@ class Mnist:
     source: str
 
     @functools.cached_property
-    def fingerprint_hex(self):
-        return self._sha256()
-
-    def fingerprint(self):
-        """SHA-256 over the four arrays: tells whether a resumed run sees the same data
-        (computed once per loaded copy)."""
-        return self.fingerprint_hex
-
-    def _sha256(self):
-        """SHA-256 over the four arrays: tells whether a resumed run sees the same data."""
+    def _sha256(self):  # computed once per loaded copy
         h = hashlib.sha256()
         for a in (self.x_train, self.y_train, self.x_test, self.y_test):
             h.update(str(a.shape).encode())
             h.update(memoryview(np.ascontiguousarray(a)).cast("B"))  # hashed in place, not copied
         return h.hexdigest()
+
+    def fingerprint(self):
+        """SHA-256 over the four arrays: tells whether a resumed run sees the same data."""
+        return self._sha256
 
 
 class Split:

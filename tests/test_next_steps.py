@@ -79,11 +79,14 @@ def test_plot_runs_refuses_an_unfinished_run_in_one_line(tmp_path):
     assert p.returncode == 2 and "has not finished" in p.stderr and "Traceback" not in p.stderr
 
 
+def seeds_command(*args):
+    """``python scripts/seeds.py ARGS`` as an argument list."""
+    return [sys.executable, os.path.join(ROOT, "scripts", "seeds.py"), *map(str, args)]
+
+
 def test_seeds_script_summarises_every_seed_and_marks_seed_42(tiny_mnist, tmp_path):
     p = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(ROOT, "scripts", "seeds.py"),
+        seeds_command(
             "--seeds",
             "0",
             "--epochs",
@@ -94,7 +97,7 @@ def test_seeds_script_summarises_every_seed_and_marks_seed_42(tiny_mnist, tmp_pa
             str(tmp_path),
             "--csv",
             str(tmp_path / "s.csv"),
-        ],
+        ),
         capture_output=True,
         text=True,
         timeout=600,
@@ -162,20 +165,9 @@ def child_pids(pid):
 def test_ctrl_c_on_seeds_starts_no_more_runs_and_exits_130_in_one_line(who, tiny_mnist, tmp_path):
     logdir = tmp_path / "logs"
     p = subprocess.Popen(
-        [
-            sys.executable,
-            os.path.join(ROOT, "scripts", "seeds.py"),
-            "--seeds",
-            "0-5",
-            "--epochs",
-            "100000",
-            "--jobs",
-            "2",
-            "--data",
-            tiny_mnist,
-            "--logdir",
-            str(logdir),
-        ],
+        seeds_command(
+            "--seeds", "0-5", "--epochs", "100000", "--jobs", "2", "--data", tiny_mnist, "--logdir", str(logdir)
+        ),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -216,14 +216,7 @@ def final_variables(run_dir):
 def _kill_after_epochs(args, n_lines):
     """Start ``scripts/train.py ARGS``; SIGKILL it from outside once it has printed ``n_lines``
     epoch lines (the next epoch is under way). Returns (run folder, epoch lines seen)."""
-    p = subprocess.Popen(
-        [sys.executable, TRAIN_SCRIPT, *map(str, args)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env=train_env(None),
-        cwd=ROOT,
-    )
+    p = start_train(*args, stderr=subprocess.DEVNULL)
     run_dir, seen = None, 0
     for line in p.stdout:
         if line.startswith("Run folder: "):
