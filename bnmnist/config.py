@@ -13,7 +13,10 @@ from dataclasses import dataclass
 
 from .errors import ConfigError
 
-ACTIVATIONS = ("elu", "leaky_relu")
+ACTIVATIONS = ("elu", "leaky_relu", "relu", "selu")
+OPTIMIZERS = ("gradient_descent", "momentum")
+L1_FORMS = ("loss", "regularizer")
+MAX_NORM_FORMS = ("assign", "regularizer")
 INITIALIZERS = ("he", "glorot_uniform")
 SEEDINGS = ("tf1", "tf2")
 LOOPS = ("xla", "feed_dict")
@@ -41,7 +44,25 @@ RULES = {
     "keep_checkpoints": (int, _positive_int, "a positive integer"),
     "n_inputs": (int, _positive_int, "a positive integer"),
     "n_outputs": (int, _positive_int, "a positive integer"),
+    "dropout_rate": (float, lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "optimizer_momentum": (float, lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "clip_gradients": (float, lambda v: _number(v) and v >= 0, "a non-negative finite number (0 = off)"),
+    "decay_steps": (int, lambda v: _int(v) and v >= 0, "a non-negative integer (0 = off)"),
+    "decay_rate": (float, lambda v: _number(v) and v > 0, "a positive finite number"),
+    "l1_scale": (float, lambda v: _number(v) and v >= 0, "a non-negative finite number (0 = off)"),
+    "max_norm": (float, lambda v: _number(v) and v >= 0, "a non-negative finite number (0 = off)"),
+    "print_every": (int, _positive_int, "a positive integer"),
 }
+
+
+# The fields that decide which variables the graph holds (and the seeds they are given).
+ARCHITECTURE = (
+    "n_inputs", "hidden", "n_outputs", "batch_norm", "activation", "initializer", "standardize_inputs",
+    "dropout_rate", "optimizer", "decay_steps", "l1_scale", "l1_form", "max_norm", "max_norm_form",
+)  # fmt: skip
+CHAPTER_FIELDS = (
+    "standardize_inputs", "dropout_rate", "optimizer", "clip_gradients", "decay_steps", "l1_scale", "max_norm",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -54,7 +75,8 @@ class Config:
     n_outputs: int = 10
     # Batch norm after every dense layer, the logits included (the book's chapter 11 cell).
     batch_norm: bool = True
-    # "elu" for the bn network; "leaky_relu" is tf.maximum(0.01 * z, z) of the plain network.
+    # "elu" for the bn network; "leaky_relu" is tf.maximum(0.01 * z, z) of the plain network;
+    # "relu"; "selu" is the chapter's own selu() (see network.selu).
     activation: str = "elu"
     # "he" = tf.variance_scaling_initializer() (TF1 defaults); "glorot_uniform" = tf.layers'
     # default kernel initializer.
@@ -70,6 +92,32 @@ class Config:
     # "tf1": each initializer gets the op seed TF1 derived for the book's graph (see seeding.py),
     # which reproduces the published table; "tf2": TF 2.x's own per-graph counter.
     seeding: str = "tf1"
+    # The chapter's other constructs, each off by default (see PRESETS for the cells using them).
+    # Inputs standardised with the training set's per-pixel mean and std + 1e-10 (SELU cell).
+    standardize_inputs: bool = False
+    # tf.layers.dropout on the inputs and after each hidden layer, while training (Dropout cell).
+    dropout_rate: float = 0.0
+    # "gradient_descent", or "momentum": tf.train.MomentumOptimizer(lr, optimizer_momentum).
+    optimizer: str = "gradient_descent"
+    optimizer_momentum: float = 0.9
+    # Gradients clipped by value to [-clip_gradients, clip_gradients]; 0 = off.
+    clip_gradients: float = 0.0
+    # exponential_decay(learning_rate, global_step, decay_steps, decay_rate); 0 steps = off.
+    decay_steps: int = 0
+    decay_rate: float = 1.0
+    # l1 penalty scale; "loss": the cell's hand-written sum over every kernel added to the loss,
+    # "regularizer": tf.layers' kernel_regularizer, one term per layer through add_n.
+    l1_scale: float = 0.0
+    l1_form: str = "loss"
+    # Max-norm threshold for the hidden layers' kernels, applied after each training step;
+    # "assign": the cell's explicit clip ops, "regularizer": its max_norm_regularizer() inside
+    # each hidden layer (which moves later layers' seeds). 0 = off.
+    max_norm: float = 0.0
+    max_norm_form: str = "assign"
+    # Print every print_every-th epoch's line (the SELU cell prints every 5th, with the accuracy
+    # on the epoch's last batch before it when batch_accuracy).
+    print_every: int = 1
+    batch_accuracy: bool = False
     # "xla": whole epochs of the book's steps compiled by XLA (the book's table, in less time;
     # the last bits of the variables differ from the per-step loop, see xla_loop.py);
     # "feed_dict": the book's own loop, one Session call and one feed_dict per step.
@@ -86,9 +134,14 @@ class Config:
 
     def architecture(self):
         """The fields that decide the graph's variables; a checkpoint only fits the same ones."""
-        return {
-            k: getattr(self, k) for k in ("n_inputs", "hidden", "n_outputs", "batch_norm", "activation", "initializer")
-        }
+        return {k: getattr(self, k) for k in ARCHITECTURE}
+
+    def uses_chapter_constructs(self):
+        """True when anything beyond the bn and plain networks is switched on."""
+        default = Config()
+        return self.activation not in ("elu", "leaky_relu") or any(
+            getattr(self, k) != getattr(default, k) for k in CHAPTER_FIELDS
+        )
 
     def to_json(self):
         d = dataclasses.asdict(self)
@@ -128,9 +181,16 @@ class Config:
             ("initializer", self.initializer, INITIALIZERS),
             ("seeding", self.seeding, SEEDINGS),
             ("loop", self.loop, LOOPS),
+            ("optimizer", self.optimizer, OPTIMIZERS),
+            ("l1 form", self.l1_form, L1_FORMS),
+            ("max norm form", self.max_norm_form, MAX_NORM_FORMS),
         ):
             if value not in allowed:
                 raise ConfigError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+        if self.loop == "xla" and self.uses_chapter_constructs():
+            raise ConfigError(
+                f"the xla loop runs the bn and plain networks only; the {self.preset} network needs --loop feed_dict"
+            )
         if n_train is not None and self.batch_size > n_train:
             raise ConfigError(
                 f"batch size {self.batch_size} is larger than the training set "
@@ -139,7 +199,11 @@ class Config:
         return self
 
 
-# The chapter's two networks. "plain" is the Leaky ReLU network that batch norm is compared with.
+# The chapter's training cells, as data; the name of each is the preset's (--preset NAME). "bn" is
+# the batch-norm cell; "plain" is the Leaky ReLU network that batch norm is compared with. The
+# others are the cells of their sections of the chapter's notebook, with tf.layers' default
+# (Glorot uniform) kernels; they run the book's per-step loop.
+_RELU = dict(batch_norm=False, activation="relu", initializer="glorot_uniform", loop="feed_dict")
 PRESETS = {
     "bn": Config(),
     "plain": Config(
@@ -150,6 +214,66 @@ PRESETS = {
         batch_size=50,
         epochs=40,
     ),
+    # "SELU": standardised inputs, every 5th epoch printed with the last batch's accuracy. The
+    # printed table was made with selu()'s scale and alpha in their right places (network.selu).
+    "selu": Config(
+        preset="selu",
+        **{**_RELU, "activation": "selu"},
+        standardize_inputs=True,
+        epochs=40,
+        batch_size=50,
+        print_every=5,
+        batch_accuracy=True,
+    ),  # fmt: skip
+    # "Gradient Clipping": five hidden ReLU layers, gradients clipped by value to [-1, 1].
+    "gradient_clipping": Config(preset="gradient_clipping", **_RELU, hidden=(300, 50, 50, 50, 50), clip_gradients=1.0),
+    # "Learning Rate Scheduling": momentum 0.9, learning rate 0.1 decayed by 10 every 10,000 steps.
+    "lr_schedule": Config(
+        preset="lr_schedule",
+        **_RELU,
+        hidden=(300, 50),
+        optimizer="momentum",
+        learning_rate=0.1,
+        decay_steps=10000,
+        decay_rate=1 / 10,
+        epochs=5,
+        batch_size=50,
+    ),  # fmt: skip
+    # "l1 and l2 regularization": the hand-written penalty, one hidden layer ...
+    "l1": Config(preset="l1", **_RELU, hidden=(300,), l1_scale=0.001, l1_form="loss"),
+    # ... and tf.layers' kernel_regularizer=l1_regularizer(0.001), two hidden layers.
+    "l1_regularizer": Config(preset="l1_regularizer", **_RELU, hidden=(300, 50), l1_scale=0.001, l1_form="regularizer"),
+    # "Dropout": rate 0.5 on the inputs and both hidden layers, momentum 0.9. The cell sizes its
+    # layers with n_hidden1 and n_hidden2 from earlier cells; its table was made with 300 and 100
+    # (with 50, as the cells above it set, the book's own code prints 0.922 at epoch 0, not 0.9264).
+    "dropout": Config(
+        preset="dropout",
+        **_RELU,
+        dropout_rate=0.5,
+        optimizer="momentum",
+        epochs=20,
+        batch_size=50,
+    ),  # fmt: skip
+    # "Max norm": the hidden kernels' rows clipped to norm 1 after each step, by explicit assign ops ...
+    "max_norm": Config(
+        preset="max_norm",
+        **_RELU,
+        hidden=(300, 50),
+        optimizer="momentum",
+        max_norm=1.0,
+        max_norm_form="assign",
+        batch_size=50,
+    ),  # fmt: skip
+    # ... or by the chapter's max_norm_regularizer() and its "max_norm" collection.
+    "max_norm_regularizer": Config(
+        preset="max_norm_regularizer",
+        **_RELU,
+        hidden=(300, 50),
+        optimizer="momentum",
+        max_norm=1.0,
+        max_norm_form="regularizer",
+        batch_size=50,
+    ),  # fmt: skip
 }
 
 

@@ -58,11 +58,12 @@ class EpochEnd:
         self._accuracy = self.sess.make_callable(h.accuracy, feed_list=[h.X, h.y])
         self._histograms = self.sess.make_callable(histograms)
 
-    def submit(self, epoch, values, mean_loss, seconds, note=None):
+    def submit(self, epoch, values, mean_loss, seconds, note=None, last_batch=None):
         """After :meth:`prepare`. ``values``: the model variables after ``epoch``, in the training
-        graph's order. The printed line ends with ``note`` in brackets, by default the epoch's time."""
+        graph's order. The printed line ends with ``note`` in brackets, by default the epoch's time;
+        ``last_batch``, the indices of the epoch's last batch, for a cell that prints its accuracy."""
         self.wait()
-        self.pending = self.pool.submit(self._end, epoch, values, mean_loss, seconds, note)
+        self.pending = self.pool.submit(self._end, epoch, values, mean_loss, seconds, note, last_batch)
 
     def wait(self):
         pending, self.pending = self.pending, None
@@ -75,14 +76,17 @@ class EpochEnd:
         if self.sess is not None:
             self.sess.close()
 
-    def _end(self, epoch, values, mean_loss, seconds, note):
+    def _end(self, epoch, values, mean_loss, seconds, note, last_batch):
         self._load(*values)
         acc = self._accuracy(self.split.X_valid, self.split.y_valid)
         self.result.accuracies.append(acc)
-        if self.out is not None:
-            print(
-                epoch, "Validation accuracy:", acc, f"({note or f'epoch {seconds:.2f} s'})", file=self.out, flush=True
-            )
+        if self.out is not None and printed_epoch(self.config, epoch):
+            batch = []
+            if self.config.batch_accuracy and last_batch is not None:
+                X, y = self.split.X_train[last_batch], self.split.y_train[last_batch]
+                batch = ["Batch accuracy:", self._accuracy(X, y)]
+            suffix = f"({note or f'epoch {seconds:.2f} s'})"
+            print(epoch, *batch, "Validation accuracy:", acc, suffix, file=self.out, flush=True)
         try:
             self.writer.add_summary(
                 tf1.Summary(
@@ -98,6 +102,11 @@ class EpochEnd:
             self.writer.flush()
         except (RuntimeError, OSError) as e:  # the writer's thread failed: disk full, folder gone
             raise EventFileError(str(e).splitlines()[0]) from None
+
+
+def printed_epoch(config, epoch):
+    """Whether the cell prints ``epoch``'s line: every epoch, or every ``print_every``-th."""
+    return epoch % config.print_every == 0
 
 
 class EventFileError(OSError):

@@ -24,7 +24,7 @@ moving_variance``, ``hidden2/...``, ``batch_normalization_1/...``, ``outputs/...
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import tensorflow as tf
 
@@ -60,8 +60,10 @@ class Handles:
     training_op: object  # tf.Operation, or None for a graph built with train_op=False
     extra_update_ops: list
     init: tf.Operation
-    kernel_seeds: dict  # variable name -> op seed given to its initializer
+    kernel_seeds: dict  # variable name (or dropout layer name) -> op seed given to its random op
     model_variables: list  # every variable of the network, weights and moving statistics
+    after_step: list = field(default_factory=list)  # ops the cell runs after each training step
+    input_statistics: tuple = ()  # (mean, std) variables of a network that standardises its inputs
 
 
 def build_graph(config, train_op=True):
@@ -79,30 +81,39 @@ def build_graph(config, train_op=True):
         with clock.same_as_tf1():
             X = tf1.placeholder(tf.float32, shape=(None, config.n_inputs), name="X")
             y = tf1.placeholder(tf.int32, shape=(None), name="y")
-            training = tf1.placeholder_with_default(False, shape=(), name="training") if config.batch_norm else None
+            training = None
+            if config.batch_norm or config.dropout_rate:
+                training = tf1.placeholder_with_default(False, shape=(), name="training")
         variables = _variables(config, clock)
+
+        def params(name):
+            return variables[name].value()
 
         def statistics(layer, z):
             return _batch_norm_statistics(z, training, variables, layer.batch_norm, config.momentum)
 
+        def dropout(name, z):  # tf.layers.dropout(z, rate, training=training)
+            seed = clock.seeds[name]
+            return tf1.cond(training, lambda: network.tf1_dropout(z, config.dropout_rate, seed), lambda: tf.identity(z))
+
         with tf.name_scope("dnn"):
-            logits = network.forward(config, X, lambda name: variables[name].value(), statistics)
+            logits = network.forward(config, X, params, statistics, dropout=dropout)
             logits = tf.identity(logits, name="logits")
             probabilities = tf.nn.softmax(logits, name="probabilities")
         with tf.name_scope("loss"):
-            xentropy = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
-            loss = tf.reduce_mean(xentropy, name="loss")
+            loss = _loss(config, y, logits, params)
         training_op = None
         if train_op:
             with tf.name_scope("train"):
-                optimizer = tf1.train.GradientDescentOptimizer(config.learning_rate)
-                training_op = optimizer.minimize(loss, name="training_op")
+                training_op = _training_op(config, loss)
+        after_step = _max_norm_clips(config, variables) if train_op else []
         with tf.name_scope("eval"):
             correct = tf1.nn.in_top_k(logits, y, 1)
             accuracy = tf.reduce_mean(tf.cast(correct, tf.float32), name="accuracy")
             predictions = tf.argmax(logits, axis=1, name="predictions")
         model_variables = list(variables.values())
-        init = tf1.variables_initializer(model_variables, name="init")
+        # the network's variables, and the optimizer's slots and global step, if any
+        init = tf1.variables_initializer(tf1.global_variables(), name="init")
         extra_update_ops = tf1.get_collection(tf1.GraphKeys.UPDATE_OPS)
     return Handles(
         graph,
@@ -119,7 +130,64 @@ def build_graph(config, train_op=True):
         init,
         dict(clock.seeds),
         model_variables,
+        after_step,
+        tuple(variables[name] for name in (network.INPUT_MEAN, network.INPUT_STD) if name in variables),
     )
+
+
+def _loss(config, y, logits, params):
+    """The mean cross-entropy, plus the l1 cells' penalty."""
+    xentropy = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
+    if not config.l1_scale:
+        return tf.reduce_mean(xentropy, name="loss")
+    base_loss = tf.reduce_mean(xentropy, name="avg_xentropy")
+    penalty = network.l1_penalty(config, params)
+    if config.l1_form == "loss":
+        return tf.add(base_loss, penalty, name="loss")
+    return tf.add_n([base_loss, *penalty], name="loss")
+
+
+def _training_op(config, loss):
+    """``optimizer.minimize(loss)``, as compute_gradients and apply_gradients so that the
+    gradient-clipping cell's ``clip_by_value`` fits between them; with the learning-rate cell's
+    ``exponential_decay`` of a ``global_step``."""
+    learning_rate, global_step = config.learning_rate, None
+    if config.decay_steps:
+        global_step = tf1.Variable(0, trainable=False, name="global_step")
+        learning_rate = tf1.train.exponential_decay(learning_rate, global_step, config.decay_steps, config.decay_rate)
+    if config.optimizer == "momentum":
+        optimizer = tf1.train.MomentumOptimizer(learning_rate, momentum=config.optimizer_momentum)
+    else:
+        optimizer = tf1.train.GradientDescentOptimizer(learning_rate)
+    grads_and_vars = optimizer.compute_gradients(loss)
+    if config.clip_gradients:
+        t = config.clip_gradients
+        grads_and_vars = [(tf.clip_by_value(grad, -t, t), var) for grad, var in grads_and_vars]
+    return optimizer.apply_gradients(grads_and_vars, global_step=global_step, name="training_op")
+
+
+def _max_norm_clips(config, variables):
+    """The max-norm cells' ``tf.assign(weights, tf.clip_by_norm(weights, threshold, axes=1))``
+    for each hidden kernel, run after every training step; in the collection ``max_norm``."""
+    clips = []
+    with tf.name_scope("max_norm"):
+        for layer in network.max_norm_layers(config):
+            kernel = variables[f"{layer.dense}/kernel"]
+            clipped = tf.clip_by_norm(kernel.value(), clip_norm=config.max_norm, axes=1)
+            clips.append(tf1.assign(kernel, clipped, name=layer.dense).op)
+            tf1.add_to_collection("max_norm", clips[-1])
+    return clips
+
+
+def set_input_statistics(sess, h, X_train):
+    """The SELU cell's ``means`` and ``stds`` of the training set, computed as the cell does,
+    into the graph's input-statistics variables."""
+    if not h.input_statistics:
+        return
+    means = X_train.mean(axis=0, keepdims=True)
+    stds = X_train.std(axis=0, keepdims=True) + 1e-10
+    for variable, value in zip(h.input_statistics, (means[0], stds[0])):
+        variable.load(value, sess)
 
 
 def kernel_initializer(kind, seed):
@@ -140,8 +208,10 @@ def _variables(config, clock):
         variables[name] = tf1.get_variable(name, shape, tf.float32, initializer=initializer, trainable=trainable)
 
     n_in = config.n_inputs
+    if config.dropout_rate:
+        clock.dropout(network.INPUT_DROPOUT)
     for layer in network.layers(config):
-        seed = clock.dense(layer.dense, layer.units, config.initializer)
+        seed = clock.dense(layer.dense, layer.units, config.initializer, layer.regularizer)
         variable(f"{layer.dense}/kernel", [n_in, layer.units], kernel_initializer(config.initializer, seed))
         variable(f"{layer.dense}/bias", [layer.units], tf1.zeros_initializer())
         if layer.batch_norm:
@@ -155,7 +225,12 @@ def _variables(config, clock):
                 variable(f"{layer.batch_norm}/{stat}", [layer.units], init, trainable)
         if not layer.last:
             clock.activation(config.activation)
+        if layer.dropout:
+            clock.dropout(layer.dropout)
         n_in = layer.units
+    if config.standardize_inputs:  # not the book's graph: set from the data, not seeded
+        for name, init in ((network.INPUT_MEAN, tf1.zeros_initializer()), (network.INPUT_STD, tf1.ones_initializer())):
+            variable(name, [config.n_inputs], init, trainable=False)
     return variables
 
 

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from math import e, erfc, exp, pi, sqrt
 
 import tensorflow as tf
 
@@ -28,6 +29,8 @@ class Layer:
     batch_norm: str | None  # "batch_normalization", "batch_normalization_1", ...; None without
     units: int
     last: bool  # the logits: no activation after it
+    dropout: str | None = None  # the dropout after the activation: "dropout_1", ...; None without
+    regularizer: str | None = None  # the kernel_regularizer's kind ("l1", "max_norm"), or None
 
     @property
     def variables(self):
@@ -43,19 +46,34 @@ def layers(config):
     ``hidden2`` + ``batch_normalization_1``, ..., ``outputs`` + ``batch_normalization_<n>``."""
     sizes = (*config.hidden, config.n_outputs)
     dense = [f"hidden{i}" for i in range(1, len(config.hidden) + 1)] + ["outputs"]
-    return [
-        Layer(
-            name,
-            ("batch_normalization" + (f"_{i}" if i else "")) if config.batch_norm else None,
-            units,
-            i == len(sizes) - 1,
+    result = []
+    for i, (name, units) in enumerate(zip(dense, sizes)):
+        last = i == len(sizes) - 1
+        regularizer = None
+        if config.l1_scale and config.l1_form == "regularizer":
+            regularizer = "l1"
+        elif config.max_norm and config.max_norm_form == "regularizer" and not last:
+            regularizer = "max_norm"  # the chapter leaves the logits unclipped
+        result.append(
+            Layer(
+                name,
+                ("batch_normalization" + (f"_{i}" if i else "")) if config.batch_norm else None,
+                units,
+                last,
+                f"dropout_{i + 1}" if config.dropout_rate and not last else None,
+                regularizer,
+            )
         )
-        for i, (name, units) in enumerate(zip(dense, sizes))
-    ]
+    return result
+
+
+INPUT_DROPOUT = "dropout"  # tf.layers' name for the dropout on the inputs
+INPUT_MEAN, INPUT_STD = "standardize/mean", "standardize/std"
 
 
 def variable_names(config):
-    return [name for layer in layers(config) for name in layer.variables]
+    names = [name for layer in layers(config) for name in layer.variables]
+    return names + ([INPUT_MEAN, INPUT_STD] if config.standardize_inputs else [])
 
 
 def leaky_relu(z, name=None):
@@ -72,13 +90,40 @@ def elu_as_cpu_kernel(z):
     return a, lambda grad: tf.raw_ops.EluGrad(gradients=grad, outputs=a)
 
 
+# The SELU cell's alpha and scale for mean 0 and standard deviation 1 (equation 14 of Klambauer et
+# al., 2017), by the cell's own formulas.
+SELU_ALPHA = -sqrt(2 / pi) / (erfc(1 / sqrt(2)) * exp(1 / 2) - 1)
+SELU_SCALE = (
+    (1 - erfc(1 / sqrt(2)) * sqrt(e))
+    * sqrt(2 * pi)
+    * (2 * erfc(sqrt(2)) * e**2 + pi * erfc(1 / sqrt(2)) ** 2 * e - 2 * (2 + pi) * erfc(1 / sqrt(2)) * sqrt(e) + pi + 2)
+    ** (-1 / 2)
+)
+
+
+def selu(z, scale=SELU_SCALE, alpha=SELU_ALPHA):
+    """The SELU cell's ``selu()``. The cell's source passes them as ``scale=alpha_0_1,
+    alpha=scale_0_1``, but its printed table was made with each in its right place: with them
+    swapped the book's own code prints 0.9388 at epoch 0, in place 0.9232 (the notebook: 0.923).
+    bnmnist reproduces the printed table."""
+    return scale * tf1.where(z >= 0.0, z, alpha * tf.nn.elu(z))
+
+
 def activation(config, elu_as_cpu_kernel_=False):
     if config.activation == "elu":
         return elu_as_cpu_kernel if elu_as_cpu_kernel_ else tf.nn.elu
-    return leaky_relu
+    return {"leaky_relu": leaky_relu, "relu": tf.nn.relu, "selu": selu}[config.activation]
 
 
-def forward(config, X, params, statistics, *, elu_as_cpu_kernel=False):
+def standardize(config, X, params):
+    """The SELU cell's input scaling, ``(X - means) / stds``, with the training set's per-pixel
+    mean and std + 1e-10 held as variables (each element as NumPy computes it)."""
+    if not config.standardize_inputs:
+        return X
+    return (X - params(INPUT_MEAN)) / params(INPUT_STD)
+
+
+def forward(config, X, params, statistics, *, dropout=None, elu_as_cpu_kernel=False):
     """The logits of ``config``'s network for the inputs ``X``.
 
     ``params(name)`` gives the value of a variable (``"hidden1/kernel"``); ``statistics(layer, z)``
@@ -86,10 +131,16 @@ def forward(config, X, params, statistics, *, elu_as_cpu_kernel=False):
     at a batch-norm layer. ``X`` may hold only some of the pixel columns when ``params`` gives the
     first kernel's matching rows: the products and sums are the same.
 
+    ``dropout(name, z)``, when given, applies the dropout layer ``name`` to ``z`` (the inputs, and
+    each hidden layer after its activation, when ``config.dropout_rate``); without it, as at
+    inference, dropout is the identity.
+
     ``elu_as_cpu_kernel`` computes ELU as TensorFlow's CPU kernel does (:func:`elu_as_cpu_kernel`),
     for code that XLA compiles."""
     act = activation(config, elu_as_cpu_kernel)
-    z = X
+    z = standardize(config, X, params)
+    if dropout and config.dropout_rate:
+        z = dropout(INPUT_DROPOUT, z)
     for layer in layers(config):
         # names as the book's tf.layers code makes them: the activation inside the dense layer
         # (dnn/hidden1/Maximum), or after its batch norm (dnn/Elu)
@@ -104,7 +155,41 @@ def forward(config, X, params, statistics, *, elu_as_cpu_kernel=False):
                 z = tf.nn.batch_normalization(z, mean, variance, params(f"{bn}/beta"), params(f"{bn}/gamma"), EPSILON)
             if not layer.last:
                 z = act(z)
+        if dropout and layer.dropout:
+            with tf.name_scope(layer.dropout):
+                z = dropout(layer.dropout, z)
     return z
+
+
+def tf1_dropout(z, rate, seed):
+    """TF1's ``nn.dropout(z, keep_prob=1 - rate)``: keep where ``floor(keep_prob + u)`` is 1, for
+    ``u`` uniform in [0, 1) drawn with ``seed``; the kept values divided by ``keep_prob``."""
+    keep_prob = tf.convert_to_tensor(1 - rate, dtype=z.dtype, name="keep_prob")
+    random_tensor = keep_prob + tf1.random_uniform(tf.shape(z), seed=seed, dtype=z.dtype)
+    return tf.math.divide(z, keep_prob) * tf.floor(random_tensor)
+
+
+def l1_penalty(config, params):
+    """The l1 cells' penalty: the hand-written ``scale * (sum|W1| + sum|W2| + ...)`` over every
+    kernel, or tf.layers' ``kernel_regularizer`` terms ``scale * sum|W|``, one per layer, for
+    ``add_n``. Returns ``(kind, value)``; ``value`` is a tensor or a list of them."""
+    kernels = [params(f"{layer.dense}/kernel") for layer in layers(config)]
+    if config.l1_form == "loss":
+        total = tf.reduce_sum(tf.abs(kernels[0]))
+        for kernel in kernels[1:]:
+            total = total + tf.reduce_sum(tf.abs(kernel))
+        return config.l1_scale * total
+    terms = []
+    for kernel in kernels:
+        with tf.name_scope("l1_regularizer"):
+            scale = tf.convert_to_tensor(config.l1_scale, dtype=kernel.dtype, name="scale")
+            terms.append(tf.multiply(scale, tf.reduce_sum(tf.abs(kernel))))
+    return terms
+
+
+def max_norm_layers(config):
+    """The hidden layers whose kernels the max-norm cells clip after each step."""
+    return [layer for layer in layers(config) if not layer.last] if config.max_norm else []
 
 
 def moving_average_delta(moving, batch_stat, momentum):

@@ -23,7 +23,14 @@ count at the moment TF1 would have drawn its seed:
 * a truncated-normal (He) initializer makes ``shape``, ``mean`` and ``stddev`` constants, draws
   the seed, then ``TruncatedNormal``, ``Mul``, ``Add``; a uniform (Glorot) one makes ``shape``,
   ``min`` and ``max``, draws, then ``RandomUniform``, ``Sub``, ``Mul``, ``Add``;
-* a dense layer is its kernel, its bias, ``MatMul`` and ``BiasAdd``;
+* a dense layer is its kernel, its bias, ``MatMul`` and ``BiasAdd``; a ``kernel_regularizer``
+  makes its ops right after the kernel: ``l1_regularizer``'s ``scale``, ``Abs``, the reduction
+  indices, ``Sum`` and ``Mul`` (5); the chapter's ``max_norm_regularizer``, ``clip_by_norm`` (17)
+  and its ``Assign`` (18);
+* ``relu`` is ``Relu`` (1); the chapter's ``selu`` is ``z >= 0.0`` (2), ``alpha * elu(z)`` (3),
+  ``tf.where`` (1) and ``scale *`` (2);
+* ``tf.layers.dropout`` with a ``training`` tensor is a ``cond`` around ``nn.dropout``: 8 ops
+  before its ``RandomUniform`` draws the seed, 8 after (the random op, the mask and the merge);
 * a non-fused batch-norm layer is its four variables, ``moments`` (8 ops), two ``cond`` that pick
   batch or moving statistics (7 each), two ``cond`` around the moving-average updates (13 each)
   and the normalisation arithmetic (8).
@@ -47,8 +54,12 @@ DENSE_OPS = 2  # MatMul, BiasAdd
 BATCH_NORM_OPS = 8 + 2 * 7 + 2 * 13 + 8
 
 
-# ops an activation adds: Elu; or the Const 0.01, Mul and Maximum of tf.maximum(0.01 * z, z)
-ACTIVATION_OPS = {"elu": 1, "leaky_relu": 3}
+# ops an activation adds: Elu; the Const 0.01, Mul and Maximum of tf.maximum(0.01 * z, z); Relu;
+# the chapter's selu(): Const 0.0, GreaterEqual, Elu, Const alpha, Mul, Select, Const scale, Mul
+ACTIVATION_OPS = {"elu": 1, "leaky_relu": 3, "relu": 1, "selu": 8}
+# a kernel_regularizer's ops, made between the kernel and the bias
+REGULARIZER_OPS = {"l1": 5, "max_norm": 18}
+DROPOUT_OPS = (8, 8)  # the dropout cond's ops before its random op draws the seed, and after
 
 
 def constant_initializer_ops(n_elements):
@@ -86,14 +97,24 @@ class TF1OpClock:
     def constant_variable(self, n_elements):
         self.count(constant_initializer_ops(n_elements) + VARIABLE_OPS)
 
-    def dense(self, name, units, initializer):
+    def dense(self, name, units, initializer, regularizer=None):
         seed = self.random_variable(name + "/kernel", initializer)
+        if regularizer:
+            self.count(REGULARIZER_OPS[regularizer])
         self.constant_variable(units)
         self.count(DENSE_OPS)
         return seed
 
     def activation(self, kind):
         self.count(ACTIVATION_OPS[kind])
+
+    def dropout(self, name):
+        """Op seed for the random op of the dropout layer ``name``."""
+        before, after = DROPOUT_OPS
+        self.count(before)
+        self.seeds[name] = seed = self.last_id if self.seeding == "tf1" else None
+        self.count(after)
+        return seed
 
     def batch_norm(self, units):
         for _ in ("gamma", "beta", "moving_mean", "moving_variance"):

@@ -50,6 +50,8 @@ class BookSteps:
             if h.training is not None:
                 feed[h.training] = True
             losses.append(float(self.sess.run(self.fetches, feed_dict=feed)[2]))
+            if h.after_step:  # the max-norm cells' clip_weights.eval(), after the step
+                self.sess.run(h.after_step)
             if not np.isfinite(losses[-1]):
                 break
         return losses

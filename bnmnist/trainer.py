@@ -99,7 +99,7 @@ def _book_loop(run, config, split, dry_run, bar, steps_per_call):
             values = run.checked_variables(epoch)
             run.save(epoch, losses, time.perf_counter() - t_epoch)  # saver.save(sess, ...)
             # accuracy.eval(feed_dict={X: X_valid, y: y_valid}) and the print, beside the next epoch
-            run.validate(epoch, values, now=bar or ctrl_c.raised or dry_run)
+            run.validate(epoch, values, now=bar or ctrl_c.raised or dry_run, last_batch=batches[-1])
             if ctrl_c.raised:
                 raise TrainingInterrupted(run.run_dir, epoch + 1)
             if dry_run:

@@ -18,9 +18,9 @@ import numpy as np
 import tensorflow as tf
 
 from . import atomic, checkpoint, checkpoint_files, runs
-from .epoch_end import EpochEnd, EventFileError
+from .epoch_end import EpochEnd, EventFileError, printed_epoch
 from .errors import NumericalError, WriteError
-from .graph import build_graph
+from .graph import build_graph, set_input_statistics
 from .steps import session_config
 
 tf1 = tf.compat.v1
@@ -83,6 +83,7 @@ class TrainingSession:
         self.epoch_end.prepare()
         if not self.resume:
             self.sess.run([self.h.init, self.run_state.initializer])
+            set_input_statistics(self.sess, self.h, self.split.X_train)
             return 0
         self.result.first_epoch = self._restore()
         return self.result.first_epoch
@@ -102,13 +103,15 @@ class TrainingSession:
             config_path = os.path.join(self.run_dir, runs.CONFIG_FILE)
             atomic.write_json_atomic(config_path, saved.replace(epochs=self.config.epochs).to_json())
         state = json.loads(self.sess.run(self.run_state).decode())
+        self._replay_dropout(state["epoch"])
         self.rng.set_state(_rng_from_json(state["rng"]))
         result.accuracies = [np.float32(a) for a in state["accuracies"]]
         result.losses = state["losses"]
         result.epoch_seconds = state["epoch_seconds"]
         if self.out is not None:
             for epoch, acc in enumerate(result.accuracies):
-                print(epoch, "Validation accuracy:", acc, "(from checkpoint)", file=self.out, flush=True)
+                if printed_epoch(self.config, epoch):
+                    print(epoch, "Validation accuracy:", acc, "(from checkpoint)", file=self.out, flush=True)
         # TensorBoard drops what this run wrote from here on before the kill (it is rewritten)
         self.writer.add_session_log(tf1.SessionLog(status=tf1.SessionLog.START), len(result.accuracies))
         if len(result.accuracies) < state["epoch"]:  # the last epoch's validation: recompute it
@@ -117,6 +120,22 @@ class TrainingSession:
             self.epoch_end.submit(last, values, result.losses[last], result.epoch_seconds[last], note="from checkpoint")
             self.wait_for_validation()
         return state["epoch"]
+
+    def _replay_dropout(self, epochs):
+        """Dropout's random ops keep their place in their streams inside the Session, not in the
+        checkpoint: bring them to where ``epochs`` epochs of steps left them, by running the
+        network forward with ``training`` on as many batches of the same sizes (their values do
+        not matter), so that the resumed run draws the masks an unbroken one would."""
+        h = self.h
+        if not self.config.dropout_rate or not epochs:
+            return
+        n = self.split.n_train
+        sizes = [len(b) for b in np.array_split(np.arange(n), n // self.config.batch_size)]
+        forward = self.sess.make_callable(h.logits, feed_list=[h.X, h.training])
+        zeros = {n: np.zeros((n, self.config.n_inputs), np.float32) for n in set(sizes)}
+        for _ in range(epochs):
+            for n in sizes:
+                forward(zeros[n], True)
 
     def started(self, compile_seconds):
         self.result.compile_seconds = compile_seconds
@@ -158,10 +177,11 @@ class TrainingSession:
             raise self._write_error(f"the checkpoint of epoch {epoch}", e) from None
         result.checkpoint = prefix
 
-    def validate(self, epoch, values, now=False):
+    def validate(self, epoch, values, now=False, last_batch=None):
         """The epoch's validation accuracy, its line and its TensorBoard summaries, on the copy,
         while the next epoch trains; ``now`` waits for them."""
-        self.epoch_end.submit(epoch, values, self.result.losses[-1], self.result.epoch_seconds[-1])
+        losses, seconds = self.result.losses[-1], self.result.epoch_seconds[-1]
+        self.epoch_end.submit(epoch, values, losses, seconds, last_batch=last_batch)
         if now:
             self.wait_for_validation()
 

@@ -32,25 +32,65 @@ def leaky_relu(z, name=None):
     return tf.maximum(0.01 * z, z, name=name)
 
 
+def selu(z, scale=1.0507009873554805, alpha=1.6732632423543772):
+    return scale * tf.where(z >= 0.0, z, alpha * tf.nn.elu(z))  # the chapter's own selu()
+
+
+def l1_regularizer(scale):
+    """tf.contrib.layers.l1_regularizer of TF 1.x, op for op."""
+
+    def l1(weights):
+        with tf.name_scope("l1_regularizer"):
+            my_scale = tf.convert_to_tensor(scale, dtype=weights.dtype.base_dtype, name="scale")
+            return tf.multiply(my_scale, tf.reduce_sum(tf.abs(weights)))
+
+    return l1
+
+
+def max_norm_regularizer(threshold):
+    """The chapter's max_norm_regularizer()."""
+
+    def max_norm(weights):
+        clip = tf1.assign(weights, tf.clip_by_norm(weights, clip_norm=threshold, axes=1), name="max_norm")
+        tf1.add_to_collection("max_norm", clip)
+
+    return max_norm
+
+
 def build(arch):
     tf1.reset_default_graph()
     tf1.set_random_seed(42)
     del seen[:]
     X = tf1.placeholder(tf.float32, shape=(None, 784), name="X")
     tf1.placeholder(tf.int32, shape=(None), name="y")
-    training = tf1.placeholder_with_default(False, shape=(), name="training") if arch["batch_norm"] else None
-    act = {"elu": tf.nn.elu, "leaky_relu": leaky_relu}[arch["activation"]]
+    dropout = arch.get("dropout_rate", 0.0)
+    bn = arch["batch_norm"]
+    training = tf1.placeholder_with_default(False, shape=(), name="training") if bn or dropout else None
+    act = {"elu": tf.nn.elu, "leaky_relu": leaky_relu, "relu": tf.nn.relu, "selu": selu}[arch["activation"]]
     init = tf1.variance_scaling_initializer() if arch["initializer"] == "he" else None
+    regularizer = None
+    if arch.get("l1_scale") and arch.get("l1_form") == "regularizer":
+        regularizer = l1_regularizer(arch["l1_scale"])
+    if arch.get("max_norm") and arch.get("max_norm_form") == "regularizer":
+        regularizer = max_norm_regularizer(arch["max_norm"])
+    if dropout:
+        X = tf1.layers.dropout(X, dropout, training=training)
     with tf.name_scope("dnn"):
         z = X
         for i, units in enumerate(arch["hidden"], start=1):
-            if arch["batch_norm"]:
+            if bn:
                 z = tf1.layers.dense(z, units, kernel_initializer=init, name=f"hidden{i}")
                 z = act(tf1.layers.batch_normalization(z, training=training, momentum=0.9))
             else:
-                z = tf1.layers.dense(z, units, kernel_initializer=init, activation=act, name=f"hidden{i}")
-        logits = tf1.layers.dense(z, 10, kernel_initializer=init, name="outputs")
-        if arch["batch_norm"]:
+                z = tf1.layers.dense(
+                    z, units, kernel_initializer=init, activation=act, kernel_regularizer=regularizer, name=f"hidden{i}"
+                )
+            if dropout:
+                z = tf1.layers.dropout(z, dropout, training=training)
+        # the max-norm regularizer stays off the logits, as in the chapter; the l1 one does not
+        top = regularizer if arch.get("l1_form") == "regularizer" else None
+        logits = tf1.layers.dense(z, 10, kernel_initializer=init, kernel_regularizer=top, name="outputs")
+        if bn:
             tf1.layers.batch_normalization(logits, training=training, momentum=0.9)
     return list(seen)
 
