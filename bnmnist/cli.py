@@ -21,7 +21,7 @@ import threading
 import time
 
 from . import atomic, checkpoint_files, data, runs
-from .config import LOOPS, PRESETS, RULES, SEEDINGS, Config
+from .config import LOOPS, PRESETS, RULES, SEEDINGS
 from .errors import BnmnistError, NumericalError, WriteError
 
 EXIT_USAGE, EXIT_NUMERICAL, EXIT_WRITE, EXIT_INTERRUPTED, EXIT_PIPE = 2, 3, 4, 130, 141
@@ -65,10 +65,15 @@ def positive_int(text):
 
 
 def _default(name):
-    """ "default: 20; plain: 40": the bn preset's value and every preset's that differs."""
+    """ "default: 20; 40 for plain, selu": the bn preset's value, then each other value with the
+    presets that have it."""
+    show = (lambda v: ",".join(map(str, v))) if name == "threads" else str
     base = getattr(PRESETS["bn"], name)
-    others = [f"{preset}: {getattr(c, name)}" for preset, c in PRESETS.items() if getattr(c, name) != base]
-    return "; ".join([f"default: {base}", *others])
+    others = {}
+    for preset, c in PRESETS.items():
+        if getattr(c, name) != base:
+            others.setdefault(show(getattr(c, name)), []).append(preset)
+    return "; ".join([f"default: {show(base)}", *(f"{v} for {', '.join(ps)}" for v, ps in others.items())])
 
 
 def path_arg(text):
@@ -87,7 +92,6 @@ def _threads(text):
 
 
 def build_parser():
-    d = Config()
     p = _Parser(
         prog="bnmnist-train",
         allow_abbrev=False,
@@ -101,7 +105,8 @@ def build_parser():
         choices=sorted(PRESETS),
         default="bn",
         help="bn: the book's batch-norm network; plain: the chapter's Leaky ReLU network without batch "
-        "norm (default: %(default)s)",
+        "norm; the others: the chapter's cells of the same names (selu, gradient clipping, learning-rate "
+        "scheduling, l1, dropout, max-norm) (default: %(default)s)",
     )
     for flag, name, what in (
         ("--epochs", "epochs", "epochs to train"),
@@ -128,8 +133,8 @@ def build_parser():
         "--threads",
         type=_threads,
         metavar="INTRA,INTER",
-        help=f"Session thread pools, 0 = one per core; speed only, same results "
-        f"(default: {','.join(map(str, d.threads))})",
+        help=f"Session thread pools, 0 = one per core ({_default('threads')}); the bn network's "
+        "results do not depend on them, some batch-50 networks' last bits do",
     )
     p.add_argument(
         "--data",

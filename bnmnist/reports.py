@@ -1,13 +1,16 @@
 """What users do next with runs: learning curves and many-seed statistics (no TensorFlow here).
 
-``scripts/plot_runs.py`` and ``scripts/seeds.py`` are thin wrappers around these functions.
+``scripts/plot_runs.py``, ``scripts/seeds.py`` and ``scripts/chapter.py`` are thin wrappers
+around these functions.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
+import re
 
 import numpy as np
 
@@ -36,6 +39,47 @@ BOOK_TABLE = [
     0.9738,
     0.9742,
 ]
+
+# Each preset's training cell in the chapter's notebook (11_deep_learning.ipynb of ageron/handson-ml
+# at 2d5d735e5fcc62fe3a57fdaee30abad451a62c4b), in the notebook's order: preset -> (cell index,
+# section heading).
+NOTEBOOK_CELLS = {
+    "plain": (32, "Leaky ReLU"),
+    "selu": (52, "SELU"),
+    "bn": (63, "Batch Normalization"),
+    "gradient_clipping": (79, "Gradient Clipping"),
+    "lr_schedule": (152, "Learning Rate Scheduling"),
+    "l1": (161, "l1 and l2 regularization"),
+    "l1_regularizer": (171, "l1 and l2 regularization"),
+    "dropout": (177, "Dropout"),
+    "max_norm": (189, "Max norm"),
+    "max_norm_regularizer": (198, "Max norm"),
+}
+_PRINTED = re.compile(r"^(\d+) .*?Validation accuracy: ([0-9.]+)", re.M)
+
+
+def notebook_values(notebook, cell):
+    """Epoch -> the validation accuracy the notebook's ``cell`` printed, as printed (a string)."""
+    try:
+        with open(notebook, encoding="utf-8") as f:
+            cells = json.load(f)["cells"]
+        outputs = cells[cell].get("outputs", [])
+    except (OSError, ValueError, KeyError, IndexError) as e:
+        raise RunFolderError(f"{notebook} is not the chapter's notebook ({e}); pass 11_deep_learning.ipynb") from None
+    printed = "".join("".join(o.get("text", "")) for o in outputs if o.get("output_type") == "stream")
+    values = {int(epoch): value for epoch, value in _PRINTED.findall(printed)}
+    if not values:
+        raise RunFolderError(f"cell {cell} of {notebook} printed no validation accuracy; is it chapter 11's notebook?")
+    return values
+
+
+def compare_with_notebook(book, printed):
+    """``book``: epoch -> value the notebook printed; ``printed``: bnmnist's printed values, one per
+    epoch run. Returns (epochs compared, how many exact, largest absolute difference)."""
+    epochs = [e for e in sorted(book) if e < len(printed)]
+    exact = sum(float(printed[e]) == float(book[e]) for e in epochs)
+    largest = max((abs(float(printed[e]) - float(book[e])) for e in epochs), default=0.0)
+    return epochs, exact, largest
 
 
 def load_results(run_dir):

@@ -17,8 +17,9 @@ tf1 = tf.compat.v1
 def session_config(threads=(1, 2)):
     """(intra-op, inter-op) threads; 0 means TensorFlow's default (one per core). The default
     (1, 2) lets independent ops, such as a layer's two gradient matmuls, run at once, while
-    single-threaded kernels skip Eigen's sharding overhead at batch 200. The float results do not
-    depend on these settings (tests/test_training.py checks one)."""
+    single-threaded kernels skip Eigen's sharding overhead at batch 200. The bn network's float
+    results do not depend on these settings (tests/test_training.py checks one); some of the
+    chapter's batch-50 networks' do, so their presets keep TensorFlow's defaults, as the book."""
     intra, inter = threads
     return tf1.ConfigProto(intra_op_parallelism_threads=intra, inter_op_parallelism_threads=inter)
 

@@ -13,11 +13,13 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
 from bnmnist import data, reports, runs  # noqa: E402
 from bnmnist.cli import ScriptParser, path_arg, positive_int  # noqa: E402
+from bnmnist.config import PRESETS  # noqa: E402
 from bnmnist.errors import BnmnistError  # noqa: E402
 
 
@@ -26,39 +28,40 @@ def train_seed(seed, args, stop):
     The worker that sees its run fail sets ``stop`` itself, before it could take the next seed."""
     if stop.is_set():
         return seed, None
-    cmd = [
-        sys.executable,
-        os.path.join(HERE, "train.py"),
-        "--preset",
-        args.preset,
-        "--seed",
-        str(seed),
-        "--logdir",
-        args.logdir,
-        "--quiet",
-    ]
+    try:
+        return seed, train_run(["--preset", args.preset, "--seed", str(seed)], args, f"seed {seed}")
+    except BnmnistError:
+        stop.set()
+        raise
+
+
+def train_run(flags, args, what):
+    """``scripts/train.py`` with ``flags`` (and ``args.epochs``, ``args.data``, ``args.logdir``) in
+    a process of its own; returns its ``results.json`` with ``run_dir`` and ``seconds`` (the whole
+    process) added. Raises KeyboardInterrupt if Ctrl-C reached it, BnmnistError if it failed."""
+    cmd = [sys.executable, os.path.join(HERE, "train.py"), *flags, "--logdir", args.logdir, "--quiet"]
     if args.epochs:
         cmd += ["--epochs", str(args.epochs)]
     if args.data:
         cmd += ["--data", args.data]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    t0 = time.perf_counter()
     p = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if p.returncode != 0:
-        stop.set()
     if p.returncode == 130:  # Ctrl-C reached the run too (it saved its last epoch)
         raise KeyboardInterrupt
     if p.returncode != 0:
         last = (p.stderr.strip().splitlines() or ["(nothing on stderr)"])[-1]
-        raise BnmnistError(f"seed {seed} failed (exit {p.returncode}): {last}")
+        raise BnmnistError(f"{what} failed (exit {p.returncode}): {last}")
     run_dir = next(l.split(": ", 1)[1] for l in p.stdout.splitlines() if l.startswith("Run folder: "))
     results = reports.load_results(run_dir)
     results["run_dir"] = run_dir
-    return seed, results
+    results["seconds"] = time.perf_counter() - t0
+    return results
 
 
 def main(argv=None):
     ap = ScriptParser(prog="seeds", description="Train a preset over many seeds and summarise.")
-    ap.add_argument("--preset", choices=("bn", "plain"), default="bn", help="(default: %(default)s)")
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="bn", help="(default: %(default)s)")
     ap.add_argument("--seeds", default="0-9", help="ranges and lists, e.g. 0-9 or 0-4,42 (default: %(default)s)")
     ap.add_argument("--epochs", type=positive_int, help="override the preset's epochs")
     ap.add_argument("--data", type=path_arg, help="MNIST path (default: $BNMNIST_DATA, then the Keras cache)")

@@ -17,6 +17,14 @@ ARCHITECTURES = [
     Config(hidden=(7, 50, 1000), initializer="glorot_uniform", activation="leaky_relu"),
     Config(hidden=(500,), batch_norm=False),
     Config(hidden=(64, 1024, 32), batch_norm=False, initializer="glorot_uniform", activation="elu"),
+    # the chapter's other constructs, at the cells' sizes and at others
+    *(PRESETS[p] for p in ("selu", "gradient_clipping", "l1", "l1_regularizer", "dropout", "max_norm_regularizer")),
+    PRESETS["selu"].replace(hidden=(9, 1100, 40)),
+    PRESETS["dropout"].replace(hidden=(1200,), dropout_rate=0.25),
+    PRESETS["dropout"].replace(hidden=(30, 60, 90), activation="selu"),
+    PRESETS["l1_regularizer"].replace(hidden=(5, 1000, 17)),
+    PRESETS["max_norm_regularizer"].replace(hidden=(1024, 8, 8)),
+    Config(hidden=(64, 32), dropout_rate=0.5),  # dropout after batch norm and ELU
 ]
 
 

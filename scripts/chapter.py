@@ -1,0 +1,157 @@
+"""Chapter 11 side by side: ``python scripts/chapter.py --data DIR``.
+
+Trains every chapter preset (each a normal ``scripts/train.py`` run with its own run folder under
+``--logdir``), up to ``--jobs`` at once, and prints, per cell in the notebook's order, the values
+the notebook printed, the values bnmnist printed, how many are exact (or the largest difference),
+and the run's whole-process time. ``--markdown docs/chapter11.md`` writes the same there.
+
+The notebook is ``11_deep_learning.ipynb``: ``--notebook PATH``, or the one in
+``$BNMNIST_REFERENCE``.
+"""
+
+import concurrent.futures
+import os
+import signal
+import sys
+import threading
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, ".."))
+from seeds import train_run  # noqa: E402
+
+from bnmnist import data, reports, runs  # noqa: E402
+from bnmnist.cli import ScriptParser, path_arg, positive_int  # noqa: E402
+from bnmnist.errors import BnmnistError  # noqa: E402
+
+NOTEBOOK = "11_deep_learning.ipynb"
+
+
+def main(argv=None):
+    ap = ScriptParser(prog="chapter", description="Every chapter preset beside the notebook's printed values.")
+    ap.add_argument(
+        "--presets",
+        default=",".join(reports.NOTEBOOK_CELLS),
+        help="comma-separated presets (default: all, in the notebook's order)",
+    )
+    ap.add_argument("--epochs", type=positive_int, help="override every preset's epochs (a quicker, partial check)")
+    ap.add_argument("--data", type=path_arg, help="MNIST path (default: $BNMNIST_DATA, then the Keras cache)")
+    ap.add_argument(
+        "--notebook", type=path_arg, help=f"the chapter's notebook (default: $BNMNIST_REFERENCE/{NOTEBOOK})"
+    )
+    ap.add_argument("--logdir", default="tf_logs/chapter", type=path_arg, help="where runs go (default: %(default)s)")
+    ap.add_argument(
+        "--jobs", type=positive_int, default=os.cpu_count(), help="parallel runs (default: cores = %(default)s)"
+    )
+    ap.add_argument("--markdown", type=path_arg, metavar="FILE", help="also write it to FILE (docs/chapter11.md)")
+    args = ap.parse_args(argv)
+    try:
+        presets = [p for p in args.presets.split(",") if p]
+        unknown = [p for p in presets if p not in reports.NOTEBOOK_CELLS]
+        if unknown or not presets:
+            known = ", ".join(reports.NOTEBOOK_CELLS)
+            raise BnmnistError(f"unknown preset(s) {', '.join(unknown) or '(none given)'}; choose from {known}")
+        notebook = args.notebook or os.path.join(os.environ.get("BNMNIST_REFERENCE", "."), NOTEBOOK)
+        if not os.path.isfile(notebook):
+            raise BnmnistError(f"no notebook at {notebook}; pass --notebook PATH/{NOTEBOOK} or set BNMNIST_REFERENCE")
+        book = {p: reports.notebook_values(notebook, reports.NOTEBOOK_CELLS[p][0]) for p in presets}
+        runs.check_logdir(args.logdir)
+        if args.markdown:
+            if os.path.isdir(args.markdown):
+                raise BnmnistError(f"--markdown {args.markdown} is a folder; give a file name, like docs/chapter11.md")
+            folder = os.path.dirname(os.path.abspath(args.markdown))
+            runs.make_writable(folder, "the folder of --markdown", "choose a file you can write")
+        data.load(args.data)  # bad data is refused once, here
+    except BnmnistError as e:
+        print(f"chapter: error: {e}", file=sys.stderr)
+        return 2
+    print(f"Training {len(presets)} presets, {args.jobs} at a time, in {args.logdir}", flush=True)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    results, stop = {}, threading.Event()
+
+    def train(preset):
+        if stop.is_set():
+            return preset, None
+        try:
+            return preset, train_run(["--preset", preset], args, f"preset {preset}")
+        except BnmnistError:
+            stop.set()
+            raise
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        try:
+            for future in [pool.submit(train, p) for p in presets]:
+                preset, res = future.result()
+                if res is not None:
+                    results[preset] = res
+                    print(f"{preset}: done in {res['seconds']:.1f} s ({res['run_dir']})", flush=True)
+        except (BnmnistError, KeyboardInterrupt) as e:
+            stop.set()
+            pool.shutdown(cancel_futures=True)
+            if isinstance(e, KeyboardInterrupt):
+                print(f"chapter: interrupted; the finished runs are in {args.logdir}", file=sys.stderr)
+                return 130
+            print(f"chapter: error: {e}", file=sys.stderr)
+            return 2
+    rows = [row(p, book[p], results[p]) for p in presets]
+    print()
+    print(text_table(rows))
+    if args.markdown:
+        write_markdown(args, rows)
+        print(f"\nTable written to {args.markdown}")
+    return 0
+
+
+def row(preset, book, result):
+    printed = result["validation_accuracy_printed"]
+    epochs, exact, largest = reports.compare_with_notebook(book, printed)
+    return {
+        "preset": preset,
+        "cell": reports.NOTEBOOK_CELLS[preset][0],
+        "section": reports.NOTEBOOK_CELLS[preset][1],
+        "pairs": [(e, book[e], printed[e]) for e in epochs],
+        "exact": exact,
+        "n": len(epochs),
+        "largest": largest,
+        "seconds": result["seconds"],
+    }
+
+
+def verdict(r):
+    if r["exact"] == r["n"]:
+        return "exact"
+    return f"{r['exact']}/{r['n']} exact, largest difference {r['largest']:.4f}"
+
+
+def text_table(rows):
+    lines = []
+    for r in rows:
+        lines.append(f"{r['preset']} (cell {r['cell']}, {r['section']}): {verdict(r)}; {r['seconds']:.1f} s")
+        lines.append("  epoch     " + " ".join(f"{e:>7}" for e, _, _ in r["pairs"]))
+        lines.append("  notebook  " + " ".join(f"{b:>7}" for _, b, _ in r["pairs"]))
+        lines.append("  bnmnist   " + " ".join(f"{p:>7}" for _, _, p in r["pairs"]))
+    return "\n".join(lines)
+
+
+def write_markdown(args, rows):
+    command = " ".join(["python scripts/chapter.py", *sys.argv[1:]])
+    lines = [
+        f"Measured {reports.measured_on()}, by `{command}`. Each preset ran as its own process, "
+        f"{args.jobs} at a time; the time is the whole process.",
+        "",
+        "| preset | notebook cell | section | exact | largest difference | time s |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    lines += [
+        f"| `{r['preset']}` | {r['cell']} | {r['section']} | {r['exact']}/{r['n']} | {r['largest']:.4f} | "
+        f"{r['seconds']:.1f} |"
+        for r in rows
+    ]
+    for r in rows:
+        lines += ["", f"### {r['preset']}", "", "| epoch | notebook | bnmnist |", "| --- | --- | --- |"]
+        lines += [f"| {e} | {b} | {p}{'' if float(b) == float(p) else ' *'} |" for e, b, p in r["pairs"]]
+    lines += ["", "`*`: differs from the notebook."]
+    reports.write_markdown_section(args.markdown, "chapter", "\n".join(lines))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
