@@ -154,6 +154,14 @@ def build_parser():
         help="continue RUN (a run folder) from its last completed epoch, or from the "
         "epoch of one of its checkpoints (RUN/model.ckpt-N)",
     )
+    p.add_argument(
+        "--from",
+        dest="reuse_from",
+        metavar="RUN",
+        type=path_arg,
+        help="for the reuse presets: the trained gradient_clipping run (a folder, one of its checkpoints, or "
+        "latest) whose layers they start from; reuse_model imports its .meta graph, as the book's cell does",
+    )
     p.add_argument("--dry-run", action="store_true", help="a couple of steps and one checkpoint, for smoke tests")
     p.add_argument("--quiet", action="store_true", help="no progress bar (nor the note when tqdm is missing)")
     p.set_defaults(resume_from=None)  # the checkpoint of RUN/model.ckpt-N, found by prepare()
@@ -179,6 +187,11 @@ def config_from_args(args):
         raise BnmnistError(f"--feed-dict and --loop {args.loop} contradict each other; pass one")
     if args.loop or args.feed_dict:
         changes["loop"] = args.loop or "feed_dict"
+    if args.reuse_from:  # the source checkpoint, recorded with its SHA-256 in config.json
+        from . import reuse
+
+        prefix, _ = reuse.source(args.reuse_from, args.logdir)
+        changes.update(reuse_from=os.path.abspath(prefix), reuse_sha256=reuse.sha256(prefix))
     return cfg.replace(**changes)
 
 
@@ -331,6 +344,10 @@ def _train(t0, cfg, split, info, logdir, resume_dir, args, run):
         from .trainer import TrainingInterrupted, train
 
         t_tf = time.perf_counter()
+        if cfg.reuse and not resume_dir:  # the source has the layers and shapes, before a folder is made
+            from .reuse import check_source
+
+            check_source(cfg.reuse_from, cfg)
         run_dir = run["dir"] = resume_dir or runs.new_run_dir(logdir)
         print(f"Run folder: {run_dir}", flush=True)
         resume = args.resume_from or resume_dir is not None  # that checkpoint, or the newest

@@ -59,10 +59,14 @@ RULES = {
 ARCHITECTURE = (
     "n_inputs", "hidden", "n_outputs", "batch_norm", "activation", "initializer", "standardize_inputs",
     "dropout_rate", "optimizer", "decay_steps", "l1_scale", "l1_form", "max_norm", "max_norm_form",
+    "stop_gradient_after",
 )  # fmt: skip
 CHAPTER_FIELDS = (
     "standardize_inputs", "dropout_rate", "optimizer", "clip_gradients", "decay_steps", "l1_scale", "max_norm",
+    "reuse", "stop_gradient_after",
 )  # fmt: skip
+# How the chapter's "Reusing Pretrained Layers" cells start from a trained gradient_clipping run.
+REUSE_FORMS = ("", "model", "model_rebuilt", "lower", "freeze_var_list", "freeze_stop_gradient", "cache_frozen")
 
 
 @dataclass(frozen=True)
@@ -118,6 +122,19 @@ class Config:
     # on the epoch's last batch before it when batch_accuracy).
     print_every: int = 1
     batch_accuracy: bool = False
+    # Reusing a trained run ("Reusing Pretrained Layers"): the form (REUSE_FORMS; "" = none), the
+    # source checkpoint and its data file's SHA-256 (recorded so that the run says what it grew
+    # from), the variables restored from it (a regular expression matched against their names,
+    # as the book's scope="hidden[123]"; "" = every variable of the network), the variables the
+    # optimizer trains ("" = all trainable), the layer after which tf.stop_gradient cuts the
+    # gradients, and whether the layers up to it are computed once and cached.
+    reuse: str = ""
+    reuse_from: str = ""
+    reuse_sha256: str = ""
+    restore_scope: str = ""
+    train_scope: str = ""
+    stop_gradient_after: str = ""
+    cache_frozen: bool = False
     # "xla": whole epochs of the book's steps compiled by XLA (the book's table, in less time;
     # the last bits of the variables differ from the per-step loop, see xla_loop.py);
     # "feed_dict": the book's own loop, one Session call and one feed_dict per step.
@@ -184,9 +201,20 @@ class Config:
             ("optimizer", self.optimizer, OPTIMIZERS),
             ("l1 form", self.l1_form, L1_FORMS),
             ("max norm form", self.max_norm_form, MAX_NORM_FORMS),
+            ("reuse", self.reuse, REUSE_FORMS),
         ):
             if value not in allowed:
                 raise ConfigError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+        if self.reuse and not self.reuse_from:
+            raise ConfigError(
+                f"the {self.preset} preset starts from a trained run; pass --from RUN (a gradient_clipping run)"
+            )
+        if self.reuse_from and not self.reuse:
+            raise ConfigError(f"--from is for the reuse presets; the {self.preset} preset starts from its own weights")
+        if self.stop_gradient_after and self.stop_gradient_after not in [
+            f"hidden{i}" for i in range(1, len(self.hidden) + 1)
+        ]:
+            raise ConfigError(f"stop_gradient_after must name a hidden layer, got {self.stop_gradient_after!r}")
         if self.loop == "xla" and self.uses_chapter_constructs():
             raise ConfigError(
                 f"the xla loop runs the bn and plain networks only; the {self.preset} network needs --loop feed_dict"
@@ -214,6 +242,8 @@ PRESETS = {
         initializer="glorot_uniform",
         batch_size=50,
         epochs=40,
+        print_every=5,  # the cell prints every fifth epoch, with its last batch's accuracy
+        batch_accuracy=True,
     ),
     # "SELU": standardised inputs, every 5th epoch printed with the last batch's accuracy. The
     # printed table was made with selu()'s scale and alpha in their right places (network.selu).
@@ -276,6 +306,35 @@ PRESETS = {
         batch_size=50,
     ),  # fmt: skip
 }
+
+
+# "Reusing Pretrained Layers": each starts from a gradient_clipping run (--from RUN), with the
+# NumPy and graph seeds reset to 42 as the cells' reset_graph() does.
+_REUSED = dict(**_RELU, hidden=(300, 50, 50, 20), restore_scope="hidden[123]")
+PRESETS.update(
+    {
+        # "Reusing a TensorFlow Model": the whole network, trained on; its graph imported from the
+        # source run's .meta file as the cell does, or rebuilt by code.
+        "reuse_model": PRESETS["gradient_clipping"].replace(preset="reuse_model", reuse="model"),
+        "reuse_model_rebuilt": PRESETS["gradient_clipping"].replace(
+            preset="reuse_model_rebuilt", reuse="model_rebuilt"
+        ),
+        # hidden1-3 restored from the source, a new 20-unit hidden4 and outputs on top.
+        "reuse_lower": Config(preset="reuse_lower", **_REUSED, reuse="lower"),
+        # "Freezing the Lower Layers": the optimizer's var_list leaves hidden1-2 out ...
+        "freeze_var_list": Config(
+            preset="freeze_var_list", **_REUSED, reuse="freeze_var_list", train_scope="hidden[34]|outputs"
+        ),
+        # ... or tf.stop_gradient after hidden2.
+        "freeze_stop_gradient": Config(
+            preset="freeze_stop_gradient", **_REUSED, reuse="freeze_stop_gradient", stop_gradient_after="hidden2"
+        ),
+        # "Caching the Frozen Layers": hidden2's outputs computed once, the rest trained on them.
+        "cache_frozen": Config(
+            preset="cache_frozen", **_REUSED, reuse="cache_frozen", stop_gradient_after="hidden2", cache_frozen=True
+        ),
+    }
+)
 
 
 def load_config(path):

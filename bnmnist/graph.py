@@ -64,6 +64,7 @@ class Handles:
     model_variables: list  # every variable of the network, weights and moving statistics
     after_step: list = field(default_factory=list)  # ops the cell runs after each training step
     input_statistics: tuple = ()  # (mean, std) variables of a network that standardises its inputs
+    layer_outputs: dict = field(default_factory=dict)  # hidden layer name -> its output tensor
 
 
 def build_graph(config, train_op=True):
@@ -96,8 +97,9 @@ def build_graph(config, train_op=True):
             seed = clock.seeds[name]
             return tf1.cond(training, lambda: network.tf1_dropout(z, config.dropout_rate, seed), lambda: tf.identity(z))
 
+        layer_outputs = {}
         with tf.name_scope("dnn"):
-            logits = network.forward(config, X, params, statistics, dropout=dropout)
+            logits = network.forward(config, X, params, statistics, dropout=dropout, outputs=layer_outputs)
             logits = tf.identity(logits, name="logits")
             probabilities = tf.nn.softmax(logits, name="probabilities")
         with tf.name_scope("loss"):
@@ -132,7 +134,32 @@ def build_graph(config, train_op=True):
         model_variables,
         after_step,
         tuple(variables[name] for name in (network.INPUT_MEAN, network.INPUT_STD) if name in variables),
+        layer_outputs,
     )
+
+
+def training_graph(config, resume=False):
+    """The graph a run trains: :func:`build_graph`'s, or, for the ``reuse_model`` cell starting
+    out, the graph imported from its source run's ``.meta`` file, as the cell does (the source is
+    a run of the same network, so the two graphs are the same)."""
+    if config.reuse != "model" or resume:
+        return build_graph(config)
+    graph = tf.Graph()
+    with graph.as_default():
+        tf1.set_random_seed(config.seed)  # the cell's reset_graph() before import_meta_graph
+        tf1.train.import_meta_graph(config.reuse_from + ".meta")
+        variables = {v.op.name: v for v in tf1.global_variables()}
+        model_variables = [variables[name] for name in network.variable_names(config)]
+        init = tf1.variables_initializer(list(variables.values()), name="init")
+
+    def tensor(key):
+        return graph.get_tensor_by_name(TENSOR_NAMES[key])
+
+    return Handles(
+        graph, tensor("X"), tensor("y"), None, tensor("logits"), tensor("probabilities"), tensor("predictions"),
+        tensor("loss"), tensor("accuracy"), graph.get_operation_by_name(TRAINING_OP_NAME),
+        graph.get_collection(tf1.GraphKeys.UPDATE_OPS), init, {}, model_variables,
+    )  # fmt: skip
 
 
 def _loss(config, y, logits, params):
@@ -159,7 +186,10 @@ def _training_op(config, loss):
         optimizer = tf1.train.MomentumOptimizer(learning_rate, momentum=config.optimizer_momentum)
     else:
         optimizer = tf1.train.GradientDescentOptimizer(learning_rate)
-    grads_and_vars = optimizer.compute_gradients(loss)
+    var_list = None
+    if config.train_scope:  # the freezing cell's var_list: the layers that still learn
+        var_list = tf1.get_collection(tf1.GraphKeys.TRAINABLE_VARIABLES, scope=config.train_scope)
+    grads_and_vars = optimizer.compute_gradients(loss, var_list=var_list)
     if config.clip_gradients:
         t = config.clip_gradients
         grads_and_vars = [(tf.clip_by_value(grad, -t, t), var) for grad, var in grads_and_vars]
@@ -227,6 +257,8 @@ def _variables(config, clock):
             clock.activation(config.activation)
         if layer.dropout:
             clock.dropout(layer.dropout)
+        if layer.dense == config.stop_gradient_after:
+            clock.stop_gradient()
         n_in = layer.units
     if config.standardize_inputs:  # not the book's graph: set from the data, not seeded
         for name, init in ((network.INPUT_MEAN, tf1.zeros_initializer()), (network.INPUT_STD, tf1.ones_initializer())):

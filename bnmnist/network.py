@@ -76,6 +76,19 @@ def variable_names(config):
     return names + ([INPUT_MEAN, INPUT_STD] if config.standardize_inputs else [])
 
 
+def variable_shapes(config):
+    """Variable name -> shape, for every variable :func:`variable_names` lists."""
+    shapes, n_in = {}, config.n_inputs
+    for layer in layers(config):
+        shapes[f"{layer.dense}/kernel"], shapes[f"{layer.dense}/bias"] = [n_in, layer.units], [layer.units]
+        for name in layer.variables[2:]:
+            shapes[name] = [layer.units]
+        n_in = layer.units
+    if config.standardize_inputs:
+        shapes[INPUT_MEAN] = shapes[INPUT_STD] = [config.n_inputs]
+    return shapes
+
+
 def leaky_relu(z, name=None):
     """The chapter's plain network: ``tf.maximum(0.01 * z, z)``."""
     return tf.maximum(0.01 * z, z, name=name)
@@ -123,7 +136,7 @@ def standardize(config, X, params):
     return (X - params(INPUT_MEAN)) / params(INPUT_STD)
 
 
-def forward(config, X, params, statistics, *, dropout=None, elu_as_cpu_kernel=False):
+def forward(config, X, params, statistics, *, dropout=None, outputs=None, elu_as_cpu_kernel=False):
     """The logits of ``config``'s network for the inputs ``X``.
 
     ``params(name)`` gives the value of a variable (``"hidden1/kernel"``); ``statistics(layer, z)``
@@ -134,6 +147,9 @@ def forward(config, X, params, statistics, *, dropout=None, elu_as_cpu_kernel=Fa
     ``dropout(name, z)``, when given, applies the dropout layer ``name`` to ``z`` (the inputs, and
     each hidden layer after its activation, when ``config.dropout_rate``); without it, as at
     inference, dropout is the identity.
+
+    ``outputs``, a dict, receives each hidden layer's output by name (``"hidden2"``), before the
+    ``tf.stop_gradient`` that ``config.stop_gradient_after`` puts after one of them.
 
     ``elu_as_cpu_kernel`` computes ELU as TensorFlow's CPU kernel does (:func:`elu_as_cpu_kernel`),
     for code that XLA compiles."""
@@ -158,6 +174,10 @@ def forward(config, X, params, statistics, *, dropout=None, elu_as_cpu_kernel=Fa
         if dropout and layer.dropout:
             with tf.name_scope(layer.dropout):
                 z = dropout(layer.dropout, z)
+        if outputs is not None and not layer.last:
+            outputs[layer.dense] = z
+        if layer.dense == config.stop_gradient_after:  # the lower layers stay as they are
+            z = tf.stop_gradient(z, name=f"{layer.dense}_stop")
     return z
 
 

@@ -29,6 +29,7 @@ count at the moment TF1 would have drawn its seed:
   and its ``Assign`` (18);
 * ``relu`` is ``Relu`` (1); the chapter's ``selu`` is ``z >= 0.0`` (2), ``alpha * elu(z)`` (3),
   ``tf.where`` (1) and ``scale *`` (2);
+* ``tf.stop_gradient`` is one op;
 * ``tf.layers.dropout`` with a ``training`` tensor is a ``cond`` around ``nn.dropout``: 8 ops
   before its ``RandomUniform`` draws the seed, 8 after (the random op, the mask and the merge);
 * a non-fused batch-norm layer is its four variables, ``moments`` (8 ops), two ``cond`` that pick
@@ -60,6 +61,7 @@ ACTIVATION_OPS = {"elu": 1, "leaky_relu": 3, "relu": 1, "selu": 8}
 # a kernel_regularizer's ops, made between the kernel and the bias
 REGULARIZER_OPS = {"l1": 5, "max_norm": 18}
 DROPOUT_OPS = (8, 8)  # the dropout cond's ops before its random op draws the seed, and after
+STOP_GRADIENT_OPS = 1
 
 
 def constant_initializer_ops(n_elements):
@@ -107,6 +109,9 @@ class TF1OpClock:
 
     def activation(self, kind):
         self.count(ACTIVATION_OPS[kind])
+
+    def stop_gradient(self):
+        self.count(STOP_GRADIENT_OPS)
 
     def dropout(self, name):
         """Op seed for the random op of the dropout layer ``name``."""

@@ -30,24 +30,32 @@ class BookSteps:
 
     chunk = 1  # Ctrl-C and the progress bar see every step
 
-    def __init__(self, sess, h, split):
+    def __init__(self, sess, h, split, cache_layer=""):
         self.sess, self.h, self.split = sess, h, split
         self.fetches = [h.training_op, h.extra_update_ops, h.loss]
         self.batches = []
+        self.cache_layer = cache_layer
+        self.inputs, self.X_train = h.X, None
 
     def compile(self, n_train, batch_size):
+        if self.cache_layer:  # the caching cell: the frozen layer's outputs, once, fed for X
+            from .reuse import cache_outputs
+
+            self.inputs = self.h.layer_outputs[self.cache_layer]
+            self.X_train = cache_outputs(self.sess, self.h, self.cache_layer, self.split.X_train)
         return 0.0  # nothing is compiled ahead
 
     def start_epoch(self, batches):
         self.batches = batches
 
     def release(self):
-        pass  # the training set is the caller's
+        self.X_train = None  # the training set is the caller's; a cache is this loop's
 
     def run(self, start, stop):
         h, losses = self.h, []
+        X_train = self.split.X_train if self.X_train is None else self.X_train
         for idx in self.batches[start:stop]:
-            feed = {h.X: self.split.X_train[idx], h.y: self.split.y_train[idx]}
+            feed = {self.inputs: X_train[idx], h.y: self.split.y_train[idx]}
             if h.training is not None:
                 feed[h.training] = True
             losses.append(float(self.sess.run(self.fetches, feed_dict=feed)[2]))
@@ -64,7 +72,7 @@ def make_steps(sess, h, config, split):
         from .xla_loop import XlaEpochLoop
 
         return XlaEpochLoop(sess, h, config, split.train_pixels, split.y_train)
-    return BookSteps(sess, h, split)
+    return BookSteps(sess, h, split, config.stop_gradient_after if config.cache_frozen else "")
 
 
 class StopOnCtrlC:

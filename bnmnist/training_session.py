@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import tensorflow as tf
 
-from . import atomic, checkpoint, checkpoint_files, runs
+from . import atomic, checkpoint, checkpoint_files, reuse, runs
 from .epoch_end import EpochEnd, EventFileError, printed_epoch
-from .errors import NumericalError, WriteError
-from .graph import build_graph, set_input_statistics
+from .errors import CheckpointError, NumericalError, WriteError
+from .graph import set_input_statistics, training_graph
 from .steps import session_config
 
 tf1 = tf.compat.v1
@@ -50,9 +50,13 @@ class TrainingSession:
     def __init__(self, config, split, run_dir, resume, out):
         self.t_start = time.perf_counter()
         self.config, self.split, self.run_dir, self.resume, self.out = config, split, run_dir, resume, out
-        self.h = h = build_graph(config)
+        self.h = h = training_graph(config, resume)
         with h.graph.as_default():
-            self.run_state = tf1.Variable("", trainable=False, name=RUN_STATE, dtype=tf.string)
+            # an imported graph has its source run's; this run's state takes its place
+            existing = [v for v in tf1.global_variables() if v.op.name == RUN_STATE]
+            self.run_state = (
+                existing[0] if existing else tf1.Variable("", trainable=False, name=RUN_STATE, dtype=tf.string)
+            )
             self.run_state_in = tf1.placeholder(tf.string, shape=(), name="run_state_in")
             self.set_run_state = self.run_state.assign(self.run_state_in)
             self.saver = tf1.train.Saver(max_to_keep=None, save_relative_paths=True)
@@ -84,9 +88,20 @@ class TrainingSession:
         if not self.resume:
             self.sess.run([self.h.init, self.run_state.initializer])
             set_input_statistics(self.sess, self.h, self.split.X_train)
+            if self.config.reuse:  # the reuse cells' saver.restore, of all or some layers
+                self._restore_source()
             return 0
         self.result.first_epoch = self._restore()
         return self.result.first_epoch
+
+    def _restore_source(self):
+        config = self.config
+        reuse.check_source(config.reuse_from, config)
+        if config.reuse_sha256 and reuse.sha256(config.reuse_from) != config.reuse_sha256:
+            raise CheckpointError(
+                f"{config.reuse_from} changed after this run recorded it; start the run again from the source"
+            )
+        reuse.restore_layers(self.sess, config.reuse_from, self.h.model_variables, config.restore_scope)
 
     def _restore(self):
         h, result = self.h, self.result

@@ -3,6 +3,7 @@ synthetic MNIST files, and running ``scripts/train.py`` as a user does."""
 
 import gzip
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -85,8 +86,8 @@ def run_train_at_once(*arg_lists, timeout=600, envs=None, at_once=2):
 
 
 def table_from(stdout):
-    """The printed validation accuracies, as printed: ['0.8952', ...]."""
-    return [line.split()[3] for line in stdout.splitlines() if " Validation accuracy: " in line]
+    """The printed validation accuracies, as printed, in the order printed: ['0.8952', ...]."""
+    return re.findall(r"^\d+ .*?Validation accuracy: ([0-9.]+)", stdout, re.M)
 
 
 def run_dir_from(stdout):

@@ -5,6 +5,7 @@ import fcntl
 import json
 import os
 import pty
+import re
 import signal
 import struct
 import subprocess
@@ -38,7 +39,12 @@ def test_plain_preset_is_the_chapters_leaky_relu_network_and_flags_override_it(t
     assert plain["preset"] == "plain" and not plain["batch_norm"] and plain["activation"] == "leaky_relu"
     assert plain["initializer"] == "glorot_uniform" and plain["batch_size"] == 50 and plain["seed"] == 42
     assert plain["epochs"] == 3  # --epochs overrides the preset's 40
-    assert len(table_from(two_runs[1].stdout)) == 3
+    results = json.load(open(os.path.join(run_dir_from(two_runs[1].stdout), "results.json")))
+    assert len(results["validation_accuracy"]) == 3
+    # the cell prints every fifth epoch with its last batch's accuracy: here epoch 0 only
+    assert re.findall(r"^\d+ Batch accuracy: [0-9.]+ Validation accuracy: ([0-9.]+)", two_runs[1].stdout, re.M) == [
+        results["validation_accuracy_printed"][0]
+    ]
 
 
 def png_size(path):
