@@ -29,9 +29,12 @@ from .errors import CheckpointError, RunFolderError
 # imports the TensorFlow-side modules when called.
 
 
-def source(path, logdir="tf_logs"):
+def source(path, logdir="tf_logs", preset=None):
     """``(prefix, config)`` of the trained run to start from: a run folder, one of its
-    checkpoints, or ``"latest"``. A dry run is refused: its weights saw two steps."""
+    checkpoints, or ``"latest"`` (the newest of ``preset``, when given). A dry run is refused:
+    its weights saw two steps."""
+    if path == "latest" and preset:
+        path = runs.latest_run(logdir, preset)
     run_dir, prefix, config = runs.resolve(path, logdir)
     results = os.path.join(run_dir, runs.RESULTS_FILE)
     if os.path.exists(results):
@@ -53,15 +56,17 @@ def sha256(prefix):
     return digest.hexdigest()
 
 
-def new_layers(source_config, keep, hidden, preset="custom"):
-    """A configuration with ``source_config``'s first ``keep`` hidden layers and then new hidden
-    layers of the sizes ``hidden`` (and new outputs), restoring ``hidden1``-``hidden<keep>``."""
+def new_layers(source_config, keep, hidden, preset="reuse_lower"):
+    """The book's "reuse the lower layers" network: ``source_config``'s first ``keep`` hidden
+    layers, restored from the source (``hidden[123]`` for 3), then new hidden layers of the sizes
+    ``hidden`` and new outputs, trained by plain gradient descent (no clipping) as the cell does."""
     kept = tuple(source_config.hidden[:keep])
     return source_config.replace(
         preset=preset,
         hidden=kept + tuple(hidden),
         restore_scope=f"hidden[{''.join(str(i) for i in range(1, keep + 1))}]",
-        reuse=source_config.reuse or "lower",
+        reuse="lower",
+        clip_gradients=0.0,
     )
 
 
@@ -116,9 +121,9 @@ def restore_layers(sess, prefix, variables, scope="hidden[123]"):
     chosen = matching(variables, scope)
     if not chosen:
         raise CheckpointError(f"no variable matches {scope!r}; the layers are {network_names(variables)}")
-    with sess.graph.as_default():
+    with sess.graph.as_default():  # graph mode, even in an eager notebook
         saver = tf.compat.v1.train.Saver(var_list=chosen)
-    checkpoint.restore(sess, saver, prefix, chosen)
+        checkpoint.restore(sess, saver, prefix, chosen)
     return [v.op.name for v in chosen]
 
 

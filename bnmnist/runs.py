@@ -147,23 +147,34 @@ def _suffix(path):
     return int(tail[1:]) if tail else 0
 
 
-def latest_run(logdir="tf_logs"):
-    """The newest run folder that holds a checkpoint: a run killed in its first epoch, or one
-    still in it, has nothing to restore and is passed over."""
+def latest_run(logdir="tf_logs", preset=None):
+    """The newest run folder that holds a checkpoint (of ``preset``, when given): a run killed in
+    its first epoch, or one still in it, has nothing to restore and is passed over."""
     folders = list_runs(logdir)
     restorable = [r for r in folders if read_state(r)]
+    if preset:
+        restorable = [r for r in restorable if _preset_of(r) == preset]
     if not restorable:
         where = "" if os.path.isabs(logdir) else f" (relative to this folder: {os.path.abspath(logdir)})"
+        of = f" of {preset}" if preset else ""
         what = (
-            f"none of the {len(folders)} run folder(s) under {logdir}/ holds a checkpoint yet"
+            f"none of the {len(folders)} run folder(s) under {logdir}/ holds a checkpoint{of} yet"
             if folders
             else f"no runs under {logdir}/"
         )
+        train = f"python scripts/train.py{f' --preset {preset}' if preset else ''}"
         raise RunFolderError(
-            f"{what}{where}; train one with `python scripts/train.py`, or say "
+            f"{what}{where}; train one with `{train}`, or say "
             "where the runs are (--logdir, or logdir=... in bnmnist.restore)"
         )
     return restorable[-1]
+
+
+def _preset_of(run_dir):
+    try:
+        return read_json(os.path.join(run_dir, CONFIG_FILE)).get("preset")
+    except (OSError, ValueError):
+        return None
 
 
 def read_results(run_dir):

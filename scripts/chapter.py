@@ -1,7 +1,8 @@
 """Chapter 11 side by side: ``python scripts/chapter.py --data DIR``.
 
 Trains every chapter preset (each a normal ``scripts/train.py`` run with its own run folder under
-``--logdir``), up to ``--jobs`` at once, and prints, per cell in the notebook's order, the values
+``--logdir``), up to ``--jobs`` at once, the reuse cells from the gradient_clipping run as the
+notebook's do, and prints, per cell in the notebook's order, the values
 the notebook printed, the values bnmnist printed, how many are exact (or the largest difference),
 and the run's whole-process time. ``--markdown docs/chapter11.md`` writes the same there.
 
@@ -21,9 +22,11 @@ from seeds import train_run  # noqa: E402
 
 from bnmnist import data, reports, runs  # noqa: E402
 from bnmnist.cli import ScriptParser, path_arg, positive_int  # noqa: E402
+from bnmnist.config import PRESETS  # noqa: E402
 from bnmnist.errors import BnmnistError  # noqa: E402
 
 NOTEBOOK = "11_deep_learning.ipynb"
+SOURCE = "gradient_clipping"  # the run the reuse cells start from (the book's my_model_final.ckpt)
 
 
 def main(argv=None):
@@ -47,6 +50,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     try:
         presets = [p for p in args.presets.split(",") if p]
+        order = list(reports.NOTEBOOK_CELLS)
         unknown = [p for p in presets if p not in reports.NOTEBOOK_CELLS]
         if unknown or not presets:
             known = ", ".join(reports.NOTEBOOK_CELLS)
@@ -54,6 +58,9 @@ def main(argv=None):
         notebook = args.notebook or os.path.join(os.environ.get("BNMNIST_REFERENCE", "."), NOTEBOOK)
         if not os.path.isfile(notebook):
             raise BnmnistError(f"no notebook at {notebook}; pass --notebook PATH/{NOTEBOOK} or set BNMNIST_REFERENCE")
+        presets = sorted(set(presets), key=order.index)  # the notebook's order: sources first
+        if any(PRESETS[p].reuse for p in presets) and SOURCE not in presets:
+            raise BnmnistError(f"the reuse cells start from the {SOURCE} run; add {SOURCE} to --presets")
         book = {p: reports.notebook_values(notebook, reports.NOTEBOOK_CELLS[p][0]) for p in presets}
         runs.check_logdir(args.logdir)
         for flag, path in (("--markdown", args.markdown), ("--readme", args.readme)):
@@ -70,18 +77,29 @@ def main(argv=None):
     signal.signal(signal.SIGINT, signal.default_int_handler)
     results, stop = {}, threading.Event()
 
-    def train(preset):
+    def train(preset, source):
+        """``source``: the gradient_clipping run's future, which a reuse cell starts from (it was
+        submitted first, so a worker waiting on it never holds up the run it waits for)."""
         if stop.is_set():
             return preset, None
         try:
-            return preset, train_run(["--preset", preset], args, f"preset {preset}")
-        except BnmnistError:
+            flags = ["--preset", preset]
+            if PRESETS[preset].reuse:
+                trained = source.result()[1]
+                if trained is None:
+                    return preset, None
+                flags += ["--from", trained["run_dir"]]
+            return preset, train_run(flags, args, f"preset {preset}")
+        except (BnmnistError, KeyboardInterrupt):  # a failed or interrupted run: start no more
             stop.set()
             raise
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
         try:
-            for future in [pool.submit(train, p) for p in presets]:
+            futures = {}
+            for p in presets:
+                futures[p] = pool.submit(train, p, futures.get(SOURCE))
+            for future in futures.values():
                 preset, res = future.result()
                 if res is not None:
                     results[preset] = res

@@ -30,7 +30,7 @@ def train_seed(seed, args, stop):
         return seed, None
     try:
         return seed, train_run(["--preset", args.preset, "--seed", str(seed)], args, f"seed {seed}")
-    except BnmnistError:
+    except (BnmnistError, KeyboardInterrupt):  # a failed or interrupted run: start no more
         stop.set()
         raise
 

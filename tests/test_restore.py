@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -189,6 +190,10 @@ def test_notebook_runs_headless_and_shows_the_printed_accuracy_for_both_presets(
     (project / "notebooks").mkdir(parents=True)
     bn_run = str(shutil.copytree(tiny_run, project / "tf_logs" / "run-20000101000000"))
     mnist = data.load(tiny_mnist)
+    info = {"source": mnist.source, "sha256": mnist.fingerprint()}
+    # the run the reuse section starts from, older than the plain run that "latest" restores
+    source_run = runs.new_run_dir(str(project / "tf_logs"))
+    train(PRESETS["gradient_clipping"].replace(epochs=1), data.split(mnist), source_run, out=None, data_info=info)
     plain_run = runs.new_run_dir(str(project / "tf_logs"))
     train(
         PRESETS["plain"].replace(epochs=1),
@@ -223,6 +228,8 @@ def test_notebook_runs_headless_and_shows_the_printed_accuracy_for_both_presets(
         final_valid = results["validation_accuracy_printed"][-1]
         assert f"Validation accuracy before: {final_valid} after one more epoch:" in text
         assert len(images) == 2  # the digit grid and the confusion matrix
+        restored = ", ".join(f"hidden{i}/{v}" for i in (1, 2, 3) for v in ("kernel", "bias"))
+        assert f"Restored: {restored}\n" in text and re.search(r"^1 Validation accuracy: 0\.\d+$", text, re.M)
         noise = [o["text"] for o in out if o.get("output_type") == "stream" and o.get("name") == "stderr"]
         assert not noise, noise  # no TensorFlow start-up chatter in the cells
 
