@@ -190,7 +190,7 @@ def config_from_args(args):
     if args.reuse_from:  # the source checkpoint, recorded with its SHA-256 in config.json
         from . import reuse
 
-        prefix, _ = reuse.source(args.reuse_from, args.logdir)
+        prefix, _ = reuse.source(args.reuse_from, args.logdir, preset="gradient_clipping")
         changes.update(reuse_from=os.path.abspath(prefix), reuse_sha256=reuse.sha256(prefix))
     return cfg.replace(**changes)
 
