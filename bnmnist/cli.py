@@ -160,7 +160,8 @@ def build_parser():
         metavar="RUN",
         type=path_arg,
         help="for the reuse presets: the trained gradient_clipping run (a folder, one of its checkpoints, or "
-        "latest) whose layers they start from; reuse_model imports its .meta graph, as the book's cell does",
+        "latest) whose layers they start from; reuse_model and reuse_lower_imported import its .meta graph, "
+        "as the book's cells do",
     )
     p.add_argument("--dry-run", action="store_true", help="a couple of steps and one checkpoint, for smoke tests")
     p.add_argument("--quiet", action="store_true", help="no progress bar (nor the note when tqdm is missing)")

@@ -59,14 +59,16 @@ RULES = {
 ARCHITECTURE = (
     "n_inputs", "hidden", "n_outputs", "batch_norm", "activation", "initializer", "standardize_inputs",
     "dropout_rate", "optimizer", "decay_steps", "l1_scale", "l1_form", "max_norm", "max_norm_form",
-    "stop_gradient_after",
+    "stop_gradient_after", "new_layers_from",
 )  # fmt: skip
 CHAPTER_FIELDS = (
     "standardize_inputs", "dropout_rate", "optimizer", "clip_gradients", "decay_steps", "l1_scale", "max_norm",
     "reuse", "stop_gradient_after",
 )  # fmt: skip
 # How the chapter's "Reusing Pretrained Layers" cells start from a trained gradient_clipping run.
-REUSE_FORMS = ("", "model", "model_rebuilt", "lower", "freeze_var_list", "freeze_stop_gradient", "cache_frozen")
+REUSE_FORMS = (
+    "", "model", "model_rebuilt", "lower_imported", "lower", "freeze_var_list", "freeze_stop_gradient", "cache_frozen",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,9 @@ class Config:
     train_scope: str = ""
     stop_gradient_after: str = ""
     cache_frozen: bool = False
+    # The layers from this index on are new and named "new_hidden4", "new_outputs", as the cell
+    # that puts them on an imported graph names them (0: no such renaming).
+    new_layers_from: int = 0
     # "xla": whole epochs of the book's steps compiled by XLA (the book's table, in less time;
     # the last bits of the variables differ from the per-step loop, see xla_loop.py);
     # "feed_dict": the book's own loop, one Session call and one feed_dict per step.
@@ -318,6 +323,10 @@ PRESETS.update(
         "reuse_model": PRESETS["gradient_clipping"].replace(preset="reuse_model", reuse="model"),
         "reuse_model_rebuilt": PRESETS["gradient_clipping"].replace(
             preset="reuse_model_rebuilt", reuse="model_rebuilt"
+        ),
+        # hidden1-3 of the source's imported graph, with new_hidden4 and new_outputs on top.
+        "reuse_lower_imported": Config(
+            preset="reuse_lower_imported", **_REUSED, reuse="lower_imported", new_layers_from=3
         ),
         # hidden1-3 restored from the source, a new 20-unit hidden4 and outputs on top.
         "reuse_lower": Config(preset="reuse_lower", **_REUSED, reuse="lower"),

@@ -24,6 +24,7 @@ moving_variance``, ``hidden2/...``, ``batch_normalization_1/...``, ``outputs/...
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import tensorflow as tf
@@ -139,27 +140,53 @@ def build_graph(config, train_op=True):
 
 
 def training_graph(config, resume=False):
-    """The graph a run trains: :func:`build_graph`'s, or, for the ``reuse_model`` cell starting
-    out, the graph imported from its source run's ``.meta`` file, as the cell does (the source is
-    a run of the same network, so the two graphs are the same)."""
-    if config.reuse != "model" or resume:
+    """The graph a run trains: :func:`build_graph`'s; or, for a reuse cell that imports its
+    source run's ``.meta`` file, that graph, as the cell does: ``reuse_model`` trains it as it is
+    (the same graph :func:`build_graph` makes for the source's network), ``reuse_lower_imported``
+    puts new layers on its ``hidden3``. A resumed run rebuilds the same network by code."""
+    if config.reuse not in ("model", "lower_imported") or resume:
         return build_graph(config)
     graph = tf.Graph()
     with graph.as_default():
         tf1.set_random_seed(config.seed)  # the cell's reset_graph() before import_meta_graph
         tf1.train.import_meta_graph(config.reuse_from + ".meta")
         variables = {v.op.name: v for v in tf1.global_variables()}
+        seeds = {}
+        if config.reuse == "model":
+            tensors = [graph.get_tensor_by_name(TENSOR_NAMES[k]) for k in ("logits", "probabilities", "predictions")]
+            tensors += [graph.get_tensor_by_name(TENSOR_NAMES[k]) for k in ("loss", "accuracy")]
+            training_op = graph.get_operation_by_name(TRAINING_OP_NAME)
+        else:
+            tensors, training_op, seeds = _new_layers_on_imported(config, graph, variables)
         model_variables = [variables[name] for name in network.variable_names(config)]
-        init = tf1.variables_initializer(list(variables.values()), name="init")
+        init = tf1.variables_initializer(tf1.global_variables(), name="new_init")
+    X, y = graph.get_tensor_by_name(TENSOR_NAMES["X"]), graph.get_tensor_by_name(TENSOR_NAMES["y"])
+    return Handles(graph, X, y, None, *tensors, training_op, [], init, seeds, model_variables)
 
-    def tensor(key):
-        return graph.get_tensor_by_name(TENSOR_NAMES[key])
 
-    return Handles(
-        graph, tensor("X"), tensor("y"), None, tensor("logits"), tensor("probabilities"), tensor("predictions"),
-        tensor("loss"), tensor("accuracy"), graph.get_operation_by_name(TRAINING_OP_NAME),
-        graph.get_collection(tf1.GraphKeys.UPDATE_OPS), init, {}, model_variables,
-    )  # fmt: skip
+def _new_layers_on_imported(config, graph, variables):
+    """The new layers of ``config`` from ``config.new_layers_from`` on, on the imported graph's
+    hidden layer below them, with the cell's ``new_loss``, ``new_eval`` and ``new_train`` scopes;
+    their kernels seeded after every op of the imported graph, as TF1 seeded them."""
+    from . import runs
+
+    clock = TF1OpClock(graph, config.seeding)
+    clock.imported_training_graph(runs.read_config(os.path.dirname(config.reuse_from)))
+    start = config.new_layers_from
+    variables.update(_variables(config, clock, start=start))
+    below = graph.get_tensor_by_name(f"dnn/hidden{start}/Relu:0")
+    params = lambda name: variables[name].value()  # noqa: E731
+    logits = tf.identity(network.forward(config, below, params, None, start=start), name="new_logits")
+    probabilities = tf.nn.softmax(logits, name="new_probabilities")
+    y = graph.get_tensor_by_name(TENSOR_NAMES["y"])
+    with tf.name_scope("new_loss"):
+        loss = _loss(config, y, logits, params)
+    with tf.name_scope("new_eval"):
+        accuracy = tf.reduce_mean(tf.cast(tf1.nn.in_top_k(logits, y, 1), tf.float32), name="accuracy")
+        predictions = tf.argmax(logits, axis=1, name="predictions")
+    with tf.name_scope("new_train"):
+        training_op = _training_op(config, loss)
+    return [logits, probabilities, predictions, loss, accuracy], training_op, dict(clock.seeds)
 
 
 def _loss(config, y, logits, params):
@@ -229,18 +256,18 @@ def kernel_initializer(kind, seed):
     raise ValueError(f"unknown initializer {kind!r}")
 
 
-def _variables(config, clock):
-    """Every variable of the network, name -> variable, in the order the book's tf.layers code
-    creates them; the clock hands each kernel the op seed TF1 gave it."""
+def _variables(config, clock, start=0):
+    """Every variable of the network (from layer ``start`` on), name -> variable, in the order
+    the book's tf.layers code creates them; the clock hands each kernel the op seed TF1 gave it."""
     variables = {}
 
     def variable(name, shape, initializer, trainable=True):
         variables[name] = tf1.get_variable(name, shape, tf.float32, initializer=initializer, trainable=trainable)
 
-    n_in = config.n_inputs
-    if config.dropout_rate:
+    n_in = config.layer_sizes[start]
+    if config.dropout_rate and not start:
         clock.dropout(network.INPUT_DROPOUT)
-    for layer in network.layers(config):
+    for layer in network.layers(config)[start:]:
         seed = clock.dense(layer.dense, layer.units, config.initializer, layer.regularizer)
         variable(f"{layer.dense}/kernel", [n_in, layer.units], kernel_initializer(config.initializer, seed))
         variable(f"{layer.dense}/bias", [layer.units], tf1.zeros_initializer())
@@ -260,7 +287,7 @@ def _variables(config, clock):
         if layer.dense == config.stop_gradient_after:
             clock.stop_gradient()
         n_in = layer.units
-    if config.standardize_inputs:  # not the book's graph: set from the data, not seeded
+    if config.standardize_inputs and not start:  # not the book's graph: set from the data, not seeded
         for name, init in ((network.INPUT_MEAN, tf1.zeros_initializer()), (network.INPUT_STD, tf1.ones_initializer())):
             variable(name, [config.n_inputs], init, trainable=False)
     return variables

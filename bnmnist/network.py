@@ -46,6 +46,8 @@ def layers(config):
     ``hidden2`` + ``batch_normalization_1``, ..., ``outputs`` + ``batch_normalization_<n>``."""
     sizes = (*config.hidden, config.n_outputs)
     dense = [f"hidden{i}" for i in range(1, len(config.hidden) + 1)] + ["outputs"]
+    if config.new_layers_from:  # new layers on an imported graph: new_hidden4, new_outputs
+        dense = [("new_" if i >= config.new_layers_from else "") + name for i, name in enumerate(dense)]
     result = []
     for i, (name, units) in enumerate(zip(dense, sizes)):
         last = i == len(sizes) - 1
@@ -136,7 +138,7 @@ def standardize(config, X, params):
     return (X - params(INPUT_MEAN)) / params(INPUT_STD)
 
 
-def forward(config, X, params, statistics, *, dropout=None, outputs=None, elu_as_cpu_kernel=False):
+def forward(config, X, params, statistics, *, dropout=None, outputs=None, start=0, elu_as_cpu_kernel=False):
     """The logits of ``config``'s network for the inputs ``X``.
 
     ``params(name)`` gives the value of a variable (``"hidden1/kernel"``); ``statistics(layer, z)``
@@ -149,15 +151,16 @@ def forward(config, X, params, statistics, *, dropout=None, outputs=None, elu_as
     inference, dropout is the identity.
 
     ``outputs``, a dict, receives each hidden layer's output by name (``"hidden2"``), before the
-    ``tf.stop_gradient`` that ``config.stop_gradient_after`` puts after one of them.
+    ``tf.stop_gradient`` that ``config.stop_gradient_after`` puts after one of them. With
+    ``start``, ``X`` is the output of layer ``start - 1`` and only the layers above it are added.
 
     ``elu_as_cpu_kernel`` computes ELU as TensorFlow's CPU kernel does (:func:`elu_as_cpu_kernel`),
     for code that XLA compiles."""
     act = activation(config, elu_as_cpu_kernel)
-    z = standardize(config, X, params)
-    if dropout and config.dropout_rate:
+    z = X if start else standardize(config, X, params)
+    if dropout and config.dropout_rate and not start:
         z = dropout(INPUT_DROPOUT, z)
-    for layer in layers(config):
+    for layer in layers(config)[start:]:
         # names as the book's tf.layers code makes them: the activation inside the dense layer
         # (dnn/hidden1/Maximum), or after its batch norm (dnn/Elu)
         with tf.name_scope(layer.dense):

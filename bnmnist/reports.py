@@ -50,6 +50,7 @@ NOTEBOOK_CELLS = {
     "gradient_clipping": (79, "Gradient Clipping"),
     "reuse_model": (99, "Reusing a TensorFlow Model"),
     "reuse_model_rebuilt": (103, "Reusing a TensorFlow Model"),
+    "reuse_lower_imported": (107, "Reusing a TensorFlow Model"),
     "reuse_lower": (111, "Reusing a TensorFlow Model"),
     "freeze_var_list": (127, "Freezing the Lower Layers"),
     "freeze_stop_gradient": (132, "Freezing the Lower Layers"),

@@ -11,8 +11,8 @@ A network grows from a trained run the way the book's cells grow it:
 * :func:`cache_outputs`: a frozen layer's outputs, computed once to train the layers above on.
 
 ``python scripts/train.py --preset reuse_lower --from RUN`` and the other reuse presets run the
-chapter's cells with these pieces. Only ``reuse_model``, as its cell, imports a graph from a file:
-the ``.meta`` file the user's own source run wrote.
+chapter's cells with these pieces. Only ``reuse_model`` and ``reuse_lower_imported``, as their
+cells, import a graph from a file: the ``.meta`` file the user's own source run wrote.
 """
 
 from __future__ import annotations

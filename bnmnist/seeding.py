@@ -36,6 +36,14 @@ count at the moment TF1 would have drawn its seed:
   batch or moving statistics (7 each), two ``cond`` around the moving-average updates (13 each)
   and the normalisation arithmetic (8).
 
+A reuse cell that imports a saved graph (``import_meta_graph``) and puts new layers on it draws
+their seeds after every op of that graph: :meth:`TF1OpClock.imported_training_graph` counts the
+book's saved gradient-clipping graph. Besides its network: the loss (4 ops) and the accuracy (5);
+the gradients: 21 for the loss, 9 per dense layer (``BiasAddGrad``, two ``MatMul`` and their two
+``tuple`` groups) and ``ReluGrad``; ``clip_by_value`` per variable (4); ``apply_gradients`` (one
+op per variable, the learning rate and the group); ``global_variables_initializer`` (1); the
+``Saver`` (11, and one restore ``Assign`` per variable).
+
 These counts were read from the op sequence ``tf.compat.v1.layers`` creates under tf-keras today,
 which matches TF1's with ids offset by one; ``tests/test_seeding.py`` rebuilds several other
 architectures (sizes from 7 to 1,200 units, one to three hidden layers, both initializers and
@@ -66,6 +74,14 @@ STOP_GRADIENT_OPS = 1
 
 def constant_initializer_ops(n_elements):
     return 1 if n_elements < SMALL_CONSTANT else 3
+
+
+# the rest of the book's saved gradient-clipping graph, after its network (see imported_training_graph)
+LOSS_OPS, EVAL_OPS, INIT_OPS = 4, 5, 1
+GRADIENT_OPS = {"loss": 21, "dense": 9, "relu": 1}
+CLIP_BY_VALUE_OPS = 4  # per variable: the two bounds, Minimum, Maximum
+APPLY_OPS = (1, 2)  # per variable, and once (the learning rate, the group)
+SAVER_OPS = (1, 11)  # per variable, and once
 
 
 class TF1OpClock:
@@ -109,6 +125,24 @@ class TF1OpClock:
 
     def activation(self, kind):
         self.count(ACTIVATION_OPS[kind])
+
+    def imported_training_graph(self, source):
+        """Count the graph ``import_meta_graph`` brings back from the book's gradient-clipping
+        cell saved with ``source``'s architecture (relu layers, clipped gradient descent)."""
+        self.count(2)  # X, y
+        sizes = (*source.hidden, source.n_outputs)
+        for i, units in enumerate(sizes):
+            self.random_variable(f"source/layer{i}", source.initializer)
+            self.constant_variable(units)
+            self.count(DENSE_OPS)
+            if i < len(sizes) - 1:
+                self.activation(source.activation)
+        n_variables = 2 * len(sizes)
+        hidden_grads = (len(sizes) - 1) * GRADIENT_OPS[source.activation]
+        self.count(LOSS_OPS + EVAL_OPS + GRADIENT_OPS["loss"] + len(sizes) * GRADIENT_OPS["dense"] + hidden_grads)
+        self.count(CLIP_BY_VALUE_OPS * n_variables + APPLY_OPS[0] * n_variables + APPLY_OPS[1])
+        self.count(INIT_OPS + SAVER_OPS[0] * n_variables + SAVER_OPS[1])
+        self.seeds = {}  # the source's own seeds are not this graph's business
 
     def stop_gradient(self):
         self.count(STOP_GRADIENT_OPS)

@@ -101,7 +101,12 @@ class TrainingSession:
             raise CheckpointError(
                 f"{config.reuse_from} changed after this run recorded it; start the run again from the source"
             )
-        reuse.restore_layers(self.sess, config.reuse_from, self.h.model_variables, config.restore_scope)
+        if config.reuse in ("model", "lower_imported"):  # the imported saver's restore: all it saved
+            stored = set(checkpoint.stored_shapes(config.reuse_from)) - {RUN_STATE}
+            imported = [v for v in tf1.global_variables() if v.op.name in stored]
+            reuse.restore_layers(self.sess, config.reuse_from, imported, scope="")
+        else:
+            reuse.restore_layers(self.sess, config.reuse_from, self.h.model_variables, config.restore_scope)
 
     def _restore(self):
         h, result = self.h, self.result

@@ -202,3 +202,39 @@ def test_the_books_chain_gradient_clipping_then_freezing_prints_what_the_books_c
     assert printed[79] == ours["gradient_clipping"]["validation_accuracy_printed"]
     for preset, cell in FREEZING.items():
         assert printed[cell] == ours[preset]["validation_accuracy_printed"], preset
+
+
+@pytest.mark.parametrize(
+    "source_hidden, keep, new", [((300, 50, 50, 50, 50), 3, (20,)), ((300, 50, 50, 1200), 2, (1100, 7))]
+)
+def test_new_layers_on_an_imported_graph_get_tf1s_seeds(source_hidden, keep, new, split, tmp_path):
+    """Seeded after every op of the imported graph, counted as the book's saved graph holds them:
+    checked against the op sequence tf.compat.v1.layers makes under tf-keras."""
+    pytest.importorskip("tf_keras", reason="tf-keras (the dev extra) builds the reference graphs")
+    from bnmnist.graph import training_graph
+
+    run_dir = runs.new_run_dir(str(tmp_path))
+    train(_tiny("gradient_clipping", hidden=source_hidden), split, run_dir, out=None, dry_run=True)
+    prefix = runs.resolve(run_dir)[1]
+    config = PRESETS["reuse_lower_imported"].replace(
+        hidden=source_hidden[:keep] + new, new_layers_from=keep, reuse_from=prefix, restore_scope=f"hidden[1-{keep}]"
+    )
+    ours = list(training_graph(config).kernel_seeds.values())
+    spec = {"imported": {"source": list(source_hidden), "keep": keep, "new": list(new)}}
+    helper = os.path.join(os.path.dirname(__file__), "tf1_reference_seeds.py")
+    out = subprocess.run([sys.executable, helper, json.dumps([spec])], capture_output=True, text=True, check=True)
+    assert ours == json.loads(out.stdout.strip().splitlines()[-1])[0]
+
+
+@pytest.mark.parametrize("preset", ["reuse_model", "reuse_lower_imported"])
+def test_a_resumed_run_of_an_imported_graph_ends_bit_identical_to_an_unbroken_one(preset, source, split, tmp_path):
+    """The resume rebuilds the network by code; its steps are the imported graph's, bit for bit."""
+    config = _reusing(preset, source)
+    whole = _trained(config, split, tmp_path, "whole")
+    broken = runs.new_run_dir(str(tmp_path / "broken"))
+    train(config.replace(epochs=1), split, broken, out=None)
+    train(config, split, broken, resume=True, out=None)
+    with bnmnist.restore(broken) as model:
+        resumed = model.variables()
+    for name in whole:
+        np.testing.assert_array_equal(whole[name], resumed[name], err_msg=name)

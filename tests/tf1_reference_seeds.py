@@ -95,5 +95,40 @@ def build(arch):
     return list(seen)
 
 
+def build_imported(spec):
+    """The reuse cell that imports the saved gradient-clipping graph (of ``spec["source"]``'s
+    hidden sizes) and puts new layers (``spec["new"]``) on its ``hidden<keep>``: their seeds."""
+    import tempfile
+
+    tf1.reset_default_graph()
+    tf1.set_random_seed(42)
+    X = tf1.placeholder(tf.float32, shape=(None, 784), name="X")
+    y = tf1.placeholder(tf.int32, shape=(None), name="y")
+    with tf.name_scope("dnn"):
+        z = X
+        for i, units in enumerate(spec["source"], start=1):
+            z = tf1.layers.dense(z, units, activation=tf.nn.relu, name=f"hidden{i}")
+        logits = tf1.layers.dense(z, 10, name="outputs")
+    with tf.name_scope("loss"):
+        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits), name="loss")
+    optimizer = tf1.train.GradientDescentOptimizer(0.01)
+    capped = [(tf.clip_by_value(g, -1.0, 1.0), v) for g, v in optimizer.compute_gradients(loss)]
+    optimizer.apply_gradients(capped)
+    with tf.name_scope("eval"):
+        tf.reduce_mean(tf.cast(tf1.nn.in_top_k(logits, y, 1), tf.float32), name="accuracy")
+    tf1.global_variables_initializer()
+    meta = os.path.join(tempfile.mkdtemp(), "model.meta")
+    tf1.train.Saver().export_meta_graph(meta)
+    tf1.reset_default_graph()
+    tf1.set_random_seed(42)
+    del seen[:]
+    tf1.train.import_meta_graph(meta)
+    z = tf1.get_default_graph().get_tensor_by_name(f"dnn/hidden{spec['keep']}/Relu:0")
+    for i, units in enumerate(spec["new"], start=spec["keep"] + 1):
+        z = tf1.layers.dense(z, units, activation=tf.nn.relu, name=f"new_hidden{i}")
+    tf1.layers.dense(z, 10, name="new_outputs")
+    return list(seen)
+
+
 if __name__ == "__main__":
-    print(json.dumps([build(a) for a in json.loads(sys.argv[1])]))
+    print(json.dumps([build_imported(a["imported"]) if "imported" in a else build(a) for a in json.loads(sys.argv[1])]))
