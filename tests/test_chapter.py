@@ -331,3 +331,35 @@ def test_chapter_command_writes_each_cells_comparison_to_markdown(chapter_first_
         assert f"\n### {preset}\n" in markdown
     l1 = re.search(r"^l1 \(cell 161, .*\): (.*);", stdout, re.M).group(1)
     assert l1 == "exact"  # the hand-written l1 cell is exact on every CPU measured
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", ["selu", "dropout", "lr_schedule", "max_norm_regularizer", "l1_regularizer"])
+def test_export_restore_and_the_books_recipe_work_for_chapter_presets(preset, tiny_mnist, tiny_split, tmp_path):
+    import bnmnist
+    from bnmnist import runs
+    from bnmnist.export import export_saved_model
+
+    run_dir = runs.new_run_dir(str(tmp_path / "logs"))
+    train(_tiny(preset, epochs=1), tiny_split, run_dir, out=None)
+    images = data.load(tiny_mnist).x_test[:200]
+    exported = export_saved_model(run_dir, tmp_path / "saved_model")
+    served = tf.saved_model.load(exported).signatures["serving_default"](images=tf.constant(images))
+    with bnmnist.restore(run_dir) as model:
+        assert served["probabilities"].numpy().tobytes() == model.predict_proba(images).tobytes()
+        prefix = model.checkpoint
+    graph = tf.Graph()  # the book's recipe: the training op and the cell's extra ops, by name
+    with graph.as_default():
+        saver = tf1.train.import_meta_graph(prefix + ".meta")
+        training_op = graph.get_operation_by_name("train/training_op")
+        clips = tf1.get_collection("max_norm")
+        assert len(clips) == (2 if preset.startswith("max_norm") else 0)
+        with tf1.Session(graph=graph) as sess:
+            saver.restore(sess, prefix)
+            feed = {"X:0": tiny_split.X_train[:50], "y:0": tiny_split.y_train[:50]}
+            if preset == "dropout":
+                feed["training:0"] = True
+            before = sess.run("eval/accuracy:0", feed)
+            sess.run(training_op, feed)
+            sess.run(clips)
+            assert 0 <= sess.run("eval/accuracy:0", feed) <= 1 and 0 <= before <= 1
