@@ -61,7 +61,8 @@ def train_run(flags, args, what):
 
 def main(argv=None):
     ap = ScriptParser(prog="seeds", description="Train a preset over many seeds and summarise.")
-    ap.add_argument("--preset", choices=sorted(PRESETS), default="bn", help="(default: %(default)s)")
+    trainable = sorted(p for p, c in PRESETS.items() if not c.reuse)  # the reuse cells need a source run
+    ap.add_argument("--preset", choices=trainable, default="bn", help="(default: %(default)s)")
     ap.add_argument("--seeds", default="0-9", help="ranges and lists, e.g. 0-9 or 0-4,42 (default: %(default)s)")
     ap.add_argument("--epochs", type=positive_int, help="override the preset's epochs")
     ap.add_argument("--data", type=path_arg, help="MNIST path (default: $BNMNIST_DATA, then the Keras cache)")
