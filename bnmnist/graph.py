@@ -5,14 +5,21 @@ The names are the book's, and every tensor a user fetches after a restore has an
 ====================  ============================================================
 ``X:0``               float32 (None, 784) pixels scaled to [0, 1]
 ``y:0``               int32 (None,) labels
-``training:0``        bool, ``placeholder_with_default(False)`` (batch-norm networks only)
+``training:0``        bool, ``placeholder_with_default(False)`` (batch norm or dropout only)
 ``dnn/logits:0``      float32 (None, 10)
 ``dnn/probabilities:0`` softmax of the logits
 ``eval/predictions:0``  int64 arg-max class
 ``loss/loss:0``       mean cross-entropy
 ``eval/accuracy:0``   mean of ``in_top_k(logits, y, 1)``
-``train/training_op`` the gradient-descent step (run it with ``UPDATE_OPS``)
+``train/training_op`` the training step (run it with ``UPDATE_OPS``, then ``max_norm``)
 ====================  ============================================================
+
+The chapter's other cells add their constructs here: the optimizer, gradient clipping and the
+learning-rate schedule (``train/global_step``), the l1 penalty (``loss/avg_xentropy`` plus it),
+dropout's ``cond`` on ``training``, the max-norm clips (``max_norm/hidden1``, ... in the
+collection ``max_norm``), and for the reuse cells the partial graph (``stop_gradient``, the
+optimizer's ``var_list``). :func:`training_graph` imports a source run's graph where a reuse
+cell does; its new layers' step is ``new_train/training_op``.
 
 The network's math is :func:`bnmnist.network.forward`; this module supplies its variables and
 the batch-norm statistics of TF1's ``tf.layers.batch_normalization``.
