@@ -53,6 +53,20 @@ def _trained(config, split, tmp_path, name):
         return model.variables()
 
 
+@pytest.fixture(scope="module")
+def reused(source, split, tmp_path_factory):
+    """Each reuse preset trained once from ``source`` on the synthetic data: name -> variables."""
+    folder = tmp_path_factory.mktemp("reused")
+    cache = {}
+
+    def get(preset):
+        if preset not in cache:
+            cache[preset] = _trained(_reusing(preset, source), split, folder, preset)
+        return cache[preset]
+
+    return get
+
+
 def _source_values(source):
     reader = tf.train.load_checkpoint(source[1])
     return {name: reader.get_tensor(name) for name, _ in tf.train.list_variables(source[1])}
@@ -76,18 +90,17 @@ def test_partial_restore_takes_the_lower_layers_and_leaves_the_new_ones_seeded(s
 
 
 @pytest.mark.parametrize("preset", ["freeze_var_list", "freeze_stop_gradient", "cache_frozen"])
-def test_frozen_layers_are_bit_identical_to_the_source_after_training(preset, source, split, tmp_path):
-    values = _trained(_reusing(preset, source), split, tmp_path, preset)
+def test_frozen_layers_are_bit_identical_to_the_source_after_training(preset, source, reused):
+    values = reused(preset)
     stored = _source_values(source)
     for name in ("hidden1/kernel", "hidden1/bias", "hidden2/kernel", "hidden2/bias"):
         np.testing.assert_array_equal(values[name], stored[name], err_msg=name)
     assert not np.array_equal(values["hidden3/kernel"], stored["hidden3/kernel"])  # hidden3 still learns
 
 
-def test_training_on_the_cache_equals_training_through_the_frozen_layers(source, split, tmp_path):
+def test_training_on_the_cache_equals_training_through_the_frozen_layers(reused):
     """The caching cell prints the stop_gradient cell's table: the cache is the layer's output."""
-    cached = _trained(_reusing("cache_frozen", source), split, tmp_path, "cached")
-    through = _trained(_reusing("freeze_stop_gradient", source), split, tmp_path, "through")
+    cached, through = reused("cache_frozen"), reused("freeze_stop_gradient")
     for name in cached:
         np.testing.assert_array_equal(cached[name], through[name], err_msg=name)
 
@@ -106,9 +119,8 @@ def test_the_cache_is_the_frozen_layers_output_for_every_image(source, split):
     np.testing.assert_allclose(cache, want, rtol=1e-4, atol=1e-5)
 
 
-def test_the_imported_graph_and_the_rebuilt_one_train_the_same(source, split, tmp_path):
-    imported = _trained(_reusing("reuse_model", source), split, tmp_path, "imported")
-    rebuilt = _trained(_reusing("reuse_model_rebuilt", source), split, tmp_path, "rebuilt")
+def test_the_imported_graph_and_the_rebuilt_one_train_the_same(source, reused):
+    imported, rebuilt = reused("reuse_model"), reused("reuse_model_rebuilt")
     stored = _source_values(source)
     assert imported.keys() == rebuilt.keys()
     for name in imported:
@@ -227,10 +239,12 @@ def test_new_layers_on_an_imported_graph_get_tf1s_seeds(source_hidden, keep, new
 
 
 @pytest.mark.parametrize("preset", ["reuse_model", "reuse_lower_imported"])
-def test_a_resumed_run_of_an_imported_graph_ends_bit_identical_to_an_unbroken_one(preset, source, split, tmp_path):
+def test_a_resumed_run_of_an_imported_graph_ends_bit_identical_to_an_unbroken_one(
+    preset, source, reused, split, tmp_path
+):
     """The resume rebuilds the network by code; its steps are the imported graph's, bit for bit."""
     config = _reusing(preset, source)
-    whole = _trained(config, split, tmp_path, "whole")
+    whole = reused(preset)
     broken = runs.new_run_dir(str(tmp_path / "broken"))
     train(config.replace(epochs=1), split, broken, out=None)
     train(config, split, broken, resume=True, out=None)
