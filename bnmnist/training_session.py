@@ -87,7 +87,8 @@ class TrainingSession:
         self.epoch_end.prepare()
         if not self.resume:
             self.sess.run([self.h.init, self.run_state.initializer])
-            set_input_statistics(self.sess, self.h, self.split.X_train)
+            if self.h.input_statistics:  # only then: the XLA loop never makes the float32 training set
+                set_input_statistics(self.sess, self.h, self.split.X_train)
             if self.config.reuse:  # the reuse cells' saver.restore, of all or some layers
                 self._restore_source()
             return 0

@@ -125,3 +125,11 @@ def test_the_xla_loop_gives_back_its_copy_of_the_training_set_once_released(spli
         assert [sess.run(v).shape[0] for v in held] == [len(split.train_pixels)] * 2  # pixels and labels
         xla.release()
         assert [sess.run(v).shape[0] for v in held] == [0, 0]
+
+
+def test_a_run_of_the_xla_loop_never_makes_the_float32_training_set(tmp_path):
+    """The XLA loop scales the uint8 pixels in its step; nothing else of a run may ask for the
+    scaled copy (``Split.X_train``, made on first use), which would hold it for the whole run."""
+    split = synthetic_split()[0]
+    train(CONFIGS["plain"].replace(epochs=1, batch_size=100), split, runs.new_run_dir(str(tmp_path)), out=None)
+    assert "X_train" not in vars(split)
