@@ -245,9 +245,7 @@ def _max_norm_clips(config, variables):
 
 def set_input_statistics(sess, h, X_train):
     """The SELU cell's ``means`` and ``stds`` of the training set, computed as the cell does,
-    into the graph's input-statistics variables."""
-    if not h.input_statistics:
-        return
+    into the graph's input-statistics variables (``h.input_statistics``, which it must have)."""
     means = X_train.mean(axis=0, keepdims=True)
     stds = X_train.std(axis=0, keepdims=True) + 1e-10
     for variable, value in zip(h.input_statistics, (means[0], stds[0])):
