@@ -46,7 +46,6 @@ def main(argv=None):
         "--jobs", type=positive_int, default=os.cpu_count(), help="parallel runs (default: cores = %(default)s)"
     )
     ap.add_argument("--markdown", type=path_arg, metavar="FILE", help="also write it to FILE (docs/chapter11.md)")
-    ap.add_argument("--readme", type=path_arg, metavar="FILE", help="and its summary into FILE's chapter section")
     args = ap.parse_args(argv)
     try:
         presets = [p for p in args.presets.split(",") if p]
@@ -63,12 +62,11 @@ def main(argv=None):
             raise BnmnistError(f"the reuse cells start from the {SOURCE} run; add {SOURCE} to --presets")
         book = {p: reports.notebook_values(notebook, reports.NOTEBOOK_CELLS[p][0]) for p in presets}
         runs.check_logdir(args.logdir)
-        for flag, path in (("--markdown", args.markdown), ("--readme", args.readme)):
-            if path:
-                if os.path.isdir(path):
-                    raise BnmnistError(f"{flag} {path} is a folder; give a Markdown file's name")
-                folder = os.path.dirname(os.path.abspath(path))
-                runs.make_writable(folder, f"the folder of {flag}", "choose a file you can write")
+        if args.markdown:
+            if os.path.isdir(args.markdown):
+                raise BnmnistError(f"--markdown {args.markdown} is a folder; give a Markdown file's name")
+            folder = os.path.dirname(os.path.abspath(args.markdown))
+            runs.make_writable(folder, "the folder of --markdown", "choose a file you can write")
         data.load(args.data)  # bad data is refused once, here
     except BnmnistError as e:
         print(f"chapter: error: {e}", file=sys.stderr)
@@ -118,9 +116,6 @@ def main(argv=None):
     if args.markdown:
         write_markdown(args, rows)
         print(f"\nTable written to {args.markdown}")
-    if args.readme:
-        write_summary(args, rows)
-        print(f"Summary written to {args.readme}")
     return 0
 
 
@@ -153,19 +148,6 @@ def text_table(rows):
         lines.append("  notebook  " + " ".join(f"{b:>7}" for _, b, _ in r["pairs"]))
         lines.append("  bnmnist   " + " ".join(f"{p:>7}" for _, _, p in r["pairs"]))
     return "\n".join(lines)
-
-
-def summary_table(rows):
-    lines = ["| preset | notebook cell | exact | largest difference |", "| --- | --- | --- | --- |"]
-    lines += [f"| `{r['preset']}` | {r['cell']} | {r['exact']}/{r['n']} | {r['largest']:.4f} |" for r in rows]
-    return lines
-
-
-def write_summary(args, rows):
-    """The README's table: per cell, how many printed values are the notebook's."""
-    when = reports.measured_on().split(";")[0]
-    lines = [f"Values printed equal to the notebook's ({when}, this project's machine; every epoch of each cell):", ""]
-    reports.write_markdown_section(args.readme, "chapter-summary", "\n".join(lines + summary_table(rows)))
 
 
 def write_markdown(args, rows):
