@@ -18,11 +18,9 @@ cells, import a graph from a file: the ``.meta`` file the user's own source run 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 
 from . import runs
-from .atomic import read_json
 from .errors import CheckpointError, RunFolderError
 
 # source() and sha256() run before TensorFlow loads (the command line's checks); the rest
@@ -36,14 +34,8 @@ def source(path, logdir="tf_logs", preset=None):
     if path == "latest" and preset:
         path = runs.latest_run(logdir, preset)
     run_dir, prefix, config = runs.resolve(path, logdir)
-    results = os.path.join(run_dir, runs.RESULTS_FILE)
-    if os.path.exists(results):
-        try:
-            dry = read_json(results).get("dry_run", False)
-        except (OSError, ValueError):
-            dry = False
-        if dry:
-            raise RunFolderError(f"{run_dir} is a dry run (two steps); reuse a fully trained run")
+    if (runs.read_results(run_dir) or {}).get("dry_run"):
+        raise RunFolderError(f"{run_dir} is a dry run (two steps); reuse a fully trained run")
     return prefix, config
 
 
