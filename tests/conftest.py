@@ -10,7 +10,7 @@ from helpers import run_dir_from, run_train, run_train_at_once, synthetic_mnist,
 def _real_mnist_dir():
     path = os.environ.get("BNMNIST_DATA")
     if path and os.path.exists(path):
-        return path
+        return os.path.abspath(path)  # tests run the book's code in temporary folders
     if os.environ.get("CI"):
         pytest.fail(f"CI must run the full-MNIST tests, but BNMNIST_DATA={path!r} does not exist")
     pytest.skip("no MNIST copy: set BNMNIST_DATA to a mnist.npz or a folder of the four IDX files")
@@ -27,7 +27,7 @@ def book_notebook():
     folder = os.environ.get("BNMNIST_REFERENCE")
     path = os.path.join(folder, "11_deep_learning.ipynb") if folder else None
     if path and os.path.isfile(path):
-        return path
+        return os.path.abspath(path)
     if os.environ.get("CI"):
         pytest.fail(
             f"CI must run the book's own cells, but BNMNIST_REFERENCE={folder!r} holds no 11_deep_learning.ipynb"

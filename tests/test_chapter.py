@@ -266,7 +266,7 @@ def book_code_first_epoch(mnist_dir, book_notebook, tmp_path_factory):
         p = subprocess.run(
             [sys.executable, script, "--section", section, "--epochs", "1", "--data", mnist_dir, "--selu-as-printed",
              "--notebook", book_notebook, "--dump-initial", dump],
-            capture_output=True, text=True, timeout=900, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+            capture_output=True, text=True, timeout=900, cwd=folder, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
         )  # fmt: skip
         assert p.returncode == 0, p.stderr[-2000:]
         dumps = [dump] + [f"{dump}.{i}.npz" for i in range(1, 3) if os.path.exists(f"{dump}.{i}.npz")]
