@@ -302,6 +302,22 @@ def _check_resumable(run_dir, cfg, epochs_flag, start):
         )
 
 
+def run():
+    """The command (``bnmnist-train``, ``scripts/train.py``): :func:`main`, then the exit.
+
+    Once :func:`main` returns every file it wrote is closed and every thread it started has
+    ended, so the process flushes its output and ends without the interpreter's teardown, which
+    would only free, object by object, TensorFlow's modules and graphs that the OS frees at once."""
+    rc = main()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        pass
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(rc)
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     run = {}  # the run folder, once there is one
@@ -457,4 +473,4 @@ def _resumed_epochs(result):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
