@@ -45,9 +45,14 @@ class EpochEnd:
         self.sess = None
 
     def prepare(self):
-        """Build the copy graph and its session and set up its three Session calls
+        """Start building the copy graph and its session and setting up its three Session calls
         (``make_callable`` builds their executors without running anything), so that neither
-        happens during training; the trainer calls it before the first step."""
+        happens during training. The trainer calls it before it builds and compiles its own loop:
+        the copy is built in the background thread meanwhile, on the other core, and the first
+        :meth:`submit` (or :meth:`wait`) comes after it, raising its error if it failed."""
+        self.pending = self.pool.submit(self._prepare)
+
+    def _prepare(self):
         h = build_graph(self.config, train_op=False)
         histograms = histogram_summaries(h)
         with h.graph.as_default():
@@ -59,7 +64,7 @@ class EpochEnd:
         self._histograms = self.sess.make_callable(histograms)
 
     def submit(self, epoch, values, mean_loss, seconds, note=None, last_batch=None):
-        """After :meth:`prepare`. ``values``: the model variables after ``epoch``, in the training
+        """``values``: the model variables after ``epoch``, in the training
         graph's order. The printed line ends with ``note`` in brackets, by default the epoch's time;
         ``last_batch``, the indices of the epoch's last batch, for a cell that prints its accuracy."""
         self.wait()
