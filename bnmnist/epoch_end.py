@@ -43,14 +43,20 @@ class EpochEnd:
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="bnmnist-epoch-end")
         self.pending = None
         self.sess = None
+        self.prepared = False
 
     def prepare(self):
         """Start building the copy graph and its session and setting up its three Session calls
         (``make_callable`` builds their executors without running anything), so that neither
-        happens during training. The trainer calls it before it builds and compiles its own loop:
-        the copy is built in the background thread meanwhile, on the other core, and the first
-        :meth:`submit` (or :meth:`wait`) comes after it, raising its error if it failed."""
-        self.pending = self.pool.submit(self._prepare)
+        happens during training. The trainer calls it once its own loop is built, before XLA
+        compiles that: the copy is built in the background thread meanwhile, on the other core.
+        (While the loop is traced, another graph being built would change the order of
+        TensorFlow's process-wide name counters, hence the traced function's names and XLA's
+        fingerprint of it, and the compile cache would miss.) The first :meth:`submit` comes
+        after it, and starts it if nothing has; it raises its error if it failed."""
+        if not self.prepared:
+            self.prepared = True
+            self.pending = self.pool.submit(self._prepare)
 
     def _prepare(self):
         h = build_graph(self.config, train_op=False)
@@ -67,6 +73,7 @@ class EpochEnd:
         """``values``: the model variables after ``epoch``, in the training
         graph's order. The printed line ends with ``note`` in brackets, by default the epoch's time;
         ``last_batch``, the indices of the epoch's last batch, for a cell that prints its accuracy."""
+        self.prepare()
         self.wait()
         self.pending = self.pool.submit(self._end, epoch, values, mean_loss, seconds, note, last_batch)
 

@@ -78,6 +78,7 @@ def _book_loop(run, config, split, dry_run, bar, steps_per_call):
     per-step loop, or XLA's) plugged in."""
     first_epoch = run.start()  # init.run(), or a checkpoint's variables and state
     steps = make_steps(run.sess, run.h, config, split)
+    run.epoch_end.prepare()  # the validating copy, built while the loop compiles
     run.started(steps.compile(split.n_train, config.batch_size))  # before the first step
     with StopOnCtrlC() as ctrl_c:
         for epoch in range(first_epoch, config.epochs):

@@ -84,7 +84,6 @@ class TrainingSession:
     def start(self):
         """Initialise, or restore the checkpoint to resume from and the state saved with it.
         Returns the first epoch to train."""
-        self.epoch_end.prepare()
         if not self.resume:
             self.sess.run([self.h.init, self.run_state.initializer])
             if self.h.input_statistics:  # only then: the XLA loop never makes the float32 training set

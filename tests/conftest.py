@@ -1,10 +1,24 @@
 """Shared fixtures: the real MNIST (from $BNMNIST_DATA) and a tiny synthetic MNIST in IDX form."""
 
 import os
+import shutil
+import tempfile
 
 import pytest
 
 from helpers import run_dir_from, run_train, run_train_at_once, synthetic_mnist, write_idx
+
+
+def pytest_configure(config):
+    """The runs the tests start share an XLA compile cache of their own, not the user's."""
+    if "BNMNIST_COMPILE_CACHE" not in os.environ:
+        config._bnmnist_cache = os.environ["BNMNIST_COMPILE_CACHE"] = tempfile.mkdtemp(prefix="bnmnist-xla-")
+
+
+def pytest_unconfigure(config):
+    folder = getattr(config, "_bnmnist_cache", None)
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _real_mnist_dir():

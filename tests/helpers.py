@@ -120,6 +120,17 @@ def read_events(run_dir):
     return scalars, histograms, graphs
 
 
+def final_variables(run_dir):
+    """The newest checkpoint's variables, the run state left out: name -> array."""
+    import tensorflow as tf
+
+    from bnmnist import checkpoint_files
+
+    prefix = checkpoint_files.read_state(run_dir)[-1]
+    reader = tf.train.load_checkpoint(prefix)
+    return {n: reader.get_tensor(n) for n, _ in tf.train.list_variables(prefix) if n != "run_state"}
+
+
 def write_npz(path, **overrides):
     x_train, y_train, x_test, y_test = synthetic_mnist(n_train=5200, n_test=50)
     arrays = dict(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)

@@ -1,6 +1,8 @@
 """Runs that survive kills and bad input: crash-safe checkpoints, exact resume, clear errors."""
 
+import contextlib
 import errno
+import glob
 import hashlib
 import io
 import json
@@ -15,7 +17,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bnmnist import checkpoint_files, data, runs
+from bnmnist import checkpoint_files, compile_cache, data, runs
 from bnmnist.checkpoint import verify_newest
 from bnmnist.config import Config
 from bnmnist.errors import NumericalError, RunFolderError
@@ -26,6 +28,7 @@ from helpers import (
     TRAIN_SCRIPT,
     bad_data_cases,
     bad_flag_cases,
+    final_variables,
     read_events,
     run_dir_from,
     run_train,
@@ -205,12 +208,6 @@ def test_a_corrupt_newest_checkpoint_names_the_older_one_and_a_resume_from_it_en
 
 def printed_table(run_dir):
     return json.load(open(os.path.join(run_dir, "results.json")))["validation_accuracy_printed"]
-
-
-def final_variables(run_dir):
-    prefix = checkpoint_files.read_state(run_dir)[-1]
-    reader = tf.train.load_checkpoint(prefix)
-    return {n: reader.get_tensor(n) for n, _ in tf.train.list_variables(prefix) if n != "run_state"}
 
 
 def _kill_after_epochs(args, n_lines):
@@ -523,12 +520,12 @@ def test_closed_stdout_stops_quietly_with_exit_141_and_a_resumable_run(tiny_mnis
     assert f"--resume {run_dir}" in lines[0] and "Traceback" not in err and "Exception ignored" not in err
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 3 MiB tmpfs (room for two checkpoints of the book's network), unmounted afterwards."""
-    mnt = tmp_path / "small_disk"
+@contextlib.contextmanager
+def _tmpfs(mnt, size):
     mnt.mkdir()
-    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    p = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)], capture_output=True, text=True
+    )
     if p.returncode != 0:
         if os.environ.get("CI"):
             pytest.fail(f"CI must run the full-disk test, but mounting a tmpfs failed: {p.stderr.strip()}")
@@ -537,6 +534,43 @@ def small_disk(tmp_path):
         yield mnt
     finally:
         subprocess.run(["umount", "--lazy", str(mnt)], check=True)  # checkpoint readers may hold files
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 3 MiB tmpfs (room for two checkpoints of the book's network), unmounted afterwards."""
+    with _tmpfs(tmp_path / "small_disk", "3m") as mnt:
+        yield mnt
+
+
+def test_a_compile_cache_on_a_disk_short_of_room_is_not_used_and_the_run_trains(small_disk, tiny_mnist, tmp_path):
+    args = ["--data", tiny_mnist, "--epochs", "1", "--batch-size", "100", "--logdir", tmp_path / "logs", "--quiet"]
+    p = run_train(*args, env={"BNMNIST_COMPILE_CACHE": str(small_disk / "cache")})
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert not (small_disk / "cache").exists()
+
+
+@pytest.mark.slow
+def test_a_compile_cache_disk_filling_up_before_the_write_stops_with_one_line_and_the_next_run_trains(
+    tiny_mnist, tmp_path
+):
+    with _tmpfs(tmp_path / "cache_disk", f"{compile_cache.MIN_FREE_BYTES // 2**20 + 8}m") as mnt:
+        env = {"BNMNIST_COMPILE_CACHE": str(mnt / "cache")}
+        args = ["--data", tiny_mnist, "--epochs", "1", "--batch-size", "100", "--logdir", tmp_path / "logs"]
+        p = start_train(*args, env=env)
+        # the cache's check of the room is done before TensorFlow is imported, and XLA compiles
+        # after the run folder is made: fill the disk in between
+        assert p.stdout.readline().startswith("Run folder:")
+        with open(mnt / "filler", "wb") as f:
+            os.posix_fallocate(f.fileno(), 0, shutil.disk_usage(mnt).free)
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 4, err[-2000:]
+        lines = [line for line in err.splitlines() if line.startswith("bnmnist-train")]
+        assert len(lines) == 1 and "compile cache" in lines[0] and "No space left" in lines[0], err
+        assert "Traceback" not in err
+        assert not glob.glob(str(mnt / "cache" / "*" / "*.pb")) and not glob.glob(str(mnt / "cache" / "*" / ".run-*"))
+        again = run_train(*args, "--quiet", env=env)  # the disk is short of room now: no cache
+        assert again.returncode == 0, again.stderr[-2000:]
 
 
 def test_a_real_full_disk_stops_with_exit_4_loses_nothing_and_the_printed_resume_finishes_the_run(

@@ -19,7 +19,7 @@ from bnmnist.graph import build_graph
 from bnmnist.steps import session_config
 from bnmnist.trainer import Result, batch_indices, shuffle_batch, train
 
-from helpers import BOOK_TABLE, ROOT, TRAIN_SCRIPT, read_events, run_dir_from, table_from
+from helpers import BOOK_TABLE, ROOT, TRAIN_SCRIPT, final_variables, read_events, run_dir_from, table_from
 
 
 def book_shuffle_batch(X, y, batch_size):
@@ -39,14 +39,6 @@ def test_shuffle_batch_gives_the_books_batches():
     ours = [yb for _, yb in shuffle_batch(X, y, 200, rng)] + [yb for _, yb in shuffle_batch(X, y, 200, rng)]
     assert len(ours) == 10 and all(np.array_equal(a, b) for a, b in zip(book, ours))
     assert sorted(len(b) for b in batch_indices(1037, 200, np.random.RandomState(0))) == [207, 207, 207, 208, 208]
-
-
-def final_variables(run_dir):
-    prefix = checkpoint_files.read_state(run_dir)[-1]
-    reader = tf.train.load_checkpoint(prefix)
-    return {
-        name: reader.get_tensor(name) for name, _ in tf.train.list_variables(prefix) if not name.startswith("run_state")
-    }
 
 
 @pytest.mark.slow

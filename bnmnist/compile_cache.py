@@ -1,0 +1,268 @@
+"""XLA's compile of the epoch loop kept on disk, so that a later run of the same loop on the same
+machine loads it instead of compiling it again.
+
+TensorFlow has the mechanism: with ``--tf_xla_persistent_cache_directory`` in ``TF_XLA_FLAGS``
+it writes each compiled executable to a file named by fingerprints of its HLO and of the call's
+signature, and a later process whose HLO is the same loads it. Used as it is, it is not safe:
+
+* the file name does not say which TensorFlow, CPU or flags made the machine code inside it;
+* TensorFlow writes the file in place, so a run killed mid-write leaves a truncated file that
+  every later compile then fails on, instead of compiling;
+* a write that fails (a full disk) fails the compile, and the run with it.
+
+So the entries live in a folder named by a key of the TensorFlow build, the CPU (model, features,
+cores) and the environment variables that change XLA's or oneDNN's code. Each run gives
+TensorFlow a private folder holding links to the entries whose SHA-256 matches the one recorded
+beside them; what TensorFlow writes there joins the shared folder only once complete, by an
+atomic rename, followed by its SHA-256. The cache is used only when its disk has room to spare,
+and only by the command line, which sets the flag before TensorFlow is imported (TensorFlow reads
+it once per process). ``BNMNIST_COMPILE_CACHE`` names another folder, or ``off``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import hashlib
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+
+from .errors import BnmnistError, WriteError
+
+FLAG = "--tf_xla_persistent_cache_directory"
+ENV = "BNMNIST_COMPILE_CACHE"
+MIN_FREE_BYTES = 256 * 2**20  # the loop's entry is far smaller; leave the disk's last room to the run
+STALE_SECONDS = 24 * 3600  # a private folder this old belongs to a process that was killed
+# TensorFlow reads an entry as text first, and logs that attempt's failure before reading it as
+# the binary proto it is: that line says nothing about this run
+_READ_NOISE = "Error parsing text-format tensorflow.XlaSerializedCacheEntry"
+
+_active = None  # this process's cache, once enable() has set TensorFlow's flag
+
+
+def default_root():
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "bnmnist", "xla")
+
+
+def machine_key():
+    """What decides the machine code XLA generates, besides the graph: a short hash."""
+    parts = {
+        "tensorflow": _tensorflow_build(),
+        "cpu": _cpu_description(),
+        "cores": os.cpu_count(),
+        "env": {k: v for k, v in sorted(os.environ.items()) if _changes_codegen(k)},
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _changes_codegen(name):
+    return name.startswith(("XLA_", "TF_XLA_", "ONEDNN_", "DNNL_")) or name == "TF_ENABLE_ONEDNN_OPTS"
+
+
+def _tensorflow_build():
+    """The installed TensorFlow's compiled libraries (path, size, modification time), found
+    without importing it."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("tensorflow")
+    folder = os.path.dirname(spec.origin) if spec and spec.origin else ""
+    libraries = sorted(glob.glob(os.path.join(folder, "*.so*")) + glob.glob(os.path.join(folder, "python", "*.so")))
+    return [(path, os.stat(path).st_size, os.stat(path).st_mtime_ns) for path in libraries]
+
+
+def _cpu_description():
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            first = f.read().split("\n\n")[0]
+    except OSError:
+        return [platform.machine(), platform.processor()]
+    wanted = ("vendor_id", "model name", "flags", "cache size", "Features", "CPU implementer", "CPU part")
+    return sorted(line for line in first.splitlines() if line.split(":")[0].strip() in wanted)
+
+
+def enable(root=None):
+    """Point TensorFlow's persistent compile cache at a private folder of this process, filled
+    from the shared entries for this machine. Call before TensorFlow is imported. Returns the
+    shared folder, or None when the cache stays off (TensorFlow already imported, the flag
+    already set by the user, ``BNMNIST_COMPILE_CACHE=off``, a folder that cannot be written or
+    a disk short of room): then XLA compiles as it always does."""
+    global _active
+    setting = os.environ.get(ENV, "")
+    if _active or setting.lower() in ("off", "0", "no", "false") or "tensorflow" in sys.modules:
+        return None
+    if FLAG in os.environ.get("TF_XLA_FLAGS", ""):
+        return None
+    folder = os.path.join(os.path.abspath(setting or default_root()), machine_key())
+    try:
+        if shutil.disk_usage(_existing_ancestor(folder)).free < MIN_FREE_BYTES:
+            return None
+        os.makedirs(folder, exist_ok=True)
+        _remove_stale(folder)
+        private = tempfile.mkdtemp(prefix=".run-", dir=folder)
+    except OSError:
+        return None
+    if any(c.isspace() for c in private):  # TF_XLA_FLAGS is split on white space
+        shutil.rmtree(private, ignore_errors=True)
+        return None
+    linked = set()
+    for entry in sorted(glob.glob(os.path.join(folder, "*.pb"))):
+        if _intact(entry):
+            with contextlib.suppress(OSError):
+                _link_or_copy(entry, os.path.join(private, os.path.basename(entry)))
+                linked.add(os.path.basename(entry))
+    os.environ["TF_XLA_FLAGS"] = f"{os.environ.get('TF_XLA_FLAGS', '')} {FLAG}={private}".strip()
+    _active = _Cache(folder, private, linked)
+    return folder
+
+
+class _Cache:
+    def __init__(self, folder, private, linked):
+        self.folder, self.private, self.linked = folder, private, linked
+        self.loaded = False
+
+    def publish(self):
+        """Move the entries TensorFlow wrote into the shared folder, whole, with their SHA-256;
+        returns how many there were."""
+        written = 0
+        for path in sorted(glob.glob(os.path.join(self.private, "*.pb"))):
+            name = os.path.basename(path)
+            if name in self.linked:
+                continue
+            written += 1
+            with contextlib.suppress(OSError):
+                digest = _sha256(path)
+                os.replace(path, os.path.join(self.folder, name))
+                _write_digest(os.path.join(self.folder, name), digest)
+                self.linked.add(name)
+        return written
+
+    def forget(self):
+        """Remove the entries this run loaded: XLA could not use them."""
+        for name in self.linked:
+            for path in (os.path.join(self.folder, name), os.path.join(self.folder, name + ".sha256")):
+                with contextlib.suppress(OSError):
+                    os.remove(path)
+
+    def close(self):
+        shutil.rmtree(self.private, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def compiling():
+    """Around the Session calls that compile the XLA loop: the entries they write are published
+    when they succeed. When they fail because of the cache, the error is one line: a full disk
+    is a :class:`WriteError`; an entry XLA cannot load is removed and the command is to be run
+    again."""
+    import tensorflow as tf
+
+    from .checkpoint import first_line
+
+    if _active is None:
+        yield
+        return
+    try:
+        with _without_read_noise():
+            yield
+    except tf.errors.OpError as e:
+        full = [reason for reason in ("No space left on device", "Disk quota exceeded") if reason in e.message]
+        if full:
+            raise WriteError(
+                f"could not write XLA's compile cache in {_active.folder} ({full[0]}); {ENV}=off runs without it"
+            ) from None
+        reason = first_line(e)
+        if _active.linked:
+            _active.forget()
+            raise BnmnistError(
+                f"XLA could not use its compile cache in {_active.folder} ({reason}); the entries are "
+                f"removed: run the command again (or set {ENV}=off)"
+            ) from None
+        raise
+    # the compiled loop is in memory now: TensorFlow reads the folder again only for a new shape
+    _active.loaded = not _active.publish() and bool(_active.linked)
+    _active.close()
+
+
+def loaded():
+    """Whether this process's compile came from the cache (and wrote nothing new)."""
+    return bool(_active and _active.loaded)
+
+
+def finish():
+    """At the end of the command: publish anything compiled later and remove the private folder."""
+    if _active is not None:
+        _active.publish()
+        _active.close()
+
+
+@contextlib.contextmanager
+def _without_read_noise():
+    """Standard error, file descriptor 2, goes to a temporary file meanwhile; afterwards its lines
+    are written back, except the one TensorFlow logs when it tries an entry as text."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode(errors="replace").splitlines(keepends=True):
+                if _READ_NOISE not in line:
+                    sys.stderr.write(line)
+            sys.stderr.flush()
+
+
+def _intact(entry):
+    try:
+        with open(entry + ".sha256", encoding="ascii") as f:
+            return f.read().strip() == _sha256(entry)
+    except OSError:
+        return False
+
+
+def _sha256(path):
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest() if hasattr(hashlib, "file_digest") else _digest(f)
+
+
+def _digest(f):
+    h = hashlib.sha256()
+    for block in iter(lambda: f.read(1 << 20), b""):
+        h.update(block)
+    return h.hexdigest()
+
+
+def _write_digest(entry, digest):
+    tmp = f"{entry}.sha256.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="ascii") as f:
+        f.write(digest + "\n")
+    os.replace(tmp, entry + ".sha256")
+
+
+def _link_or_copy(source, target):
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+def _existing_ancestor(path):
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return path
+
+
+def _remove_stale(folder):
+    now = time.time()
+    for private in glob.glob(os.path.join(folder, ".run-*")):
+        with contextlib.suppress(OSError):
+            if now - os.stat(private).st_mtime > STALE_SECONDS:
+                shutil.rmtree(private, ignore_errors=True)
