@@ -53,7 +53,8 @@ def project(tiny_mnist, tmp_path_factory):
 
 
 def reader_env(tmp_path):
-    env = train_env({"KERAS_HOME": str(tmp_path / "empty_keras_home")})
+    # a reader's first run: no Keras cache, and XLA's compile cache empty (the sample is a first run)
+    env = train_env({"KERAS_HOME": str(tmp_path / "empty_keras_home"), "BNMNIST_COMPILE_CACHE": str(tmp_path / "xla")})
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env["PATH"]  # `python` is ours
     return env
 
