@@ -32,6 +32,7 @@ def test_book_seeds_need_no_tf_keras():
     assert list(build_graph(Config()).kernel_seeds.values()) == [7, 95, 183]
 
 
+@pytest.mark.slow  # a second process builds every reference graph with tf-keras
 def test_seeds_match_tf1_layers_for_other_architectures():
     pytest.importorskip("tf_keras", reason="tf-keras (the dev extra) builds the reference graphs")
     archs = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in c.architecture().items()} for c in ARCHITECTURES]

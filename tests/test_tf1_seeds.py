@@ -39,6 +39,7 @@ def initial_variables(config):
         return {v.op.name: value for v, value in zip(h.model_variables, sess.run(h.model_variables))}
 
 
+@pytest.mark.slow  # the book's cell in a second process, with tf-keras
 def test_the_book_bn_cell_under_tf1_seeds_starts_from_bnmnists_initial_variables_bit_for_bit(book_notebook, tmp_path):
     run_book_cells(book_notebook, "60,62,63", tmp_path, "tf1", epochs=0, dump=tmp_path / "book.npz")
     book = dict(np.load(tmp_path / "book.npz"))
