@@ -37,7 +37,6 @@ def test_the_book_table_is_exact_with_the_instruction_set_capped_at_avx2_and_sse
         assert table_from(p.stdout) == BOOK_TABLE, isa
 
 
-@pytest.mark.slow
 def notebook_plain_table(book_notebook):
     """The plain cell's printed validation accuracies, by epoch (it printed every fifth)."""
     cell = json.load(open(book_notebook, encoding="utf-8"))["cells"][32]
