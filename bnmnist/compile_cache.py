@@ -71,7 +71,9 @@ def _tensorflow_build():
     import importlib.util
 
     spec = importlib.util.find_spec("tensorflow")
-    folder = os.path.dirname(spec.origin) if spec and spec.origin else ""
+    if not spec or not spec.origin:
+        return []
+    folder = os.path.dirname(spec.origin)
     libraries = sorted(glob.glob(os.path.join(folder, "*.so*")) + glob.glob(os.path.join(folder, "python", "*.so")))
     return [(path, os.stat(path).st_size, os.stat(path).st_mtime_ns) for path in libraries]
 
