@@ -1,7 +1,5 @@
 """``python -m bnmnist``: the same program as ``bnmnist-train`` and ``python scripts/train.py``."""
 
-import sys
+from .cli import run
 
-from .cli import main
-
-sys.exit(main())
+run()
