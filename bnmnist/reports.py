@@ -62,6 +62,21 @@ NOTEBOOK_CELLS = {
     "max_norm": (189, "Max norm"),
     "max_norm_regularizer": (198, "Max norm"),
 }
+# instruction set -> (XLA_FLAGS --xla_cpu_max_isa, ONEDNN_MAX_CPU_ISA): the caps the fidelity
+# checks run under, set as a user would set them; a cap above the CPU's own leaves it as it is
+ISA_CAPS = {
+    "AVX512": ("AVX512", "AVX512_CORE"),
+    "AVX2": ("AVX2", "AVX2"),
+    "AVX": ("AVX", "AVX"),
+    "SSE4_2": ("SSE4_2", "SSE41"),
+}
+
+
+def isa_cap_env(isa):
+    xla, onednn = ISA_CAPS[isa]
+    return {"XLA_FLAGS": f"--xla_cpu_max_isa={xla}", "ONEDNN_MAX_CPU_ISA": onednn}
+
+
 _PRINTED = re.compile(r"^(\d+) .*?Validation accuracy: ([0-9.]+)", re.M)
 
 

@@ -46,7 +46,15 @@ def main(argv=None):
         "--jobs", type=positive_int, default=os.cpu_count(), help="parallel runs (default: cores = %(default)s)"
     )
     ap.add_argument("--markdown", type=path_arg, metavar="FILE", help="also write it to FILE (docs/chapter11.md)")
+    ap.add_argument(
+        "--isa",
+        choices=sorted(reports.ISA_CAPS),
+        help="cap the CPU's instruction set (XLA_FLAGS and ONEDNN_MAX_CPU_ISA) for every run; --markdown "
+        "then writes a section of its own, beside the uncapped run's values",
+    )
     args = ap.parse_args(argv)
+    if args.isa:  # the runs inherit it, as a user's would
+        os.environ.update(reports.isa_cap_env(args.isa))
     try:
         presets = [p for p in args.presets.split(",") if p]
         order = list(reports.NOTEBOOK_CELLS)
@@ -114,7 +122,7 @@ def main(argv=None):
     print()
     print(text_table(rows))
     if args.markdown:
-        write_markdown(args, rows)
+        (write_capped_markdown if args.isa else write_markdown)(args, rows)
         print(f"\nTable written to {args.markdown}")
     return 0
 
@@ -169,6 +177,42 @@ def write_markdown(args, rows):
         lines += [f"| {e} | {b} | {p}{'' if float(b) == float(p) else ' *'} |" for e, b, p in r["pairs"]]
     lines += ["", "`*`: differs from the notebook."]
     reports.write_markdown_section(args.markdown, "chapter", "\n".join(lines))
+
+
+def write_capped_markdown(args, rows):
+    """The summary under the cap, and how many printed values equal those of the uncapped run
+    that ``--markdown``'s file already holds."""
+    uncapped = uncapped_values(args.markdown)
+    command = " ".join(["python scripts/chapter.py", *sys.argv[1:]])
+    xla, onednn = reports.ISA_CAPS[args.isa]
+    lines = [
+        f"### Instruction set capped at {args.isa}",
+        "",
+        f"Measured {reports.measured_on()}, by `{command}` (`XLA_FLAGS=--xla_cpu_max_isa={xla}`, "
+        f"`ONEDNN_MAX_CPU_ISA={onednn}`).",
+        "",
+        "| preset | exact | largest difference | values equal to the uncapped run's |",
+        "| --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        ours, theirs = [p for _, _, p in r["pairs"]], uncapped.get(r["preset"])
+        same = f"{sum(a == b for a, b in zip(ours, theirs))}/{len(ours)}" if theirs else "(no uncapped run)"
+        lines.append(f"| `{r['preset']}` | {r['exact']}/{r['n']} | {r['largest']:.4f} | {same} |")
+    reports.write_markdown_section(args.markdown, f"chapter-{args.isa}", "\n".join(lines))
+
+
+def uncapped_values(path):
+    """preset -> the values bnmnist printed, from the uncapped section of ``path`` (if any)."""
+    text = open(path, encoding="utf-8").read() if os.path.exists(path) else ""
+    if "<!-- chapter -->" not in text:
+        return {}
+    values, preset = {}, None
+    for line in text.split("<!-- chapter -->", 1)[1].split("<!-- /chapter -->", 1)[0].splitlines():
+        if line.startswith("### "):
+            preset = line[4:].strip()
+        elif preset and line.startswith("| ") and line.split("|")[1].strip().isdigit():
+            values.setdefault(preset, []).append(line.split("|")[3].strip().rstrip(" *"))
+    return values
 
 
 if __name__ == "__main__":

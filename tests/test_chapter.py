@@ -362,3 +362,29 @@ def test_export_restore_and_the_books_recipe_work_for_chapter_presets(preset, ti
             sess.run(training_op, feed)
             sess.run(clips)
             assert 0 <= sess.run("eval/accuracy:0", feed) <= 1 and 0 <= before <= 1
+
+
+def test_a_capped_chapter_run_is_written_beside_the_uncapped_values_it_is_compared_with(tmp_path, monkeypatch):
+    sys.path.insert(0, os.path.join(ROOT, "scripts"))
+    import chapter
+
+    markdown = tmp_path / "chapter11.md"
+    uncapped = {"bn": ["0.8952", "0.9202"], "plain": ["0.9044", "0.9494"]}
+    lines = []
+    for preset, values in uncapped.items():
+        lines += [f"### {preset}", "", "| epoch | notebook | bnmnist |", "| --- | --- | --- |"]
+        lines += [f"| {e} | {v} | {v} |" for e, v in enumerate(values)]
+    reports.write_markdown_section(str(markdown), "chapter", "\n".join(lines))
+    assert chapter.uncapped_values(str(markdown)) == uncapped
+
+    def row(preset, printed):
+        return {"preset": preset, "pairs": [(e, u, p) for e, (u, p) in enumerate(zip(uncapped[preset], printed))],
+                "exact": sum(u == p for u, p in zip(uncapped[preset], printed)), "n": 2, "largest": 0.0002}  # fmt: skip
+
+    monkeypatch.setattr(sys, "argv", ["chapter.py", "--isa", "SSE4_2"])
+    args = type("Args", (), {"markdown": str(markdown), "isa": "SSE4_2"})
+    chapter.write_capped_markdown(args, [row("bn", ["0.8952", "0.9202"]), row("plain", ["0.9044", "0.9496"])])
+    text = markdown.read_text()
+    assert "<!-- chapter -->" in text and "<!-- chapter-SSE4_2 -->" in text  # the uncapped values stay
+    assert "| `bn` | 2/2 | 0.0002 | 2/2 |" in text and "| `plain` | 1/2 | 0.0002 | 1/2 |" in text
+    assert "`ONEDNN_MAX_CPU_ISA=SSE41`" in text

@@ -7,23 +7,14 @@ import re
 
 import pytest
 
+from bnmnist import reports
+
 from helpers import BOOK_TABLE, run_dir_from, run_train_at_once, table_from
 
 pytestmark = pytest.mark.slow  # the book's table on the real MNIST, per instruction set
 
-# instruction set -> (XLA_FLAGS --xla_cpu_max_isa, ONEDNN_MAX_CPU_ISA); a cap above what the CPU
-# has leaves it at its own
-CAPS = {
-    "AVX512": ("AVX512", "AVX512_CORE"),
-    "AVX2": ("AVX2", "AVX2"),
-    "AVX": ("AVX", "AVX"),
-    "SSE4_2": ("SSE4_2", "SSE41"),
-}
-
-
-def capped(isa):
-    xla, onednn = CAPS[isa]
-    return {"XLA_FLAGS": f"--xla_cpu_max_isa={xla}", "ONEDNN_MAX_CPU_ISA": onednn}
+CAPS = reports.ISA_CAPS
+capped = reports.isa_cap_env
 
 
 @pytest.mark.slow
