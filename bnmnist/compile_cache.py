@@ -6,8 +6,8 @@ it writes each compiled executable to a file named by fingerprints of its HLO an
 signature, and a later process whose HLO is the same loads it. Used as it is, it is not safe:
 
 * the file name does not say which TensorFlow, CPU or flags made the machine code inside it;
-* TensorFlow writes the file in place, so a run killed mid-write leaves a truncated file that
-  every later compile then fails on, instead of compiling;
+* an entry that cannot be read or does not match (damaged on disk, or another build's) fails
+  every later compile that finds it, instead of compiling;
 * a write that fails (a full disk) fails the compile, and the run with it.
 
 So the entries live in a folder named by a key of the TensorFlow build, the CPU (model, features,
@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 
+from . import atomic
 from .errors import BnmnistError, WriteError
 
 FLAG = "--tf_xla_persistent_cache_directory"
@@ -75,7 +76,7 @@ def _tensorflow_build():
         return []
     folder = os.path.dirname(spec.origin)
     libraries = sorted(glob.glob(os.path.join(folder, "*.so*")) + glob.glob(os.path.join(folder, "python", "*.so")))
-    return [(path, os.stat(path).st_size, os.stat(path).st_mtime_ns) for path in libraries]
+    return [(path, st.st_size, st.st_mtime_ns) for path, st in ((p, os.stat(p)) for p in libraries)]
 
 
 def _cpu_description():
@@ -88,7 +89,7 @@ def _cpu_description():
     return sorted(line for line in first.splitlines() if line.split(":")[0].strip() in wanted)
 
 
-def enable(root=None):
+def enable():
     """Point TensorFlow's persistent compile cache at a private folder of this process, filled
     from the shared entries for this machine. Call before TensorFlow is imported. Returns the
     shared folder, or None when the cache stays off (TensorFlow already imported, the flag
@@ -140,7 +141,7 @@ class _Cache:
             with contextlib.suppress(OSError):
                 digest = _sha256(path)
                 os.replace(path, os.path.join(self.folder, name))
-                _write_digest(os.path.join(self.folder, name), digest)
+                atomic.write_bytes_atomic(os.path.join(self.folder, name + ".sha256"), (digest + "\n").encode())
                 self.linked.add(name)
         return written
 
@@ -231,22 +232,11 @@ def _intact(entry):
 
 
 def _sha256(path):
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest() if hasattr(hashlib, "file_digest") else _digest(f)
-
-
-def _digest(f):
     h = hashlib.sha256()
-    for block in iter(lambda: f.read(1 << 20), b""):
-        h.update(block)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
     return h.hexdigest()
-
-
-def _write_digest(entry, digest):
-    tmp = f"{entry}.sha256.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="ascii") as f:
-        f.write(digest + "\n")
-    os.replace(tmp, entry + ".sha256")
 
 
 def _link_or_copy(source, target):
