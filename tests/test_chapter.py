@@ -4,6 +4,7 @@ against the book's own code and the notebook on the real MNIST (slow)."""
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -275,8 +276,8 @@ def book_code_first_epoch(mnist_dir, book_notebook, tmp_path_factory):
             with open(section_script, "w", encoding="utf-8") as f:
                 f.write(source.replace(first, state))
         p = subprocess.run(
-            [sys.executable, section_script, "--section", section, "--epochs", "1", "--data", mnist_dir, "--selu-as-printed",
-             "--notebook", book_notebook, "--dump-initial", dump],
+            [sys.executable, section_script, "--section", section, "--epochs", "1", "--data", mnist_dir,
+             "--selu-as-printed", "--notebook", book_notebook, "--dump-initial", dump],
             capture_output=True, text=True, timeout=900, cwd=folder, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
         )  # fmt: skip
         assert p.returncode == 0, p.stderr[-2000:]
@@ -289,17 +290,19 @@ def book_code_first_epoch(mnist_dir, book_notebook, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def chapter_first_epoch(mnist_dir, book_notebook, tmp_path_factory):
-    """scripts/chapter.py --epochs 1 over the chapter presets: its stdout and its Markdown."""
+    """scripts/chapter.py --epochs 1 over the chapter presets: its stdout, its Markdown, and the
+    README it summarised them in (a copy of the project's)."""
     folder = tmp_path_factory.mktemp("chapter")
-    markdown = folder / "chapter11.md"
+    markdown, readme = folder / "chapter11.md", folder / "README.md"
+    shutil.copy(os.path.join(ROOT, "README.md"), readme)
     p = subprocess.run(
         [sys.executable, os.path.join(ROOT, "scripts", "chapter.py"), "--data", mnist_dir, "--epochs", "1",
          "--presets", ",".join(CHAPTER), "--logdir", str(folder / "logs"), "--notebook", book_notebook,
-         "--markdown", str(markdown)],
+         "--markdown", str(markdown), "--readme", str(readme)],
         capture_output=True, text=True, timeout=1200,
     )  # fmt: skip
     assert p.returncode == 0, p.stderr[-2000:]
-    return p.stdout, markdown.read_text()
+    return p.stdout, markdown.read_text(), readme.read_text()
 
 
 @pytest.mark.slow
@@ -333,8 +336,40 @@ def test_each_preset_prints_what_the_books_own_code_prints_at_epoch_0(
 
 
 @pytest.mark.slow
+def test_chapter_command_writes_each_cells_count_of_exact_values_into_the_readme(chapter_first_epoch):
+    _, markdown, readme = chapter_first_epoch
+    summary = readme[readme.index("<!-- chapter-summary -->") : readme.index("<!-- /chapter-summary -->")]
+    for preset in CHAPTER:
+        row = re.search(rf"^\| `{preset}` \| [^|]+ \| (\d+)/1 \| ([0-9.]+) \|$", summary, re.M)
+        assert row, (preset, summary)
+        assert f"| `{preset}` | {reports.NOTEBOOK_CELLS[preset][0]} |" in markdown
+
+    def outside(text):  # everything but the summary
+        return text[: text.index("<!-- chapter-summary -->")] + text[text.index("<!-- /chapter-summary -->") :]
+
+    assert outside(readme) == outside(open(os.path.join(ROOT, "README.md"), encoding="utf-8").read())
+
+
+def test_chapter_command_refuses_a_readme_it_cannot_summarise_into(book_notebook, tiny_mnist, tmp_path):
+    no_section = tmp_path / "README.md"
+    no_section.write_text("# a README without the summary's section\n")
+    for extra, message in [
+        (["--readme", str(no_section)], "has no <!-- chapter-summary --> ... <!-- /chapter-summary --> section"),
+        (["--readme", str(tmp_path / "missing.md")], "No such file or directory"),
+        (["--readme", os.path.join(ROOT, "README.md"), "--isa", "AVX"], "leave out --isa, or --readme"),
+    ]:
+        p = subprocess.run(
+            [sys.executable, os.path.join(ROOT, "scripts", "chapter.py"), "--data", tiny_mnist, "--notebook",
+             book_notebook, "--logdir", str(tmp_path / "logs"), *extra],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert p.returncode == 2 and message in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert no_section.read_text() == "# a README without the summary's section\n"
+
+
+@pytest.mark.slow
 def test_chapter_command_writes_each_cells_comparison_to_markdown(chapter_first_epoch):
-    stdout, markdown = chapter_first_epoch
+    stdout, markdown, _ = chapter_first_epoch
     assert markdown.startswith("<!-- chapter -->\nMeasured ")
     for preset in CHAPTER:
         assert f"| `{preset}` | {reports.NOTEBOOK_CELLS[preset][0]} |" in markdown
