@@ -14,7 +14,7 @@ import re
 
 import numpy as np
 
-from . import runs
+from . import atomic, runs
 from .errors import RunFolderError
 
 BOOK_TABLE = [
@@ -294,5 +294,4 @@ def write_markdown_section(path, key, text):
         new = old[: old.index(start)] + block + old[old.index(end) + len(end) + 1 :]
     else:
         new = (old.rstrip() + "\n\n" if old.strip() else "") + block
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(new)
+    atomic.write_bytes_atomic(path, new.encode("utf-8"))  # a full disk leaves the old file whole

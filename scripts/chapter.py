@@ -132,12 +132,21 @@ def main(argv=None):
     rows = [row(p, book[p], results[p]) for p in presets]
     print()
     print(text_table(rows))
-    if args.markdown:
-        (write_capped_markdown if args.isa else write_markdown)(args, rows)
-        print(f"\nTable written to {args.markdown}")
-    if args.readme:
-        write_readme_summary(args, rows)
-        print(f"Summary written to {args.readme}")
+    writes = [(args.markdown, write_capped_markdown if args.isa else write_markdown, "\nTable")]
+    writes.append((args.readme, write_readme_summary, "Summary"))
+    for path, write, what in writes:
+        if not path:
+            continue
+        try:
+            write(args, rows)
+        except OSError as e:  # the file keeps what it had: sections are written whole or not at all
+            print(
+                f"chapter: error: could not write {path} ({e.strerror}); it is unchanged, and the runs are in "
+                f"{args.logdir}: make room and run the command again",
+                file=sys.stderr,
+            )
+            return 4
+        print(f"{what} written to {path}")
     return 0
 
 

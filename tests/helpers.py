@@ -1,6 +1,7 @@
 """Helpers the tests share (fixtures are in conftest.py): the project's paths, the book's table,
 synthetic MNIST files, and running ``scripts/train.py`` as a user does."""
 
+import contextlib
 import gzip
 import os
 import re
@@ -9,6 +10,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from bnmnist import reports
 
@@ -246,3 +248,21 @@ def start_train(*args, env=None, stderr=subprocess.PIPE):
         env=train_env(env),
         cwd=ROOT,
     )
+
+
+@contextlib.contextmanager
+def tmpfs(mnt, size):
+    """A tmpfs of ``size`` mounted at ``mnt`` (made here), unmounted afterwards; skipped where
+    mounting needs root, but required in CI."""
+    mnt.mkdir()
+    p = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)], capture_output=True, text=True
+    )
+    if p.returncode != 0:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the full-disk test, but mounting a tmpfs failed: {p.stderr.strip()}")
+        pytest.skip(f"cannot mount a tmpfs here (it needs root): {p.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "--lazy", str(mnt)], check=True)  # checkpoint readers may hold files

@@ -1,6 +1,7 @@
 """The chapter's other cells as presets: each construct on synthetic data (fast), and each preset
 against the book's own code and the notebook on the real MNIST (slow)."""
 
+import errno
 import json
 import os
 import re
@@ -18,7 +19,7 @@ from bnmnist.errors import ConfigError
 from bnmnist.graph import build_graph, set_input_statistics
 from bnmnist.trainer import train
 
-from helpers import ROOT
+from helpers import ROOT, tmpfs
 
 tf1 = tf.compat.v1
 CHAPTER = [p for p in reports.NOTEBOOK_CELLS if p not in ("bn", "plain") and not PRESETS[p].reuse]
@@ -365,6 +366,44 @@ def test_chapter_command_refuses_a_readme_it_cannot_summarise_into(book_notebook
         )  # fmt: skip
         assert p.returncode == 2 and message in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
     assert no_section.read_text() == "# a README without the summary's section\n"
+
+
+def fill(disk):
+    with open(disk / "filler", "wb") as f:
+        os.posix_fallocate(f.fileno(), 0, shutil.disk_usage(disk).free)
+
+
+def test_a_markdown_section_that_does_not_fit_on_the_disk_leaves_the_file_as_it_was(tmp_path):
+    with tmpfs(tmp_path / "disk", "1m") as disk:
+        path = disk / "doc.md"
+        reports.write_markdown_section(str(path), "table", "the old table")
+        before = path.read_text()
+        fill(disk)
+        with pytest.raises(OSError) as e:
+            reports.write_markdown_section(str(path), "table", "a new table " * 10_000)
+        assert e.value.errno == errno.ENOSPC
+        assert path.read_text() == before and sorted(os.listdir(disk)) == ["doc.md", "filler"]
+
+
+@pytest.mark.slow
+def test_chapter_command_on_a_full_disk_says_so_in_one_line_and_leaves_the_readme_whole(
+    book_notebook, tiny_mnist, tmp_path
+):
+    with tmpfs(tmp_path / "disk", "1m") as disk:
+        readme = disk / "README.md"
+        shutil.copy(os.path.join(ROOT, "README.md"), readme)
+        before = readme.read_text()
+        fill(disk)
+        p = subprocess.run(
+            [sys.executable, os.path.join(ROOT, "scripts", "chapter.py"), "--data", tiny_mnist, "--notebook",
+             book_notebook, "--presets", "bn", "--epochs", "1", "--logdir", str(tmp_path / "logs"), "--readme",
+             str(readme)],
+            capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert p.returncode == 4, p.stderr[-2000:]
+        errors = [line for line in p.stderr.splitlines() if line.startswith("chapter: error:")]
+        assert len(errors) == 1 and "No space left" in errors[0] and "Traceback" not in p.stderr, p.stderr
+        assert readme.read_text() == before and sorted(os.listdir(disk)) == ["README.md", "filler"]
 
 
 @pytest.mark.slow

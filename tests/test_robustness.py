@@ -1,6 +1,5 @@
 """Runs that survive kills and bad input: crash-safe checkpoints, exact resume, clear errors."""
 
-import contextlib
 import errno
 import glob
 import hashlib
@@ -34,6 +33,7 @@ from helpers import (
     run_train,
     start_train,
     table_from,
+    tmpfs,
     train_env,
 )
 
@@ -520,26 +520,10 @@ def test_closed_stdout_stops_quietly_with_exit_141_and_a_resumable_run(tiny_mnis
     assert f"--resume {run_dir}" in lines[0] and "Traceback" not in err and "Exception ignored" not in err
 
 
-@contextlib.contextmanager
-def _tmpfs(mnt, size):
-    mnt.mkdir()
-    p = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)], capture_output=True, text=True
-    )
-    if p.returncode != 0:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run the full-disk test, but mounting a tmpfs failed: {p.stderr.strip()}")
-        pytest.skip(f"cannot mount a tmpfs here (it needs root): {p.stderr.strip()}")
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "--lazy", str(mnt)], check=True)  # checkpoint readers may hold files
-
-
 @pytest.fixture
 def small_disk(tmp_path):
     """A 3 MiB tmpfs (room for two checkpoints of the book's network), unmounted afterwards."""
-    with _tmpfs(tmp_path / "small_disk", "3m") as mnt:
+    with tmpfs(tmp_path / "small_disk", "3m") as mnt:
         yield mnt
 
 
@@ -554,7 +538,7 @@ def test_a_compile_cache_on_a_disk_short_of_room_is_not_used_and_the_run_trains(
 def test_a_compile_cache_disk_filling_up_before_the_write_stops_with_one_line_and_the_next_run_trains(
     tiny_mnist, tmp_path
 ):
-    with _tmpfs(tmp_path / "cache_disk", f"{compile_cache.MIN_FREE_BYTES // 2**20 + 8}m") as mnt:
+    with tmpfs(tmp_path / "cache_disk", f"{compile_cache.MIN_FREE_BYTES // 2**20 + 8}m") as mnt:
         env = {"BNMNIST_COMPILE_CACHE": str(mnt / "cache")}
         args = ["--data", tiny_mnist, "--epochs", "1", "--batch-size", "100", "--logdir", tmp_path / "logs"]
         p = start_train(*args, env=env)
