@@ -7,6 +7,7 @@ around these functions.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -155,14 +156,15 @@ def plot_runs(run_dirs, out=None, book=False, title=None):
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     fig.tight_layout()
+    image = io.BytesIO()
+    fig.savefig(image, format=os.path.splitext(out)[1][1:].lower(), dpi=100)
+    plt.close(fig)
     try:
-        fig.savefig(out, dpi=100)
+        atomic.write_bytes_atomic(out, image.getvalue())  # a full disk leaves no partial image
     except OSError as e:
         raise RunFolderError(
-            f"cannot write the plot to {out} ({e.strerror}); choose a writable path with --out"
+            f"cannot write the plot to {out} ({e.strerror}); make room, or write it elsewhere"
         ) from None
-    finally:
-        plt.close(fig)
     return out
 
 

@@ -164,7 +164,15 @@ def main(argv=None):
     except BnmnistError as e:
         print(f"(no plot: {e})")
     if args.markdown:
-        write_markdown(args, ordered, rows, test, results, png)
+        try:
+            write_markdown(args, ordered, rows, test, results, png)
+        except OSError as e:  # the section is written whole or not at all
+            print(
+                f"seeds: error: could not write {args.markdown} ({e.strerror}); it is unchanged, and {csv_path} "
+                f"and every run folder in {args.logdir} are kept",
+                file=sys.stderr,
+            )
+            return 4
         print(f"Table written to {args.markdown}")
     return 0
 

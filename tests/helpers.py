@@ -266,3 +266,16 @@ def tmpfs(mnt, size):
         yield mnt
     finally:
         subprocess.run(["umount", "--lazy", str(mnt)], check=True)  # checkpoint readers may hold files
+
+
+def fill_disk(disk):
+    """Take every free byte of the file system at ``disk`` with one file, ``disk/filler``."""
+    with open(os.path.join(disk, "filler"), "wb") as f:
+        os.posix_fallocate(f.fileno(), 0, shutil.disk_usage(disk).free)
+
+
+def assert_full_disk_said_in_one_line(p, prefix):
+    """Exit code 4 and one ``prefix`` error line naming the full disk, with no traceback."""
+    assert p.returncode == 4, p.stderr[-2000:]
+    errors = [line for line in p.stderr.splitlines() if line.startswith(prefix)]
+    assert len(errors) == 1 and "No space left" in errors[0] and "Traceback" not in p.stderr, p.stderr

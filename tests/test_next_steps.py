@@ -17,7 +17,19 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from helpers import ROOT, TRAIN_SCRIPT, read_events, run_dir_from, run_train_at_once, table_from
+from bnmnist import reports
+
+from helpers import (
+    ROOT,
+    TRAIN_SCRIPT,
+    assert_full_disk_said_in_one_line,
+    fill_disk,
+    read_events,
+    run_dir_from,
+    run_train_at_once,
+    table_from,
+    tmpfs,
+)
 
 pytestmark = pytest.mark.slow  # presets, plots, seeds and the progress bar, as whole commands
 
@@ -88,6 +100,23 @@ def test_plot_runs_refuses_an_unfinished_run_in_one_line(tmp_path):
 def seeds_command(*args):
     """``python scripts/seeds.py ARGS`` as an argument list."""
     return [sys.executable, os.path.join(ROOT, "scripts", "seeds.py"), *map(str, args)]
+
+
+@pytest.mark.slow
+def test_seeds_script_on_a_full_disk_says_so_in_one_line_and_leaves_its_markdown_whole(tiny_mnist, tmp_path):
+    with tmpfs(tmp_path / "disk", "1m") as disk:
+        doc = disk / "seeds.md"
+        reports.write_markdown_section(str(doc), "seeds:bn", "the old table")
+        before = doc.read_text()
+        fill_disk(disk)
+        p = subprocess.run(
+            seeds_command("--seeds", "0", "--epochs", "1", "--data", tiny_mnist, "--logdir", tmp_path / "logs",
+                          "--csv", tmp_path / "s.csv", "--markdown", doc),
+            capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert_full_disk_said_in_one_line(p, "seeds: error:")
+        assert doc.read_text() == before and sorted(os.listdir(disk)) == ["filler", "seeds.md"]
+        assert (tmp_path / "s.csv").exists()
 
 
 def test_seeds_script_summarises_every_seed_and_marks_seed_42(tiny_mnist, tmp_path):

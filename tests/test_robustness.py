@@ -27,6 +27,7 @@ from helpers import (
     TRAIN_SCRIPT,
     bad_data_cases,
     bad_flag_cases,
+    fill_disk,
     final_variables,
     read_events,
     run_dir_from,
@@ -545,8 +546,7 @@ def test_a_compile_cache_disk_filling_up_before_the_write_stops_with_one_line_an
         # the cache's check of the room is done before TensorFlow is imported, and XLA compiles
         # after the run folder is made: fill the disk in between
         assert p.stdout.readline().startswith("Run folder:")
-        with open(mnt / "filler", "wb") as f:
-            os.posix_fallocate(f.fileno(), 0, shutil.disk_usage(mnt).free)
+        fill_disk(mnt)
         out, err = p.communicate(timeout=300)
         assert p.returncode == 4, err[-2000:]
         lines = [line for line in err.splitlines() if line.startswith("bnmnist-train")]
