@@ -4,8 +4,7 @@ Trains every chapter preset (each a normal ``scripts/train.py`` run with its own
 ``--logdir``), up to ``--jobs`` at once, the reuse cells from the gradient_clipping run as the
 notebook's do, and prints, per cell in the notebook's order, the values
 the notebook printed, the values bnmnist printed, how many are exact (or the largest difference),
-and the run's whole-process time. ``--markdown docs/chapter11.md`` writes the same there, and
-``--readme README.md`` each cell's count of exact values into the README's summary section.
+and the run's whole-process time. ``--markdown docs/chapter11.md`` writes the same there.
 
 The notebook is ``11_deep_learning.ipynb``: ``--notebook PATH``, or the one in
 ``$BNMNIST_REFERENCE``.
@@ -28,8 +27,6 @@ from bnmnist.errors import BnmnistError  # noqa: E402
 
 NOTEBOOK = "11_deep_learning.ipynb"
 SOURCE = "gradient_clipping"  # the run the reuse cells start from (the book's my_model_final.ckpt)
-README_KEY = "chapter-summary"
-README_MARKER = f"<!-- {README_KEY} -->"
 
 
 def main(argv=None):
@@ -49,12 +46,6 @@ def main(argv=None):
         "--jobs", type=positive_int, default=os.cpu_count(), help="parallel runs (default: cores = %(default)s)"
     )
     ap.add_argument("--markdown", type=path_arg, metavar="FILE", help="also write it to FILE (docs/chapter11.md)")
-    ap.add_argument(
-        "--readme",
-        type=path_arg,
-        metavar="FILE",
-        help=f"also write each cell's count of exact values into FILE's {README_MARKER} section (README.md)",
-    )
     ap.add_argument(
         "--isa",
         choices=sorted(reports.ISA_CAPS),
@@ -84,8 +75,6 @@ def main(argv=None):
                 raise BnmnistError(f"--markdown {args.markdown} is a folder; give a Markdown file's name")
             folder = os.path.dirname(os.path.abspath(args.markdown))
             runs.make_writable(folder, "the folder of --markdown", "choose a file you can write")
-        if args.readme:
-            check_readme(args)
         data.load(args.data)  # bad data is refused once, here
     except BnmnistError as e:
         print(f"chapter: error: {e}", file=sys.stderr)
@@ -132,21 +121,17 @@ def main(argv=None):
     rows = [row(p, book[p], results[p]) for p in presets]
     print()
     print(text_table(rows))
-    writes = [(args.markdown, write_capped_markdown if args.isa else write_markdown, "\nTable")]
-    writes.append((args.readme, write_readme_summary, "Summary"))
-    for path, write, what in writes:
-        if not path:
-            continue
+    if args.markdown:
         try:
-            write(args, rows)
+            (write_capped_markdown if args.isa else write_markdown)(args, rows)
         except OSError as e:  # the file keeps what it had: sections are written whole or not at all
             print(
-                f"chapter: error: could not write {path} ({e.strerror}); it is unchanged, and the runs are in "
-                f"{args.logdir}: make room and run the command again",
+                f"chapter: error: could not write {args.markdown} ({e.strerror}); it is unchanged, and the runs "
+                f"are in {args.logdir}: make room and run the command again",
                 file=sys.stderr,
             )
             return 4
-        print(f"{what} written to {path}")
+        print(f"\nTable written to {args.markdown}")
     return 0
 
 
@@ -181,8 +166,13 @@ def text_table(rows):
     return "\n".join(lines)
 
 
+def this_command():
+    """The command line as a reader would type it, for the section it writes."""
+    return " ".join(["python scripts/chapter.py", *sys.argv[1:]])
+
+
 def write_markdown(args, rows):
-    command = " ".join(["python scripts/chapter.py", *sys.argv[1:]])
+    command = this_command()
     lines = [
         f"Measured {reports.measured_on()}, by `{command}`. Each preset ran as its own process, "
         f"{args.jobs} at a time; the time is the whole process.",
@@ -202,38 +192,11 @@ def write_markdown(args, rows):
     reports.write_markdown_section(args.markdown, "chapter", "\n".join(lines))
 
 
-def check_readme(args):
-    """The summary replaces a section the README already has: it is never appended to a file."""
-    if args.isa:
-        raise BnmnistError("--readme summarises the uncapped run; leave out --isa, or --readme")
-    try:
-        text = open(args.readme, encoding="utf-8").read()
-    except OSError as e:
-        raise BnmnistError(f"--readme {args.readme}: {e.strerror}; give the README's path") from None
-    if README_MARKER not in text or f"<!-- /{README_KEY} -->" not in text:
-        raise BnmnistError(
-            f"--readme {args.readme} has no {README_MARKER} ... <!-- /{README_KEY} --> section; "
-            "add the two lines where the summary goes"
-        )
-
-
-def write_readme_summary(args, rows):
-    command = " ".join(["python scripts/chapter.py", *sys.argv[1:]])
-    lines = [
-        f"Printed values equal to the notebook's, measured {reports.measured_on()}, by `{command}`:",
-        "",
-        "| preset | section | exact | largest difference |",
-        "| --- | --- | --- | --- |",
-    ]
-    lines += [f"| `{r['preset']}` | {r['section']} | {r['exact']}/{r['n']} | {r['largest']:.4f} |" for r in rows]
-    reports.write_markdown_section(args.readme, README_KEY, "\n".join(lines))
-
-
 def write_capped_markdown(args, rows):
     """The summary under the cap, and how many printed values equal those of the uncapped run
     that ``--markdown``'s file already holds."""
     uncapped = uncapped_values(args.markdown)
-    command = " ".join(["python scripts/chapter.py", *sys.argv[1:]])
+    command = this_command()
     xla, onednn = reports.ISA_CAPS[args.isa]
     lines = [
         f"### Instruction set capped at {args.isa}",

@@ -291,19 +291,17 @@ def book_code_first_epoch(mnist_dir, book_notebook, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def chapter_first_epoch(mnist_dir, book_notebook, tmp_path_factory):
-    """scripts/chapter.py --epochs 1 over the chapter presets: its stdout, its Markdown, and the
-    README it summarised them in (a copy of the project's)."""
+    """scripts/chapter.py --epochs 1 over the chapter presets: its stdout and its Markdown."""
     folder = tmp_path_factory.mktemp("chapter")
-    markdown, readme = folder / "chapter11.md", folder / "README.md"
-    shutil.copy(os.path.join(ROOT, "README.md"), readme)
+    markdown = folder / "chapter11.md"
     p = subprocess.run(
         [sys.executable, os.path.join(ROOT, "scripts", "chapter.py"), "--data", mnist_dir, "--epochs", "1",
          "--presets", ",".join(CHAPTER), "--logdir", str(folder / "logs"), "--notebook", book_notebook,
-         "--markdown", str(markdown), "--readme", str(readme)],
+         "--markdown", str(markdown)],
         capture_output=True, text=True, timeout=1200,
     )  # fmt: skip
     assert p.returncode == 0, p.stderr[-2000:]
-    return p.stdout, markdown.read_text(), readme.read_text()
+    return p.stdout, markdown.read_text()
 
 
 @pytest.mark.slow
@@ -336,38 +334,6 @@ def test_each_preset_prints_what_the_books_own_code_prints_at_epoch_0(
     assert ours == book
 
 
-@pytest.mark.slow
-def test_chapter_command_writes_each_cells_count_of_exact_values_into_the_readme(chapter_first_epoch):
-    _, markdown, readme = chapter_first_epoch
-    summary = readme[readme.index("<!-- chapter-summary -->") : readme.index("<!-- /chapter-summary -->")]
-    for preset in CHAPTER:
-        row = re.search(rf"^\| `{preset}` \| [^|]+ \| (\d+)/1 \| ([0-9.]+) \|$", summary, re.M)
-        assert row, (preset, summary)
-        assert f"| `{preset}` | {reports.NOTEBOOK_CELLS[preset][0]} |" in markdown
-
-    def outside(text):  # everything but the summary
-        return text[: text.index("<!-- chapter-summary -->")] + text[text.index("<!-- /chapter-summary -->") :]
-
-    assert outside(readme) == outside(open(os.path.join(ROOT, "README.md"), encoding="utf-8").read())
-
-
-def test_chapter_command_refuses_a_readme_it_cannot_summarise_into(book_notebook, tiny_mnist, tmp_path):
-    no_section = tmp_path / "README.md"
-    no_section.write_text("# a README without the summary's section\n")
-    for extra, message in [
-        (["--readme", str(no_section)], "has no <!-- chapter-summary --> ... <!-- /chapter-summary --> section"),
-        (["--readme", str(tmp_path / "missing.md")], "No such file or directory"),
-        (["--readme", os.path.join(ROOT, "README.md"), "--isa", "AVX"], "leave out --isa, or --readme"),
-    ]:
-        p = subprocess.run(
-            [sys.executable, os.path.join(ROOT, "scripts", "chapter.py"), "--data", tiny_mnist, "--notebook",
-             book_notebook, "--logdir", str(tmp_path / "logs"), *extra],
-            capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
-        assert p.returncode == 2 and message in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
-    assert no_section.read_text() == "# a README without the summary's section\n"
-
-
 def test_a_markdown_section_that_does_not_fit_on_the_disk_leaves_the_file_as_it_was(tmp_path):
     with tmpfs(tmp_path / "disk", "1m") as disk:
         path = disk / "doc.md"
@@ -381,27 +347,27 @@ def test_a_markdown_section_that_does_not_fit_on_the_disk_leaves_the_file_as_it_
 
 
 @pytest.mark.slow
-def test_chapter_command_on_a_full_disk_says_so_in_one_line_and_leaves_the_readme_whole(
+def test_chapter_command_on_a_full_disk_says_so_in_one_line_and_leaves_its_markdown_whole(
     book_notebook, tiny_mnist, tmp_path
 ):
     with tmpfs(tmp_path / "disk", "1m") as disk:
-        readme = disk / "README.md"
-        shutil.copy(os.path.join(ROOT, "README.md"), readme)
-        before = readme.read_text()
+        markdown = disk / "chapter11.md"
+        shutil.copy(os.path.join(ROOT, "docs", "chapter11.md"), markdown)
+        before = markdown.read_text()
         fill_disk(disk)
         p = subprocess.run(
             [sys.executable, os.path.join(ROOT, "scripts", "chapter.py"), "--data", tiny_mnist, "--notebook",
-             book_notebook, "--presets", "bn", "--epochs", "1", "--logdir", str(tmp_path / "logs"), "--readme",
-             str(readme)],
+             book_notebook, "--presets", "bn", "--epochs", "1", "--logdir", str(tmp_path / "logs"), "--markdown",
+             str(markdown)],
             capture_output=True, text=True, timeout=600,
         )  # fmt: skip
         assert_full_disk_said_in_one_line(p, "chapter: error:")
-        assert readme.read_text() == before and sorted(os.listdir(disk)) == ["README.md", "filler"]
+        assert markdown.read_text() == before and sorted(os.listdir(disk)) == ["chapter11.md", "filler"]
 
 
 @pytest.mark.slow
 def test_chapter_command_writes_each_cells_comparison_to_markdown(chapter_first_epoch):
-    stdout, markdown, _ = chapter_first_epoch
+    stdout, markdown = chapter_first_epoch
     assert markdown.startswith("<!-- chapter -->\nMeasured ")
     for preset in CHAPTER:
         assert f"| `{preset}` | {reports.NOTEBOOK_CELLS[preset][0]} |" in markdown
