@@ -13,15 +13,12 @@ from helpers import BOOK_TABLE, run_dir_from, run_train_at_once, table_from
 
 pytestmark = pytest.mark.slow  # the book's table on the real MNIST, per instruction set
 
-CAPS = reports.ISA_CAPS
-capped = reports.isa_cap_env
-
 
 @pytest.mark.slow
 def test_the_book_table_is_exact_with_the_instruction_set_capped_at_avx2_and_sse4_2(mnist_dir, tmp_path):
     done = run_train_at_once(
         *[["--data", mnist_dir, "--logdir", tmp_path / isa, "--quiet"] for isa in ("AVX2", "SSE4_2")],
-        envs=[capped("AVX2"), capped("SSE4_2")],
+        envs=[reports.isa_cap_env("AVX2"), reports.isa_cap_env("SSE4_2")],
     )
     for isa, p in zip(("AVX2", "SSE4_2"), done):
         assert p.returncode == 0, p.stderr[-2000:]
@@ -38,10 +35,10 @@ def notebook_plain_table(book_notebook):
 def test_the_plain_network_prints_the_notebooks_table_on_every_instruction_set(book_notebook, mnist_dir, tmp_path):
     published = notebook_plain_table(book_notebook)
     assert sorted(published) == list(range(0, 40, 5))
-    isas = list(CAPS)
+    isas = list(reports.ISA_CAPS)
     done = run_train_at_once(
         *[["--data", mnist_dir, "--logdir", tmp_path / isa, "--preset", "plain", "--quiet"] for isa in isas],
-        envs=[capped(isa) for isa in isas],
+        envs=[reports.isa_cap_env(isa) for isa in isas],
     )
     for isa, p in zip(isas, done):
         assert p.returncode == 0, p.stderr[-2000:]

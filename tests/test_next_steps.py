@@ -102,7 +102,6 @@ def seeds_command(*args):
     return [sys.executable, os.path.join(ROOT, "scripts", "seeds.py"), *map(str, args)]
 
 
-@pytest.mark.slow
 def test_seeds_script_on_a_full_disk_says_so_in_one_line_and_leaves_its_markdown_whole(tiny_mnist, tmp_path):
     with tmpfs(tmp_path / "disk", "1m") as disk:
         doc = disk / "seeds.md"
