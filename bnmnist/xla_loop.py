@@ -76,15 +76,21 @@ def _train_step(config, params, X, y, elu_as_cpu_kernel=True):
     return loss, new
 
 
-def _load_data(sess, array, name):
-    """``array`` held in the graph, loaded now: a local variable, not a global one, so the Saver
-    never writes the data set into checkpoints, and of no fixed shape, so it can be emptied."""
-    value = tf1.placeholder(tf.as_dtype(array.dtype), [None] * np.ndim(array), name=name + "_in")
-    v = tf1.Variable(
-        value, trainable=False, validate_shape=False, name=name, collections=[tf1.GraphKeys.LOCAL_VARIABLES]
-    )
-    sess.run(v.initializer, {value: array})
-    return v
+def _load_data(sess, arrays):
+    """Each of ``arrays`` (name -> array) held in the graph, all loaded by one Session call: as
+    local variables, not global ones, so the Saver never writes the data set into checkpoints, and
+    of no fixed shape, so they can be emptied. Returns the variables, in the same order."""
+    variables, feeds = [], {}
+    for name, array in arrays.items():
+        value = tf1.placeholder(tf.as_dtype(array.dtype), [None] * np.ndim(array), name=name + "_in")
+        variables.append(
+            tf1.Variable(
+                value, trainable=False, validate_shape=False, name=name, collections=[tf1.GraphKeys.LOCAL_VARIABLES]
+            )
+        )
+        feeds[value] = array
+    sess.run([v.initializer for v in variables], feeds)
+    return variables
 
 
 class XlaEpochLoop:
@@ -104,12 +110,17 @@ class XlaEpochLoop:
         in_use = (train_pixels != 0).any(axis=0) if drop_unused_inputs else np.ones(train_pixels.shape[1], bool)
         self.used_inputs = used = np.flatnonzero(in_use).astype(np.int32)
         with h.graph.as_default(), tf.name_scope("xla_epoch"):
-            X_data = _load_data(sess, np.ascontiguousarray(train_pixels[:, used]), "train_pixels_used")
-            y_data = _load_data(sess, y_train, "y_train")
             # The book scales with NumPy, pixels / 255 in float32. A divisor held in a variable
             # cannot be folded into a multiplication by 1/255 (whose product differs from the
             # quotient in the last bit for some pixels), so the step divides as the book does.
-            pixel_scale = _load_data(sess, np.float32(255.0), "pixel_scale")
+            X_data, y_data, pixel_scale = _load_data(
+                sess,
+                {
+                    "train_pixels_used": np.ascontiguousarray(train_pixels[:, used]),
+                    "y_train": y_train,
+                    "pixel_scale": np.float32(255.0),
+                },
+            )
             # after the last epoch the training set is not needed: give its memory back
             self._release = tf.group(
                 tf1.assign(X_data, tf.zeros([0, len(used)], tf.uint8), validate_shape=False),
