@@ -65,6 +65,8 @@ CHAPTER_FIELDS = (
     "standardize_inputs", "dropout_rate", "optimizer", "clip_gradients", "decay_steps", "l1_scale", "max_norm",
     "reuse", "stop_gradient_after",
 )  # fmt: skip
+# The chapter constructs the XLA loop's step computes too.
+XLA_CONSTRUCTS = ("standardize_inputs", "clip_gradients", "l1_scale")
 # How the chapter's "Reusing Pretrained Layers" cells start from a trained gradient_clipping run.
 REUSE_FORMS = (
     "", "model", "model_rebuilt", "lower_imported", "lower", "freeze_var_list", "freeze_stop_gradient", "cache_frozen",
@@ -158,12 +160,11 @@ class Config:
         """The fields that decide the graph's variables; a checkpoint only fits the same ones."""
         return {k: getattr(self, k) for k in ARCHITECTURE}
 
-    def uses_chapter_constructs(self):
-        """True when anything beyond the bn and plain networks is switched on."""
+    def xla_loop_runs_it(self):
+        """True when the XLA loop's step is this network's: plain gradient descent, with input
+        scaling, gradient clipping or an l1 penalty at most (xla_loop.py)."""
         default = Config()
-        return self.activation not in ("elu", "leaky_relu") or any(
-            getattr(self, k) != getattr(default, k) for k in CHAPTER_FIELDS
-        )
+        return all(getattr(self, k) == getattr(default, k) for k in CHAPTER_FIELDS if k not in XLA_CONSTRUCTS)
 
     def to_json(self):
         d = dataclasses.asdict(self)
@@ -220,9 +221,10 @@ class Config:
             f"hidden{i}" for i in range(1, len(self.hidden) + 1)
         ]:
             raise ConfigError(f"stop_gradient_after must name a hidden layer, got {self.stop_gradient_after!r}")
-        if self.loop == "xla" and self.uses_chapter_constructs():
+        if self.loop == "xla" and not self.xla_loop_runs_it():
             raise ConfigError(
-                f"the xla loop runs the bn and plain networks only; the {self.preset} network needs --loop feed_dict"
+                f"the xla loop runs gradient descent without dropout, max-norm, a schedule or reused layers; "
+                f"the {self.preset} network needs --loop feed_dict"
             )
         if n_train is not None and self.batch_size > n_train:
             raise ConfigError(
@@ -235,9 +237,14 @@ class Config:
 # The chapter's training cells, as data; the name of each is the preset's (--preset NAME). "bn" is
 # the batch-norm cell; "plain" is the Leaky ReLU network that batch norm is compared with. The
 # others are the cells of their sections of the chapter's notebook, with tf.layers' default
-# (Glorot uniform) kernels; they run the book's per-step loop with TensorFlow's default threads, as
-# the book's code did: at batch 50 Eigen splits some matmuls by thread, which moves the last bits.
+# (Glorot uniform) kernels. Each runs the fastest loop that prints the notebook's values as closely
+# as the book's own per-step loop (docs/chapter11.md): the XLA loop for plain gradient descent; the
+# per-step loop for the rest, with TensorFlow's default threads, as the book's code did (at batch
+# 50 Eigen splits some matmuls by thread, which moves the last bits). gradient_clipping keeps the
+# per-step loop too: the reuse cells start from its weights, and print the book's chain only
+# from the per-step loop's last bits (tests/test_reuse.py).
 _RELU = dict(batch_norm=False, activation="relu", initializer="glorot_uniform", loop="feed_dict", threads=(0, 0))
+_RELU_XLA = dict(_RELU, loop="xla", threads=Config.threads)
 PRESETS = {
     "bn": Config(),
     "plain": Config(
@@ -254,7 +261,7 @@ PRESETS = {
     # printed table was made with selu()'s scale and alpha in their right places (network.selu).
     "selu": Config(
         preset="selu",
-        **{**_RELU, "activation": "selu"},
+        **{**_RELU_XLA, "activation": "selu"},
         standardize_inputs=True,
         epochs=40,
         batch_size=50,
@@ -276,9 +283,11 @@ PRESETS = {
         batch_size=50,
     ),  # fmt: skip
     # "l1 and l2 regularization": the hand-written penalty, one hidden layer ...
-    "l1": Config(preset="l1", **_RELU, hidden=(300,), l1_scale=0.001, l1_form="loss"),
+    "l1": Config(preset="l1", **_RELU_XLA, hidden=(300,), l1_scale=0.001, l1_form="loss"),
     # ... and tf.layers' kernel_regularizer=l1_regularizer(0.001), two hidden layers.
-    "l1_regularizer": Config(preset="l1_regularizer", **_RELU, hidden=(300, 50), l1_scale=0.001, l1_form="regularizer"),
+    "l1_regularizer": Config(
+        preset="l1_regularizer", **_RELU_XLA, hidden=(300, 50), l1_scale=0.001, l1_form="regularizer"
+    ),
     # "Dropout": rate 0.5 on the inputs and both hidden layers, momentum 0.9. The cell sizes its
     # layers with n_hidden1 and n_hidden2 from earlier cells: in the notebook's order 300 and 50
     # (cell 163). With the notebook's first 100 instead, the values after the first epoch sit above

@@ -111,7 +111,7 @@ def build_graph(config, train_op=True):
             logits = tf.identity(logits, name="logits")
             probabilities = tf.nn.softmax(logits, name="probabilities")
         with tf.name_scope("loss"):
-            loss = _loss(config, y, logits, params)
+            loss = network_loss(config, y, logits, params)
         training_op = None
         if train_op:
             with tf.name_scope("train"):
@@ -187,7 +187,7 @@ def _new_layers_on_imported(config, graph, variables):
     probabilities = tf.nn.softmax(logits, name="new_probabilities")
     y = graph.get_tensor_by_name(TENSOR_NAMES["y"])
     with tf.name_scope("new_loss"):
-        loss = _loss(config, y, logits, params)
+        loss = network_loss(config, y, logits, params)
     with tf.name_scope("new_eval"):
         accuracy = tf.reduce_mean(tf.cast(tf1.nn.in_top_k(logits, y, 1), tf.float32), name="accuracy")
         predictions = tf.argmax(logits, axis=1, name="predictions")
@@ -196,8 +196,8 @@ def _new_layers_on_imported(config, graph, variables):
     return [logits, probabilities, predictions, loss, accuracy], training_op, dict(clock.seeds)
 
 
-def _loss(config, y, logits, params):
-    """The mean cross-entropy, plus the l1 cells' penalty."""
+def network_loss(config, y, logits, params):
+    """The mean cross-entropy, plus the l1 cells' penalty (the XLA loop's step uses it too)."""
     xentropy = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
     if not config.l1_scale:
         return tf.reduce_mean(xentropy, name="loss")
@@ -224,10 +224,15 @@ def _training_op(config, loss):
     if config.train_scope:  # the freezing cell's var_list: the layers that still learn
         var_list = tf1.get_collection(tf1.GraphKeys.TRAINABLE_VARIABLES, scope=config.train_scope)
     grads_and_vars = optimizer.compute_gradients(loss, var_list=var_list)
-    if config.clip_gradients:
-        t = config.clip_gradients
-        grads_and_vars = [(tf.clip_by_value(grad, -t, t), var) for grad, var in grads_and_vars]
+    grads_and_vars = [(clip_gradient(config, grad), var) for grad, var in grads_and_vars]
     return optimizer.apply_gradients(grads_and_vars, global_step=global_step, name="training_op")
+
+
+def clip_gradient(config, grad):
+    """The gradient-clipping cell's ``tf.clip_by_value(grad, -threshold, threshold)``, if any."""
+    if not config.clip_gradients:
+        return grad
+    return tf.clip_by_value(grad, -config.clip_gradients, config.clip_gradients)
 
 
 def _max_norm_clips(config, variables):

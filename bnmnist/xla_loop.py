@@ -8,16 +8,17 @@ over the same variables. It is the book's step, computed the same way:
   ``shuffle_batch`` would feed, gathered in-graph from the training set held in the graph as its
   raw uint8 pixels (local variables of this loop, never saved) and scaled as the book scales
   them, ``pixels / 255`` in float32;
-* forward pass, ``tf.gradients`` of the same mean cross-entropy, gradient descent
-  ``var -= learning_rate * grad``, and the batch-norm moving averages
+* forward pass, ``tf.gradients`` of the same loss (the mean cross-entropy, plus the l1 cells'
+  penalty), gradient descent ``var -= learning_rate * grad`` (the gradient clipped by value in
+  the gradient-clipping cell), and the batch-norm moving averages
   ``moving -= (moving - batch_stat) * (1 - momentum)``, with the batch statistics of the same step;
 * the steps run one after another (XLA's while loop is sequential), each seeing the previous
   step's variables, like consecutive ``session.run`` calls. The values are carried through the
   loop and assigned to the variables when the call ends.
 
 Pixels that are 0 in every training image (69 of MNIST's 784: the borders) are left out of the
-step: the training set is held without those columns, and the first kernel is carried without
-their rows. Their rows would only ever be updated by ``-= learning_rate * 0``, so they keep their
+step (unless an l1 penalty moves their rows, or the inputs are scaled): the training set is held
+without those columns, and the first kernel is carried without their rows. Their rows would only ever be updated by ``-= learning_rate * 0``, so they keep their
 initial values exactly, as in the book's loop, and they are written back unchanged; every other
 product and sum is the same, with less work (``benchmarks/ab_step.py`` compares the loop with and
 without it). Validation and test images still use all 784 inputs.
@@ -47,6 +48,7 @@ import numpy as np
 import tensorflow as tf
 
 from . import compile_cache, network
+from .graph import clip_gradient, network_loss
 
 tf1 = tf.compat.v1
 
@@ -62,13 +64,13 @@ def _train_step(config, params, X, y, elu_as_cpu_kernel=True):
         return mean, variance
 
     logits = network.forward(config, X, params.__getitem__, statistics, elu_as_cpu_kernel=elu_as_cpu_kernel)
-    loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
-    trainables = [name for name in network.variable_names(config) if "/moving_" not in name]
+    loss = network_loss(config, y, logits, params.__getitem__)
+    trainables = network.trainable_names(config)
     grads = tf.gradients(loss, [params[name] for name in trainables])
     lr = tf.constant(config.learning_rate, tf.float32)
     new = dict(params)
     for name, grad in zip(trainables, grads):
-        new[name] = params[name] - grad * lr
+        new[name] = params[name] - clip_gradient(config, grad) * lr
     for bn, mean, variance in moments:
         for stat, value in (("moving_mean", mean), ("moving_variance", variance)):
             name = f"{bn}/{stat}"
@@ -107,6 +109,8 @@ class XlaEpochLoop:
         variables = {v.op.name: v for v in h.model_variables}
         names = list(variables)
         first_kernel = f"{network.layers(config)[0].dense}/kernel"
+        # an l1 penalty moves those rows too, and input scaling makes the inputs non-zero
+        drop_unused_inputs = drop_unused_inputs and not (config.l1_scale or config.standardize_inputs)
         in_use = (train_pixels != 0).any(axis=0) if drop_unused_inputs else np.ones(train_pixels.shape[1], bool)
         self.used_inputs = used = np.flatnonzero(in_use).astype(np.int32)
         with h.graph.as_default(), tf.name_scope("xla_epoch"):

@@ -48,10 +48,11 @@ def test_every_chapter_preset_has_the_books_variable_names_and_one_training_op(p
     assert h.graph.get_tensor_by_name("loss/loss:0") is h.loss
 
 
-def test_the_xla_loop_refuses_what_it_does_not_compute():
-    with pytest.raises(ConfigError, match="xla loop runs the bn and plain networks only.*--loop feed_dict"):
-        PRESETS["dropout"].replace(loop="xla").validated()
-    PRESETS["plain"].validated()  # the XLA loop's own networks stay allowed
+@pytest.mark.parametrize("preset", ["lr_schedule", "dropout", "max_norm", "max_norm_regularizer"])
+def test_the_xla_loop_refuses_what_it_does_not_compute(preset):
+    with pytest.raises(ConfigError, match="xla loop runs gradient descent without dropout.*--loop feed_dict"):
+        PRESETS[preset].replace(loop="xla").validated()
+    PRESETS[preset].validated()  # their own per-step loop
 
 
 def test_max_norm_clips_every_hidden_kernel_row_after_a_step_and_leaves_the_logits_alone(tiny_split):

@@ -38,7 +38,7 @@ def test_help_shows_each_default_and_every_preset_that_differs():
     for flag, field in (("--epochs", "epochs"), ("--batch-size", "batch_size"), ("--learning-rate", "learning_rate")):
         assert f"default: {getattr(PRESETS['bn'], field)}" in text, flag
     assert f"{PRESETS['plain'].epochs} for plain" in text and f"{PRESETS['plain'].batch_size} for plain" in text
-    assert "0,0 for selu" in text
+    assert "0,0 for gradient_clipping" in text and "feed_dict for gradient_clipping" in text
 
 
 def test_python_dash_m_bnmnist_is_the_same_program():
