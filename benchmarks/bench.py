@@ -136,6 +136,11 @@ def main():
     args = ap.parse_args()
     if not args.data or not os.path.isdir(args.data):
         sys.exit("bench: pass the MNIST IDX folder with --data or BNMNIST_DATA")
+    folder = os.path.dirname(args.markdown or "") or "."
+    if args.markdown and (os.path.isdir(args.markdown) or not os.access(folder, os.W_OK)):
+        sys.exit(f"bench: cannot write --markdown {args.markdown}; give a Markdown file in a folder you can write")
+    if args.baseline and not os.path.isfile(os.path.join(args.baseline, "scripts", "train.py")):
+        sys.exit(f"bench: --baseline {args.baseline} is not a checkout of bnmnist (no scripts/train.py)")
     logdir = tempfile.mkdtemp(prefix="bnmnist-bench-")
     env = dict(
         os.environ,
@@ -207,8 +212,21 @@ def main():
         lines += ["", f"bnmnist (default) in round 1, compiling into the empty cache: process {first[0][1]:.1f} s."]
     print("\n" + "\n".join(lines))
     if args.markdown:
-        write_markdown(args.markdown, lines, sys.argv[1:])
+        try:
+            write_markdown(args.markdown, lines, sys.argv[1:], baseline_commit(args.baseline))
+        except OSError as e:  # sections are written whole or not at all
+            sys.exit(f"bench: could not write {args.markdown} ({e.strerror}); it is unchanged: make room and run again")
         print(f"\nwritten to {args.markdown}")
+
+
+def baseline_commit(checkout):
+    """The commit a --baseline checkout is at, for the record (None without git or a checkout)."""
+    if not checkout:
+        return None
+    p = subprocess.run(["git", "-C", checkout, "log", "-1", "--format=%h %s"], capture_output=True, text=True)
+    if p.returncode != 0:
+        return None
+    return p.stdout.strip() or None
 
 
 def _parts(parts):
@@ -261,7 +279,7 @@ def summary(samples, args, floor):
     return lines
 
 
-def write_markdown(path, lines, argv):
+def write_markdown(path, lines, argv, baseline=None):
     from bnmnist.reports import measured_on, write_markdown_section
 
     command = " ".join(["python benchmarks/bench.py", *argv])
@@ -270,6 +288,7 @@ def write_markdown(path, lines, argv):
             "## Speed and memory",
             "",
             f"Measured {measured_on()}, by `{command}`.",
+            *(["", f"The baseline is commit {baseline}."] if baseline else []),
             "",
             *lines,
             "",
