@@ -18,10 +18,11 @@ over the same variables. It is the book's step, computed the same way:
 
 Pixels that are 0 in every training image (69 of MNIST's 784: the borders) are left out of the
 step (unless an l1 penalty moves their rows, or the inputs are scaled): the training set is held
-without those columns, and the first kernel is carried without their rows. Their rows would only ever be updated by ``-= learning_rate * 0``, so they keep their
-initial values exactly, as in the book's loop, and they are written back unchanged; every other
-product and sum is the same, with less work (``benchmarks/ab_step.py`` compares the loop with and
-without it). Validation and test images still use all 784 inputs.
+without those columns, and the first kernel is carried without their rows. Their rows would
+only ever be updated by ``-= learning_rate * 0``, so they keep their initial values exactly, as in
+the book's loop, and they are written back unchanged; every other product and sum is the same,
+with less work (``benchmarks/ab_step.py`` compares the loop with and without it). Validation and
+test images still use all 784 inputs.
 
 ELU is computed as TensorFlow's CPU ``Elu`` kernel computes it (``network.elu_as_cpu_kernel``), not
 through XLA's lowering of ``tf.nn.elu`` (``expm1``), so its values are the per-step loop's.
