@@ -237,9 +237,9 @@ class Config:
 # The chapter's training cells, as data; the name of each is the preset's (--preset NAME). "bn" is
 # the batch-norm cell; "plain" is the Leaky ReLU network that batch norm is compared with. The
 # others are the cells of their sections of the chapter's notebook, with tf.layers' default
-# (Glorot uniform) kernels. Each runs the fastest loop that prints the notebook's values as closely
-# as the book's own per-step loop (docs/chapter11.md): the XLA loop for plain gradient descent; the
-# per-step loop for the rest, with TensorFlow's default threads, as the book's code did (at batch
+# (Glorot uniform) kernels. Each runs the fastest loop that prints the notebook's values within the
+# bound its per-step loop keeps, on every instruction set measured (docs/chapter11.md): the XLA loop
+# for plain gradient descent; the per-step loop for the rest, with TensorFlow's default threads, as the book's code did (at batch
 # 50 Eigen splits some matmuls by thread, which moves the last bits). gradient_clipping keeps the
 # per-step loop too: the reuse cells start from its weights, and print the book's chain only
 # from the per-step loop's last bits (tests/test_reuse.py).
