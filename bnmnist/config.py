@@ -239,10 +239,10 @@ class Config:
 # others are the cells of their sections of the chapter's notebook, with tf.layers' default
 # (Glorot uniform) kernels. Each runs the fastest loop that prints the notebook's values within the
 # bound its per-step loop keeps, on every instruction set measured (docs/chapter11.md): the XLA loop
-# for plain gradient descent; the per-step loop for the rest, with TensorFlow's default threads, as the book's code did (at batch
-# 50 Eigen splits some matmuls by thread, which moves the last bits). gradient_clipping keeps the
-# per-step loop too: the reuse cells start from its weights, and print the book's chain only
-# from the per-step loop's last bits (tests/test_reuse.py).
+# for plain gradient descent; the per-step loop for the rest, with TensorFlow's default threads, as
+# the book's code did (at batch 50 Eigen splits some matmuls by thread, which moves the last bits).
+# gradient_clipping keeps the per-step loop too: the reuse cells start from its weights, and print
+# the book's chain only from the per-step loop's last bits (tests/test_reuse.py).
 _RELU = dict(batch_norm=False, activation="relu", initializer="glorot_uniform", loop="feed_dict", threads=(0, 0))
 _RELU_XLA = dict(_RELU, loop="xla", threads=Config.threads)
 PRESETS = {
