@@ -223,7 +223,7 @@ def baseline_commit(checkout):
     """The commit a --baseline checkout is at, for the record (None without git or a checkout)."""
     if not checkout:
         return None
-    p = subprocess.run(["git", "-C", checkout, "log", "-1", "--format=%h %s"], capture_output=True, text=True)
+    p = subprocess.run(["git", "-C", checkout, "log", "-1", "--format=%h"], capture_output=True, text=True)
     if p.returncode != 0:
         return None
     return p.stdout.strip() or None
