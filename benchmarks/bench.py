@@ -28,6 +28,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from bnmnist import runs  # noqa: E402
+from bnmnist.errors import BnmnistError  # noqa: E402
 from bnmnist.reports import BOOK_TABLE  # noqa: E402  (NumPy only)
 
 BOOK = [str(a) for a in BOOK_TABLE]  # as printed
@@ -136,9 +138,14 @@ def main():
     args = ap.parse_args()
     if not args.data or not os.path.isdir(args.data):
         sys.exit("bench: pass the MNIST IDX folder with --data or BNMNIST_DATA")
-    folder = os.path.dirname(args.markdown or "") or "."
-    if args.markdown and (os.path.isdir(args.markdown) or not os.access(folder, os.W_OK)):
-        sys.exit(f"bench: cannot write --markdown {args.markdown}; give a Markdown file in a folder you can write")
+    if args.markdown:  # checked as chapter.py checks it, before minutes of measuring
+        if os.path.isdir(args.markdown):
+            sys.exit(f"bench: cannot write --markdown {args.markdown}: it is a folder; give a Markdown file's name")
+        try:
+            folder = os.path.dirname(os.path.abspath(args.markdown))
+            runs.make_writable(folder, "the folder of --markdown", "choose a file you can write")
+        except BnmnistError as e:
+            sys.exit(f"bench: cannot write --markdown {args.markdown}: {e}")
     if args.baseline and not os.path.isfile(os.path.join(args.baseline, "scripts", "train.py")):
         sys.exit(f"bench: --baseline {args.baseline} is not a checkout of bnmnist (no scripts/train.py)")
     logdir = tempfile.mkdtemp(prefix="bnmnist-bench-")
