@@ -112,7 +112,7 @@ class XlaEpochLoop:
         first_kernel = f"{network.layers(config)[0].dense}/kernel"
         # an l1 penalty moves those rows too, and input scaling makes the inputs non-zero
         drop_unused_inputs = drop_unused_inputs and not (config.l1_scale or config.standardize_inputs)
-        in_use = (train_pixels != 0).any(axis=0) if drop_unused_inputs else np.ones(train_pixels.shape[1], bool)
+        in_use = train_pixels.max(axis=0) != 0 if drop_unused_inputs else np.ones(train_pixels.shape[1], bool)
         self.used_inputs = used = np.flatnonzero(in_use).astype(np.int32)
         with h.graph.as_default(), tf.name_scope("xla_epoch"):
             # The book scales with NumPy, pixels / 255 in float32. A divisor held in a variable
@@ -121,7 +121,7 @@ class XlaEpochLoop:
             X_data, y_data, pixel_scale = _load_data(
                 sess,
                 {
-                    "train_pixels_used": np.ascontiguousarray(train_pixels[:, used]),
+                    "train_pixels_used": np.take(train_pixels, used, axis=1),  # C-ordered, in one pass
                     "y_train": y_train,
                     "pixel_scale": np.float32(255.0),
                 },
