@@ -10,13 +10,20 @@ import os
 def write_bytes_atomic(path, data):
     """Write to a temporary name, flush to disk, then rename over ``path``: readers (and a
     process killed half-way) see the old file or the new one, never a partial one."""
+    write_atomic(path, lambda f: f.write(data))
+
+
+def write_atomic(path, write, sync=True):
+    """``write(f)`` into a temporary file beside ``path``, then rename it over ``path``. Without
+    ``sync`` the data is not forced to disk first, for files whose reader checks them anyway."""
     folder, base = os.path.split(path)
     tmp = os.path.join(folder, f".{base}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            write(f)
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:  # a full disk or a kill: leave no partial file behind
         if os.path.exists(tmp):
@@ -31,3 +38,9 @@ def write_json_atomic(path, obj):
 def read_json(path):
     with open(path, encoding="utf-8") as f:
         return json.load(f)
+
+
+def user_cache(*parts):
+    """A folder in the user's cache, ``$XDG_CACHE_HOME/bnmnist/...`` (default ``~/.cache``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "bnmnist", *parts)

@@ -47,8 +47,7 @@ _active = None  # this process's cache, once enable() has set TensorFlow's flag
 
 
 def default_root():
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "bnmnist", "xla")
+    return atomic.user_cache("xla")
 
 
 def machine_key():

@@ -6,23 +6,38 @@ variable ``BNMNIST_DATA``; the Keras cache (``$KERAS_HOME/datasets/mnist.npz``, 
 Keras-format ``mnist.npz`` (keys ``x_train y_train x_test y_test``) or a folder holding the four
 original IDX files, gzipped or not. Everything read is validated (IDX magic, dimensions, dtype,
 label range, matching counts) and every failure is a :class:`DataError` naming the file and what to
-do. NumPy files are read with ``allow_pickle=False``. Decoded data is cached per process.
+do. NumPy files are read with ``allow_pickle=False``.
+
+Decoded data is kept per process, and on disk as one uncompressed ``.npy`` per data copy, in
+``~/.cache/bnmnist/mnist`` (``BNMNIST_DATA_CACHE``: another folder, or ``off``), so a later run
+reads the arrays instead of gunzipping them again. An entry is named by the source files' paths,
+sizes, inode numbers and change times, so a file replaced or rewritten gets a new one; it is used
+only when its arrays pass the same checks as decoded ones and their SHA-256 (the fingerprint a
+run records in ``data.json``) is the one written beside them. Anything else, or a cache that
+cannot be read or written, falls back to decoding the source, and nothing is written when the
+disk is short of room.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gzip
 import hashlib
+import json
 import os
+import shutil
 import zlib
 from dataclasses import dataclass
 
 import numpy as np
 
+from . import atomic
 from .errors import DataError
 
 ENV_VAR = "BNMNIST_DATA"
+CACHE_ENV = "BNMNIST_DATA_CACHE"
+CACHE_MIN_FREE_BYTES = 256 * 2**20  # beyond the entry itself: the disk's last room is the runs'
 KERAS_ORIGIN = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz"
 KERAS_SHA256 = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"
 IDX_FILES = {
@@ -171,12 +186,103 @@ def load_recorded(record, path=None, owner="the run"):
 def _load_cached(path, _mtime_ns, _size):
     # Keyed on mtime and size too, so a file replaced on disk is read again.
     if os.path.isdir(path):
-        arrays = {
-            key: _read_idx(_find_idx(path, name), 3 if key.startswith("x") else 1) for key, name in IDX_FILES.items()
-        }
+        files = {key: _find_idx(path, name) for key, name in IDX_FILES.items()}
     else:
-        arrays = _read_npz(path)
-    return _checked(arrays, path)
+        files = {"npz": path}
+    cache = _DecodedCache.for_sources(list(files.values()))
+    mnist = cache.read(path) if cache else None
+    if mnist is None:
+        if "npz" in files:
+            arrays = _read_npz(path)
+        else:
+            arrays = {key: _read_idx(files[key], 3 if key.startswith("x") else 1) for key in IDX_FILES}
+        mnist = _checked(arrays, path)
+        if cache:
+            cache.write(mnist)
+    return mnist
+
+
+class _DecodedCache:
+    """The on-disk entry for one set of source files (see the module docstring)."""
+
+    def __init__(self, folder, key):
+        self.folder = folder
+        self.npy, self.json = (os.path.join(folder, key + ext) for ext in (".npy", ".json"))
+
+    @classmethod
+    def for_sources(cls, files):
+        setting = os.environ.get(CACHE_ENV, "")
+        if setting.lower() in ("off", "0", "no", "false"):
+            return None
+        try:
+            stats = [os.stat(f) for f in files]
+        except OSError:
+            return None  # decoding says what is wrong with the file
+        named = [(f, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev) for f, st in zip(files, stats)]
+        key = hashlib.sha256(json.dumps(named).encode()).hexdigest()[:32]
+        return cls(os.path.abspath(setting) if setting else atomic.user_cache("mnist"), key)
+
+    def read(self, source):
+        """The cached arrays as an :class:`Mnist` of ``source``, or None."""
+        try:
+            meta = atomic.read_json(self.json)
+            n_train, n_test, sha = int(meta["n_train"]), int(meta["n_test"]), str(meta["sha256"])
+            flat = np.load(self.npy, allow_pickle=False)
+        except (OSError, ValueError, EOFError, KeyError, TypeError):
+            return None
+        if flat.dtype != np.uint8 or flat.shape != ((n_train + n_test) * 785,):
+            return None
+        x_train, y_train, x_test, y_test = np.split(flat, np.cumsum([n_train * 784, n_train, n_test * 784]))
+        arrays = {
+            "x_train": x_train.reshape(n_train, 28, 28),
+            "y_train": y_train,
+            "x_test": x_test.reshape(n_test, 28, 28),
+            "y_test": y_test,
+        }
+        try:
+            mnist = _checked(arrays, source)
+        except DataError:
+            return None
+        return mnist if mnist.fingerprint() == sha else None
+
+    def write(self, mnist):
+        """Keep ``mnist``'s arrays for the next run; any failure leaves the cache without them."""
+        arrays = [np.ascontiguousarray(a) for a in (mnist.x_train, mnist.y_train, mnist.x_test, mnist.y_test)]
+        if any(a.dtype != np.uint8 for a in arrays) or mnist.x_test.shape[1:] != (28, 28):
+            return
+        total = sum(a.size for a in arrays)
+
+        def write_npy(f):
+            np.lib.format.write_array_header_1_0(f, {"descr": "|u1", "fortran_order": False, "shape": (total,)})
+            for a in arrays:
+                f.write(memoryview(a).cast("B"))
+
+        try:
+            os.makedirs(self.folder, exist_ok=True)
+            if shutil.disk_usage(self.folder).free < total + CACHE_MIN_FREE_BYTES:
+                return
+            self._forget(mnist.source)
+            atomic.write_atomic(self.npy, write_npy, sync=False)  # read() checks it
+            meta = {"source": mnist.source, "n_train": len(mnist.x_train), "n_test": len(mnist.x_test)}
+            atomic.write_json_atomic(self.json, {**meta, "sha256": mnist.fingerprint()})
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.remove(self.npy)
+
+    def _forget(self, source):
+        """Remove the entries of earlier versions of ``source``'s files."""
+        for name in os.listdir(self.folder):
+            path = os.path.join(self.folder, name)
+            if not name.endswith(".json") or path == self.json:
+                continue
+            try:
+                if atomic.read_json(path).get("source") != source:
+                    continue
+            except (OSError, ValueError, AttributeError):
+                continue
+            for stale in (path[: -len(".json")] + ".npy", path):
+                with contextlib.suppress(OSError):
+                    os.remove(stale)
 
 
 def _find_idx(folder, name):

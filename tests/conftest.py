@@ -10,14 +10,17 @@ from helpers import run_dir_from, run_train, run_train_at_once, synthetic_mnist,
 
 
 def pytest_configure(config):
-    """The runs the tests start share an XLA compile cache of their own, not the user's."""
-    if "BNMNIST_COMPILE_CACHE" not in os.environ:
-        config._bnmnist_cache = os.environ["BNMNIST_COMPILE_CACHE"] = tempfile.mkdtemp(prefix="bnmnist-xla-")
+    """The runs the tests start share an XLA compile cache and a decoded-MNIST cache of their own,
+    not the user's."""
+    config._bnmnist_caches = []
+    for env, prefix in (("BNMNIST_COMPILE_CACHE", "bnmnist-xla-"), ("BNMNIST_DATA_CACHE", "bnmnist-mnist-")):
+        if env not in os.environ:
+            os.environ[env] = tempfile.mkdtemp(prefix=prefix)
+            config._bnmnist_caches.append(os.environ[env])
 
 
 def pytest_unconfigure(config):
-    folder = getattr(config, "_bnmnist_cache", None)
-    if folder:
+    for folder in getattr(config, "_bnmnist_caches", []):
         shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -2,6 +2,7 @@
 
 import gzip
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ import pytest
 from bnmnist import data
 from bnmnist.errors import DataError
 
-from helpers import bad_data_cases, write_npz
+from helpers import bad_data_cases, write_idx, write_npz
 
 
 def test_idx_folder_gzipped_loads_uint8_images_and_labels(tiny_mnist):
@@ -74,6 +75,94 @@ def test_real_mnist_matches_its_readme(mnist_dir):
 
 def test_decoding_happens_once_per_process(tiny_mnist):
     assert data.load(tiny_mnist) is data.load(tiny_mnist)
+
+
+@pytest.fixture
+def data_cache(tmp_path, monkeypatch):
+    """An empty decoded-MNIST cache, and no arrays kept from earlier loads in this process."""
+    folder = tmp_path / "cache"
+    monkeypatch.setenv(data.CACHE_ENV, str(folder))
+    data._load_cached.cache_clear()
+    yield folder
+    data._load_cached.cache_clear()
+
+
+def _load_again(path):
+    """What a new process would load."""
+    data._load_cached.cache_clear()
+    return data.load(path)
+
+
+def _same(a, b):
+    return all(np.array_equal(getattr(a, k), getattr(b, k)) for k in data.IDX_FILES) and (
+        a.fingerprint() == b.fingerprint()
+    )
+
+
+def test_a_later_load_reads_the_decoded_copy_instead_of_the_source(tiny_mnist, data_cache, monkeypatch):
+    decoded = data.load(tiny_mnist)
+    assert sorted(p.suffix for p in data_cache.iterdir()) == [".json", ".npy"]
+
+    def no_decoding(*args):
+        raise AssertionError("the source was decoded again")
+
+    monkeypatch.setattr(data, "_read_idx", no_decoding)
+    cached = _load_again(tiny_mnist)
+    assert _same(cached, decoded) and cached.source == decoded.source
+
+
+def test_a_damaged_cache_entry_is_decoded_again_and_replaced(tiny_mnist, data_cache):
+    decoded = data.load(tiny_mnist)
+    (npy,) = data_cache.glob("*.npy")
+    (meta,) = data_cache.glob("*.json")
+    intact = npy.read_bytes()
+    damaged = bytearray(intact)
+    damaged[len(damaged) // 2] ^= 0x10  # one bit of one training image
+    for what, damage in (
+        ("a flipped bit", lambda: npy.write_bytes(bytes(damaged))),
+        ("a truncated file", lambda: npy.write_bytes(intact[: len(intact) // 3])),
+        ("an empty record", lambda: meta.write_text("{}")),
+        ("no arrays", lambda: npy.unlink()),
+    ):
+        damage()
+        assert _same(_load_again(tiny_mnist), decoded), what
+        assert npy.read_bytes() == intact, f"{what}: the entry was not written again"
+
+
+def test_a_rewritten_source_file_is_decoded_again_and_its_old_entry_removed(tiny_mnist, data_cache, tmp_path):
+    folder = tmp_path / "copy"
+    shutil.copytree(tiny_mnist, folder)
+    first = data.load(str(folder))
+    labels = folder / "train-labels-idx1-ubyte.gz"
+    y = first.y_train.copy()
+    y[:100] = (y[:100] + 1) % 10  # same size, other content
+    write_idx(labels, y)
+    second = _load_again(str(folder))
+    assert np.array_equal(second.y_train, y)
+    assert len(list(data_cache.glob("*.npy"))) == 1
+
+
+def test_the_data_cache_can_be_turned_off(tiny_mnist, data_cache, monkeypatch, tmp_path):
+    monkeypatch.setenv(data.CACHE_ENV, "off")
+    monkeypatch.chdir(tmp_path)
+    before = set(tmp_path.iterdir())
+    data.load(tiny_mnist)
+    decoded = []
+    read_idx = data._read_idx
+    monkeypatch.setattr(data, "_read_idx", lambda *a: decoded.append(a) or read_idx(*a))
+    _load_again(tiny_mnist)
+    assert len(decoded) == 4, "a second load did not decode the four files"
+    assert set(tmp_path.iterdir()) == before
+
+
+def test_a_cache_that_cannot_be_written_still_loads_the_data(tiny_mnist, data_cache, monkeypatch):
+    data_cache.write_text("a file where the folder should be")
+    decoded = data.load(tiny_mnist)
+    assert _same(_load_again(tiny_mnist), decoded)
+    monkeypatch.setenv(data.CACHE_ENV, str(data_cache.parent / "roomless"))
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**12, 10**12, 10**6))
+    assert _same(_load_again(tiny_mnist), decoded)
+    assert list((data_cache.parent / "roomless").iterdir()) == []  # a disk short of room gets nothing
 
 
 def test_every_kind_of_bad_data_is_one_clear_error(tmp_path, tiny_mnist):
