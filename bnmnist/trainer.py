@@ -53,7 +53,7 @@ def batch_indices(n, batch_size, rng=np.random):
 
 def train(
     config, split, run_dir, *, resume=False, dry_run=False, out=sys.stdout, data_info=None, progress=False,
-    steps_per_call=None,
+    steps_per_call=None, before_first_step=None,
 ):  # fmt: skip
     """Train ``config`` on ``split`` in ``run_dir`` (made by :func:`runs.new_run_dir`, or an
     existing run when ``resume``). Returns a :class:`Result`; raises :class:`TrainingInterrupted`
@@ -63,23 +63,27 @@ def train(
     ``resume`` may also be a checkpoint prefix of the run, to resume from it instead of the newest:
     the later ones stop being named by the state file before they are trained again.
     ``progress`` shows a bar over each epoch's steps on a terminal; ``steps_per_call`` caps the
-    steps of one call of the XLA loop. Neither changes the results."""
+    steps of one call of the XLA loop. Neither changes the results. ``before_first_step()`` is
+    called once the start-up is over."""
     with runs.run_lock(run_dir):
         if not resume:
             atomic.write_json_atomic(os.path.join(run_dir, runs.CONFIG_FILE), config.to_json())
             if data_info is not None:
                 atomic.write_json_atomic(os.path.join(run_dir, runs.DATA_FILE), data_info)
         with TrainingSession(config, split, run_dir, resume, out) as run:
-            return _book_loop(run, config, split, dry_run, progress_bar_available(progress), steps_per_call)
+            bar = progress_bar_available(progress)
+            return _book_loop(run, config, split, dry_run, bar, steps_per_call, before_first_step)
 
 
-def _book_loop(run, config, split, dry_run, bar, steps_per_call):
+def _book_loop(run, config, split, dry_run, bar, steps_per_call, before_first_step=None):
     """The book's cell, with ``run`` (its Session, Saver and validating copy) and ``steps`` (its
     per-step loop, or XLA's) plugged in."""
     first_epoch = run.start()  # init.run(), or a checkpoint's variables and state
     steps = make_steps(run.sess, run.h, config, split)
     run.epoch_end.prepare()  # the validating copy, built while the loop compiles
     run.started(steps.compile(split.n_train, config.batch_size))  # before the first step
+    if before_first_step is not None:
+        before_first_step()
     with StopOnCtrlC() as ctrl_c:
         for epoch in range(first_epoch, config.epochs):
             t_epoch = time.perf_counter()

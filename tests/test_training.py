@@ -185,6 +185,52 @@ def test_the_command_line_loads_tensorflow_without_keras_and_keras_still_imports
     assert after.split() == ["True", "True"], err2
 
 
+# Runs the command in-process, recording whether Python's cyclic collector is on during
+# TensorFlow's import and when the first epoch starts, and whether anything was frozen by then.
+COLLECTOR_DRIVER = """
+import gc, sys
+from bnmnist import cli, trainer
+from bnmnist.errors import CheckpointError
+seen = {}
+load, run_epoch = cli._import_tensorflow_without_keras, trainer.run_epoch
+def import_tf():
+    seen["import"] = gc.isenabled()
+    load()
+def first_epoch(*args, **kwargs):
+    seen.setdefault("loop", (gc.isenabled(), gc.get_freeze_count() > 0))
+    return run_epoch(*args, **kwargs)
+def refused(*args, **kwargs):
+    raise CheckpointError("refused after the import")
+cli._import_tensorflow_without_keras, trainer.run_epoch = import_tf, first_epoch
+if sys.argv[1] == "refused":
+    trainer.train = refused
+rc = cli.main(sys.argv[2:])
+print(rc, seen.get("import"), *seen.get("loop", ("-", "-")), gc.isenabled(), gc.get_freeze_count() > 0)
+"""
+
+
+@pytest.mark.slow
+def test_the_collector_is_off_only_from_the_import_to_the_first_step(tiny_mnist, tmp_path):
+    """The command keeps the start-up's objects out of the cyclic collector's scans, and gives the
+    loop, and a run refused before its first step, the collector back on."""
+    out = {}
+    for case in ("trains", "refused"):
+        args = ["--data", tiny_mnist, "--logdir", str(tmp_path / case), "--epochs", "1", "--quiet"]
+        p = subprocess.run(
+            [sys.executable, "-c", COLLECTOR_DRIVER, case, *args],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+            timeout=300,
+        )
+        out[case] = p.stdout.split()[-6:]
+        assert p.returncode == 0, p.stderr[-2000:]
+    # return code, off during the import, on and frozen at the first epoch, on at the end
+    assert out["trains"] == ["0", "False", "True", "True", "True", "True"]
+    assert out["refused"] == ["2", "False", "-", "-", "True", "False"]
+
+
 def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path):
     now = datetime.datetime(2026, 11, 27, 8, 0, 0, tzinfo=datetime.timezone.utc)
     folders = [runs.new_run_dir(str(tmp_path), now=now) for _ in range(3)]
