@@ -40,7 +40,13 @@ def read_json(path):
         return json.load(f)
 
 
-def user_cache(*parts):
-    """A folder in the user's cache, ``$XDG_CACHE_HOME/bnmnist/...`` (default ``~/.cache``)."""
+def cache_folder(env, name):
+    """Where one of bnmnist's caches lives: the folder the environment variable ``env`` names, by
+    default ``$XDG_CACHE_HOME/bnmnist/NAME`` (``~/.cache``); None when ``env`` turns it ``off``."""
+    setting = os.environ.get(env, "")
+    if setting.lower() in ("off", "0", "no", "false"):
+        return None
+    if setting:
+        return os.path.abspath(setting)
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "bnmnist", *parts)
+    return os.path.join(base, "bnmnist", name)

@@ -46,10 +46,6 @@ _READ_NOISE = "Error parsing text-format tensorflow.XlaSerializedCacheEntry"
 _active = None  # this process's cache, once enable() has set TensorFlow's flag
 
 
-def default_root():
-    return atomic.user_cache("xla")
-
-
 def machine_key():
     """What decides the machine code XLA generates, besides the graph: a short hash."""
     parts = {
@@ -95,12 +91,12 @@ def enable():
     already set by the user, ``BNMNIST_COMPILE_CACHE=off``, a folder that cannot be written or
     a disk short of room): then XLA compiles as it always does."""
     global _active
-    setting = os.environ.get(ENV, "")
-    if _active or setting.lower() in ("off", "0", "no", "false") or "tensorflow" in sys.modules:
+    root = atomic.cache_folder(ENV, "xla")
+    if _active or root is None or "tensorflow" in sys.modules:
         return None
     if FLAG in os.environ.get("TF_XLA_FLAGS", ""):
         return None
-    folder = os.path.join(os.path.abspath(setting or default_root()), machine_key())
+    folder = os.path.join(root, machine_key())
     try:
         if shutil.disk_usage(_existing_ancestor(folder)).free < MIN_FREE_BYTES:
             return None
