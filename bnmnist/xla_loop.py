@@ -121,7 +121,9 @@ class XlaEpochLoop:
             X_data, y_data, pixel_scale = _load_data(
                 sess,
                 {
-                    "train_pixels_used": np.take(train_pixels, used, axis=1),  # C-ordered, in one pass
+                    "train_pixels_used": (
+                        train_pixels if len(used) == train_pixels.shape[1] else np.take(train_pixels, used, axis=1)
+                    ),
                     "y_train": y_train,
                     "pixel_scale": np.float32(255.0),
                 },
