@@ -5,8 +5,8 @@ TensorFlow is imported, reported in one line on stderr, and exits with code 2. E
 0 done, 2 bad input (nothing trained, nothing saved changed), 3 the loss became NaN or infinite
 (the last good checkpoint stays the newest), 4 a checkpoint or the results could not be written
 during training (disk full, folder removed; the last complete checkpoint stays the newest),
-130 stopped by Ctrl-C (resume with ``--resume``), 141 stopped because standard output was closed
-(piped into ``head``, say; resume with ``--resume``).
+130 stopped by Ctrl-C and 143 by SIGTERM (resume with ``--resume``), 141 stopped because standard
+output was closed (piped into ``head``, say; resume with ``--resume``).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import gc
 import importlib
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -25,7 +26,7 @@ from . import atomic, checkpoint_files, compile_cache, data, runs
 from .config import LOOPS, PRESETS, RULES, SEEDINGS
 from .errors import BnmnistError, NumericalError, WriteError
 
-EXIT_USAGE, EXIT_NUMERICAL, EXIT_WRITE, EXIT_INTERRUPTED, EXIT_PIPE = 2, 3, 4, 130, 141
+EXIT_USAGE, EXIT_NUMERICAL, EXIT_WRITE, EXIT_PIPE = 2, 3, 4, 141
 # Flags that keep a resumed run the run it was: anything else would change its result.
 RESUME_ALLOWED = {"epochs", "data", "logdir", "quiet", "resume", "threads"}
 
@@ -319,8 +320,46 @@ def run():
     os._exit(rc)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``timeout``, ``kill``, a container or job scheduler stopping the command) outside
+    the training loop, which turns it into a flag between steps: the command stops as Ctrl-C stops
+    it, with its message and nothing half-written."""
+
+    signum = signal.SIGTERM
+
+
+def _raise_terminated(signum, frame):
+    # once is enough: a script that started this run passes SIGTERM on, and `timeout` sends it to
+    # the whole process group too, so it may come twice while the command is already stopping
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Terminated
+
+
+def exit_code(interrupt):
+    """128 + the signal's number, as a shell reports a process the signal ended: 130 for Ctrl-C,
+    143 for SIGTERM."""
+    return 128 + getattr(interrupt, "signum", signal.SIGINT)
+
+
+def _stopped_by(interrupt, start=False):
+    said = "stopped by SIGTERM" if exit_code(interrupt) == 128 + signal.SIGTERM else "interrupted"
+    return said[0].upper() + said[1:] if start else said
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread: SIGTERM keeps its handler
+        previous = None
+    try:
+        return _main_closing_stdout(argv)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main_closing_stdout(argv):
     run = {}  # the run folder, once there is one
     try:
         return _main(argv, run)
@@ -347,9 +386,9 @@ def _main(argv, run):
     except BnmnistError as e:  # bad input: nothing trained
         print(f"bnmnist-train: error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("bnmnist-train: interrupted before training started", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as e:
+        print(f"bnmnist-train: {_stopped_by(e)} before training started", file=sys.stderr)
+        return exit_code(e)
 
 
 def _train(t0, cfg, split, info, logdir, resume_dir, args, run):
@@ -384,15 +423,15 @@ def _train(t0, cfg, split, info, logdir, resume_dir, args, run):
         )
     except TrainingInterrupted as e:
         print(
-            f"\nInterrupted: {e.epochs_done} completed epoch(s) are saved in {e.run_dir}.\n"
+            f"\n{_stopped_by(e, start=True)}: {e.epochs_done} completed epoch(s) are saved in {e.run_dir}.\n"
             f"Resume with: python scripts/train.py --resume {e.run_dir}",
             file=sys.stderr,
         )
-        return EXIT_INTERRUPTED
-    except KeyboardInterrupt:
+        return exit_code(e)
+    except KeyboardInterrupt as e:
         where = f" ({run_dir})" if run_dir else ""
-        print(f"\nbnmnist-train: interrupted before the first epoch finished{where}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        print(f"\nbnmnist-train: {_stopped_by(e)} before the first epoch finished{where}", file=sys.stderr)
+        return exit_code(e)
     except NumericalError as e:
         print(f"bnmnist-train: error: {e}; try a smaller --learning-rate (now {cfg.learning_rate})", file=sys.stderr)
         return EXIT_NUMERICAL

@@ -84,26 +84,34 @@ def make_steps(sess, h, config, split):
     return BookSteps(sess, h, split, config.stop_gradient_after if config.cache_frozen else "")
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C; timeout, kill, container stops, job schedulers
+
+
 class StopOnCtrlC:
-    """Turns Ctrl-C into a flag checked between steps, so no step or checkpoint stops half-way."""
+    """Turns Ctrl-C and SIGTERM into a flag checked between steps, so no step or checkpoint stops
+    half-way. ``raised`` is the signal's number once one came (0 before)."""
 
     def __init__(self):
-        self.raised = False
-        self.previous = None
+        self.raised = 0
+        self.previous = {}
 
     def __enter__(self):
-        try:
-            self.previous = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread: leave Ctrl-C alone
-            self.previous = None
+        for signum in STOP_SIGNALS:
+            try:
+                self.previous[signum] = signal.signal(signum, self._handle)
+            except ValueError:  # not the main thread: leave the signals alone
+                break
         return self
 
     def _handle(self, signum, frame):
-        self.raised = True
+        self.raised = signum
 
     def __exit__(self, *exc):
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
+        for signum, previous in self.previous.items():
+            # a second SIGTERM (passed on by a parent script as well as sent to the process group)
+            # must not break into a run that is already stopping
+            stopping = signum == signal.SIGTERM and self.raised == signal.SIGTERM
+            signal.signal(signum, signal.SIG_IGN if stopping else previous)
 
 
 def progress_bar_available(wanted):
@@ -120,7 +128,7 @@ def progress_bar_available(wanted):
 
 def run_epoch(steps, batches, epoch, ctrl_c, bar=False, steps_per_call=None):
     """Run the epoch's ``batches`` through ``steps``; returns their losses, or None when Ctrl-C
-    came first (the epoch is then left unfinished and unsaved). Raises ``FloatingPointError(step,
+    or SIGTERM came first (the epoch is then left unfinished and unsaved). Raises ``FloatingPointError(step,
     loss)`` when a loss is not finite; nothing after it is computed.
 
     ``steps_per_call`` caps the steps of one call (default: the whole epoch, or a twentieth of

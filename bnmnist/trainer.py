@@ -14,6 +14,7 @@ checkpoint. :func:`_book_loop` is that cell, line for line; what a long run adds
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 
@@ -28,12 +29,14 @@ __all__ = ["Result", "TrainingInterrupted", "batch_indices", "shuffle_batch", "t
 
 
 class TrainingInterrupted(Exception):
-    """Ctrl-C stopped the run cleanly after its last completed epoch."""
+    """Ctrl-C or SIGTERM stopped the run cleanly after its last completed epoch; ``signum`` says
+    which."""
 
-    def __init__(self, run_dir, epochs_done):
+    def __init__(self, run_dir, epochs_done, signum=signal.SIGINT):
         super().__init__(f"interrupted; {epochs_done} epoch(s) saved in {run_dir}")
         self.run_dir = run_dir
         self.epochs_done = epochs_done
+        self.signum = signum
 
 
 def shuffle_batch(X, y, batch_size, rng=np.random):
@@ -57,7 +60,7 @@ def train(
 ):  # fmt: skip
     """Train ``config`` on ``split`` in ``run_dir`` (made by :func:`runs.new_run_dir`, or an
     existing run when ``resume``). Returns a :class:`Result`; raises :class:`TrainingInterrupted`
-    on Ctrl-C, :class:`NumericalError` if the loss or a variable stops being finite, and
+    on Ctrl-C or SIGTERM, :class:`NumericalError` if the loss or a variable stops being finite, and
     :class:`WriteError` if a checkpoint or the results cannot be written.
 
     ``resume`` may also be a checkpoint prefix of the run, to resume from it instead of the newest:
@@ -99,14 +102,14 @@ def _book_loop(run, config, split, dry_run, bar, steps_per_call, before_first_st
                     f"the training loss became {loss} at epoch {epoch}, step {step}; nothing from this epoch was saved"
                 ) from None
             if losses is None:
-                raise TrainingInterrupted(run.run_dir, epoch)
+                raise TrainingInterrupted(run.run_dir, epoch, ctrl_c.raised)
             run.result.examples += sum(map(len, batches))
             values = run.checked_variables(epoch)
             run.save(epoch, losses, time.perf_counter() - t_epoch)  # saver.save(sess, ...)
             # accuracy.eval(feed_dict={X: X_valid, y: y_valid}) and the print, beside the next epoch
             run.validate(epoch, values, now=bar or ctrl_c.raised or dry_run, last_batch=batches[-1])
             if ctrl_c.raised:
-                raise TrainingInterrupted(run.run_dir, epoch + 1)
+                raise TrainingInterrupted(run.run_dir, epoch + 1, ctrl_c.raised)
             if dry_run:
                 break
     steps.release()  # nothing is held past its last use

@@ -12,13 +12,12 @@ The notebook is ``11_deep_learning.ipynb``: ``--notebook PATH``, or the one in
 
 import concurrent.futures
 import os
-import signal
 import sys
 import threading
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
-from seeds import train_run  # noqa: E402
+from child_runs import report_interrupted, stop_runs_on_signals, train_run  # noqa: E402
 
 from bnmnist import data, reports, runs  # noqa: E402
 from bnmnist.cli import ScriptParser, path_arg, positive_int  # noqa: E402
@@ -80,7 +79,7 @@ def main(argv=None):
         print(f"chapter: error: {e}", file=sys.stderr)
         return 2
     print(f"Training {len(presets)} presets, {args.jobs} at a time, in {args.logdir}", flush=True)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    stop_runs_on_signals()  # Ctrl-C and SIGTERM stop every run cleanly
     results, stop = {}, threading.Event()
 
     def train(preset, source):
@@ -96,13 +95,13 @@ def main(argv=None):
                     return preset, None
                 flags += ["--from", trained["run_dir"]]
             return preset, train_run(flags, args, f"preset {preset}")
-        except (BnmnistError, KeyboardInterrupt):  # a failed or interrupted run: start no more
+        except (BnmnistError, KeyboardInterrupt):  # a failed or stopped run: start no more
             stop.set()
             raise
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        futures = {}
         try:
-            futures = {}
             for p in presets:
                 futures[p] = pool.submit(train, p, futures.get(SOURCE))
             for future in futures.values():
@@ -114,8 +113,8 @@ def main(argv=None):
             stop.set()
             pool.shutdown(cancel_futures=True)
             if isinstance(e, KeyboardInterrupt):
-                print(f"chapter: interrupted; the finished runs are in {args.logdir}", file=sys.stderr)
-                return 130
+                finished = f"{len(results)} finished preset(s); the runs are in {args.logdir}"
+                return report_interrupted("chapter", futures.values(), getattr(e, "signum", 0), finished)
             print(f"chapter: error: {e}", file=sys.stderr)
             return 2
     rows = [row(p, book[p], results[p]) for p in presets]

@@ -9,14 +9,13 @@ listed), writes the same to CSV, and plots every seed's curve.
 import concurrent.futures
 import datetime
 import os
-import signal
-import subprocess
 import sys
 import threading
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
+from child_runs import report_interrupted, stop_runs_on_signals, train_run  # noqa: E402
+
 from bnmnist import data, reports, runs  # noqa: E402
 from bnmnist.cli import ScriptParser, path_arg, positive_int  # noqa: E402
 from bnmnist.config import PRESETS  # noqa: E402
@@ -24,39 +23,15 @@ from bnmnist.errors import BnmnistError  # noqa: E402
 
 
 def train_seed(seed, args, stop):
-    """Train one seed; once ``stop`` is set (Ctrl-C, or a seed failed) queued seeds start no run.
-    The worker that sees its run fail sets ``stop`` itself, before it could take the next seed."""
+    """Train one seed; once ``stop`` is set (a stop signal, or a seed failed) queued seeds start no
+    run. The worker that sees its run fail sets ``stop`` itself, before it could take the next seed."""
     if stop.is_set():
         return seed, None
     try:
         return seed, train_run(["--preset", args.preset, "--seed", str(seed)], args, f"seed {seed}")
-    except (BnmnistError, KeyboardInterrupt):  # a failed or interrupted run: start no more
+    except (BnmnistError, KeyboardInterrupt):  # a failed or stopped run: start no more
         stop.set()
         raise
-
-
-def train_run(flags, args, what):
-    """``scripts/train.py`` with ``flags`` (and ``args.epochs``, ``args.data``, ``args.logdir``) in
-    a process of its own; returns its ``results.json`` with ``run_dir`` and ``seconds`` (the whole
-    process) added. Raises KeyboardInterrupt if Ctrl-C reached it, BnmnistError if it failed."""
-    cmd = [sys.executable, os.path.join(HERE, "train.py"), *flags, "--logdir", args.logdir, "--quiet"]
-    if args.epochs:
-        cmd += ["--epochs", str(args.epochs)]
-    if args.data:
-        cmd += ["--data", args.data]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    t0 = time.perf_counter()
-    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if p.returncode == 130:  # Ctrl-C reached the run too (it saved its last epoch)
-        raise KeyboardInterrupt
-    if p.returncode != 0:
-        last = (p.stderr.strip().splitlines() or ["(nothing on stderr)"])[-1]
-        raise BnmnistError(f"{what} failed (exit {p.returncode}): {last}")
-    run_dir = next(l.split(": ", 1)[1] for l in p.stdout.splitlines() if l.startswith("Run folder: "))
-    results = reports.load_results(run_dir)
-    results["run_dir"] = run_dir
-    results["seconds"] = time.perf_counter() - t0
-    return results
 
 
 def main(argv=None):
@@ -99,13 +74,15 @@ def main(argv=None):
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d%H%M%S")
     csv_path = args.csv or os.path.join(args.logdir, f"seeds-{args.preset}-{stamp}.csv")
     print(f"Training preset {args.preset} for seeds {seeds}, {args.jobs} at a time", flush=True)
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C works even if started with `&`
+    stop_runs_on_signals()  # Ctrl-C (even when started with `&`) and SIGTERM stop every run cleanly
     results, stop = {}, threading.Event()
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        futures = []
         try:
-            for future in [pool.submit(train_seed, s, args, stop) for s in seeds]:
+            futures = [pool.submit(train_seed, s, args, stop) for s in seeds]
+            for future in futures:
                 seed, res = future.result()
-                if res is None:  # not started: a failure or Ctrl-C comes first in seed order
+                if res is None:  # not started: a failure or a stop comes first in seed order
                     continue
                 results[seed] = res
                 print(
@@ -115,15 +92,10 @@ def main(argv=None):
                 )
         except (BnmnistError, KeyboardInterrupt) as e:
             stop.set()
-            pool.shutdown(cancel_futures=True)  # start no more seeds; running ones end
+            pool.shutdown(cancel_futures=True)  # start no more seeds; running ones save and end
             if isinstance(e, KeyboardInterrupt):
-                print(
-                    f"seeds: interrupted after {len(results)} finished seed(s); every run keeps its "
-                    f"completed epochs in {args.logdir} (resume one with python scripts/train.py "
-                    "--resume RUN)",
-                    file=sys.stderr,
-                )
-                return 130
+                finished = f"{len(results)} finished seed(s); the runs are in {args.logdir}"
+                return report_interrupted("seeds", futures, getattr(e, "signum", 0), finished)
             print(f"seeds: error: {e}", file=sys.stderr)
             return 2
     ordered, rows, test = reports.seed_statistics(results)

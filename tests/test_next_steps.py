@@ -196,7 +196,7 @@ def child_pids(pid):
 # "group": Ctrl-C in a terminal, to seeds.py and its runs; "runs": only the runs get it (seeds.py
 # started in the background by a script, where SIGINT is ignored), so the workers must stop alone
 @pytest.mark.parametrize("who", ["group", "runs"])
-def test_ctrl_c_on_seeds_starts_no_more_runs_and_exits_130_in_one_line(who, tiny_mnist, tmp_path):
+def test_ctrl_c_on_seeds_starts_no_more_runs_exits_130_and_prints_each_resume_command(who, tiny_mnist, tmp_path):
     logdir = tmp_path / "logs"
     p = subprocess.Popen(
         seeds_command(
@@ -228,8 +228,10 @@ def test_ctrl_c_on_seeds_starts_no_more_runs_and_exits_130_in_one_line(who, tiny
             pass
     assert p.returncode == 130, err
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("seeds: interrupted after 0 finished seed(s)"), err
-    assert len(list(logdir.glob("run-*"))) == 2  # seeds 2-5 and 42 never started
+    assert lines[0].startswith("seeds: interrupted after 0 finished seed(s)") and "Traceback" not in err, err
+    started = sorted(str(d) for d in logdir.glob("run-*"))
+    assert len(started) == 2  # seeds 2-5 and 42 never started
+    assert sorted(lines[1:]) == [f"Resume with: python scripts/train.py --resume {d}" for d in started]
 
 
 def _run_on_terminal(args, tmp_path, name, hide_tqdm=False):

@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -312,6 +313,89 @@ def test_ctrl_c_keeps_the_last_epoch_prints_how_to_resume_and_exits_130(tiny_mni
     assert "Resume with: python scripts/train.py --resume" in err and "Traceback" not in err
     run_dir = [d for d in (tmp_path / n for n in os.listdir(tmp_path))][0]
     assert newest_checkpoint_epochs(str(run_dir)) == len(printed)
+
+
+def _resume_as_printed(err, env):
+    """The ``Resume with:`` command a stopped command printed last, run as printed."""
+    assert "Traceback" not in err, err
+    command = [l for l in err.splitlines() if l.startswith("Resume with: ")][-1].split("Resume with: ", 1)[1]
+    return _run_printed_command(command, env)
+
+
+def test_sigterm_keeps_the_last_epoch_prints_how_to_resume_and_exits_143(tiny_mnist, tmp_path):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
+    p = start_train("--data", tiny_mnist, "--logdir", tmp_path, "--epochs", "60", env=env)
+    printed = []
+    for line in p.stdout:
+        if "(epoch " in line:
+            printed.append(line)
+            if len(printed) == 2:
+                p.send_signal(signal.SIGTERM)  # kill -TERM PID
+                break
+    out, err = p.communicate(timeout=60)
+    printed += [l for l in out.splitlines() if "Validation accuracy" in l]
+    assert p.returncode == 143, err
+    assert "Stopped by SIGTERM: " in err
+    run_dir = str(tmp_path / os.listdir(tmp_path)[0])
+    assert newest_checkpoint_epochs(run_dir) == len(printed)
+    resumed = _resume_as_printed(err, env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert len(table_from(resumed.stdout)) == 60
+
+
+def test_a_run_under_timeout_stops_cleanly_and_resumes_as_printed(tiny_mnist, tmp_path):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
+
+    def under_timeout(argv):  # 40 s: start-up and a first epoch on the tiny data, even on a loaded machine
+        return subprocess.run(
+            ["timeout", "--preserve-status", "40", *argv], capture_output=True, text=True, env=env, cwd=ROOT
+        )
+
+    p = under_timeout([sys.executable, TRAIN_SCRIPT, "--data", tiny_mnist, "--logdir", tmp_path, "--epochs", "100000"])
+    assert p.returncode == 143, p.stderr
+    assert "Stopped by SIGTERM: " in p.stderr and "Traceback" not in p.stderr
+    done = len(table_from(p.stdout))
+    assert done and newest_checkpoint_epochs(run_dir_from(p.stdout)) == done
+    command = shlex.split([l for l in p.stderr.splitlines() if l.startswith("Resume with: ")][-1][13:])
+    assert command[:2] == ["python", "scripts/train.py"]
+    again = under_timeout([sys.executable, *command[1:]])  # the printed command, under timeout again
+    assert again.returncode == 143, again.stderr
+    assert again.stdout.count("(from checkpoint)") == done  # it went on from where the first stopped
+    assert len(table_from(again.stdout)) > done
+
+
+@pytest.mark.parametrize("script", ["seeds", "chapter"])
+def test_sigterm_to_a_helper_script_stops_its_runs_and_prints_each_resume_command(
+    script, tiny_mnist, book_notebook, tmp_path
+):
+    """kill -TERM reaches only the script: it passes the signal on, and every run keeps its epochs."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
+    logdir = tmp_path / "logs"
+    flags = {"seeds": ["--seeds", "1"], "chapter": ["--presets", "bn,plain", "--notebook", book_notebook]}[script]
+    p = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "scripts", f"{script}.py"), "--data", tiny_mnist, "--logdir", logdir,
+         "--epochs", "100000", *flags],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while len(glob.glob(str(logdir / "*" / "checkpoint"))) < 2:  # both runs have saved an epoch
+        assert p.poll() is None and time.monotonic() < deadline, p.communicate()[1]
+        time.sleep(0.5)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 143, err
+    lines = err.strip().splitlines()
+    assert lines[0].startswith(f"{script}: stopped by SIGTERM after 0 finished") and "Traceback" not in err
+    commands = [l.split("Resume with: ", 1)[1] for l in lines[1:]]
+    assert len(commands) == 2 and len(lines) == 3, err
+    for command in commands:
+        run_dir = shlex.split(command)[-1]
+        assert checkpoint_files.epochs_done(run_dir) >= 1
+    run_dir = shlex.split(commands[-1])[-1]
+    done = checkpoint_files.epochs_done(run_dir)
+    resumed = _run_printed_command(f"{commands[-1]} --epochs {done + 1}", env)  # not the 100,000 epochs
+    assert resumed.returncode == 0, resumed.stderr
+    assert len(runs.read_results(run_dir)["validation_accuracy"]) == done + 1
 
 
 def _offline_env(tmp_path):
