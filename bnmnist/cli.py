@@ -69,7 +69,7 @@ def positive_int(text):
 def _default(name):
     """ "default: 20; 40 for plain, selu": the bn preset's value, then each other value with the
     presets that have it."""
-    show = (lambda v: ",".join(map(str, v))) if name == "threads" else str
+    show = (lambda v: ",".join(map(str, v))) if name in ("threads", "hidden") else str
     base = getattr(PRESETS["bn"], name)
     others = {}
     for preset, c in PRESETS.items():
@@ -91,6 +91,14 @@ def _threads(text):
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be INTRA,INTER (two integers), got {text!r}") from None
     return intra, inter
+
+
+def _hidden(text):
+    try:
+        sizes = tuple(int(t) for t in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be layer sizes like 300,100 (integers), got {text!r}") from None
+    return sizes
 
 
 def build_parser():
@@ -118,6 +126,12 @@ def build_parser():
         ("--seed", "seed", "graph and NumPy seed"),
     ):
         p.add_argument(flag, type=field_type(name), help=f"{what} ({_default(name)})")
+    p.add_argument(
+        "--hidden",
+        type=_hidden,
+        metavar="N1,N2,...",
+        help=f"the hidden layers' sizes ({_default('hidden')})",
+    )
     p.add_argument(
         "--seeding",
         choices=SEEDINGS,
@@ -183,6 +197,7 @@ def config_from_args(args):
             ("seed", args.seed),
             ("seeding", args.seeding),
             ("threads", args.threads),
+            ("hidden", args.hidden),
         )
         if v is not None
     }
