@@ -229,6 +229,8 @@ def bad_flag_cases(tiny):
         ("momentum one", d + ["--momentum", "1"], "[0, 1)"),
         ("momentum negative", d + ["--momentum", "-0.1"], "[0, 1)"),
         ("seed negative", d + ["--seed", "-1"], "[0, 2**31)"),
+        ("hidden text", d + ["--hidden", "300,x"], "layer sizes like 300,100"),
+        ("hidden zero", d + ["--hidden", "300,0"], "each hidden layer size must be a positive integer"),
         ("unknown preset", d + ["--preset", "resnet"], "invalid choice"),
         ("unknown loop", d + ["--loop", "fast"], "invalid choice"),
         ("two loops at once", d + ["--feed-dict", "--loop", "xla"], "contradict"),

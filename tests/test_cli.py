@@ -46,3 +46,10 @@ def test_python_dash_m_bnmnist_is_the_same_program():
     assert p.returncode == 2 and p.stderr.startswith("bnmnist-train: error: ") and "positive integer" in p.stderr
     help_text = subprocess.run([sys.executable, "-m", "bnmnist", "--help"], capture_output=True, text=True, cwd=ROOT)
     assert help_text.stdout == cli.build_parser().format_help()
+
+
+def test_hidden_sets_the_layer_sizes_of_any_preset():
+    args = cli.build_parser().parse_args(["--preset", "dropout", "--hidden", "300,100"])
+    cfg = cli.config_from_args(args)
+    assert cfg.hidden == (300, 100) and cfg.dropout_rate == PRESETS["dropout"].dropout_rate
+    assert cli.config_from_args(cli.build_parser().parse_args(["--preset", "dropout"])).hidden == (300, 50)
