@@ -154,32 +154,44 @@ def load(path=None, download=True):
 def load_recorded(record, path=None, owner="the run"):
     """The MNIST ``owner`` was trained on, from its ``data.json`` ``record`` (source and SHA-256),
     so a run folder carried with its data needs no other setting and no network. An explicit
-    ``path`` or ``BNMNIST_DATA`` wins, but must hold the same data; nothing is downloaded."""
+    ``path`` wins, but must hold the same data; then the recorded copy; then ``BNMNIST_DATA``,
+    when it holds the same data (a resume command printed for one copy must not stop working
+    because the variable names another). Nothing is downloaded."""
     sha, source = record.get("sha256"), record.get("source")
-    explicit = path or os.environ.get(ENV_VAR)
-    if explicit:
-        mnist = load(explicit, download=False)
+
+    def same_data(where):
+        mnist = load(where, download=False)
         if mnist.fingerprint() != sha:
             raise DataError(
                 f"{mnist.source} holds other data than {owner} was trained on ({source}); "
                 f"pass that copy with --data PATH or {ENV_VAR}"
             )
         return mnist
-    if not source:
+
+    if path:
+        return same_data(path)
+    if not source and not os.environ.get(ENV_VAR):
         raise DataError(f"{owner} records no MNIST copy; {HOW_TO_PASS}")
     try:
-        mnist = load(source, download=False)
+        mnist = load(source, download=False) if source else None
     except DataError as e:
-        raise DataError(
-            f"{owner} was trained on the MNIST copy at {source}, which cannot be read "
-            f"now ({e}); pass that copy with --data PATH or {ENV_VAR}"
-        ) from None
-    if mnist.fingerprint() != sha:
-        raise DataError(
+        mnist, problem = (
+            None,
+            DataError(
+                f"{owner} was trained on the MNIST copy at {source}, which cannot be read "
+                f"now ({e}); pass that copy with --data PATH or {ENV_VAR}"
+            ),
+        )
+    else:
+        problem = DataError(
             f"the MNIST copy at {source} has changed since {owner} was trained on it; "
             f"pass the copy it was trained on with --data PATH or {ENV_VAR}"
         )
-    return mnist
+    if mnist is not None and mnist.fingerprint() == sha:
+        return mnist
+    if os.environ.get(ENV_VAR):
+        return same_data(os.environ[ENV_VAR])
+    raise problem
 
 
 @functools.lru_cache(maxsize=4)
