@@ -24,13 +24,40 @@ def pytest_unconfigure(config):
         shutil.rmtree(folder, ignore_errors=True)
 
 
+# Where the copies the whole suite needs come from; the skip messages and the summary say it.
+MISSING = "missing data"
+MNIST_COPY = (
+    "set BNMNIST_DATA to the real MNIST: a folder of its four IDX .gz files (train-images-idx3-ubyte.gz ...) "
+    "or a Keras mnist.npz"
+)
+NOTEBOOK_COPY = (
+    "set BNMNIST_REFERENCE to a folder holding chapter 11's notebook, 11_deep_learning.ipynb, from "
+    "github.com/ageron/handson-ml at commit 2d5d735"
+)
+
+
+def skip_for_missing(what, how):
+    """Skip (or, under CI, fail: CI must run everything) for want of a copy the repository lacks."""
+    if os.environ.get("CI"):
+        pytest.fail(f"CI must run the whole suite, but {what}: {how}")
+    pytest.skip(f"{MISSING}: {what}; {how}")
+
+
+def pytest_terminal_summary(terminalreporter):
+    """When tests skipped for want of MNIST or the notebook, the last lines say how many and why."""
+    missing = [r for r in terminalreporter.stats.get("skipped", []) if MISSING in str(r.longrepr)]
+    if missing:
+        terminalreporter.write_sep("=", f"{len(missing)} tests skipped for {MISSING}", yellow=True)
+        terminalreporter.write_line(f"  the real MNIST: {MNIST_COPY}")
+        terminalreporter.write_line(f"  the chapter's notebook: {NOTEBOOK_COPY}")
+        terminalreporter.write_line("  (README.md, section 'Two commands', has the two export lines)")
+
+
 def _real_mnist_dir():
     path = os.environ.get("BNMNIST_DATA")
     if path and os.path.exists(path):
         return os.path.abspath(path)  # tests run the book's code in temporary folders
-    if os.environ.get("CI"):
-        pytest.fail(f"CI must run the full-MNIST tests, but BNMNIST_DATA={path!r} does not exist")
-    pytest.skip("no MNIST copy: set BNMNIST_DATA to a mnist.npz or a folder of the four IDX files")
+    skip_for_missing(f"no MNIST copy (BNMNIST_DATA={path!r})", MNIST_COPY)
 
 
 @pytest.fixture(scope="session")
@@ -45,11 +72,20 @@ def book_notebook():
     path = os.path.join(folder, "11_deep_learning.ipynb") if folder else None
     if path and os.path.isfile(path):
         return os.path.abspath(path)
-    if os.environ.get("CI"):
-        pytest.fail(
-            f"CI must run the book's own cells, but BNMNIST_REFERENCE={folder!r} holds no 11_deep_learning.ipynb"
+    skip_for_missing(f"no chapter notebook (BNMNIST_REFERENCE={folder!r})", NOTEBOOK_COPY)
+
+
+@pytest.fixture(scope="session")
+def notebook_cells(book_notebook):
+    """The oracle that runs a notebook section's own cells on TF 2.x with TF1's seeds emulated,
+    notebook_cells.py, which the project's reference folder holds beside the notebook."""
+    path = os.path.join(os.path.dirname(book_notebook), "notebook_cells.py")
+    if not os.path.isfile(path):
+        skip_for_missing(
+            f"no notebook_cells.py beside {book_notebook}",
+            "the comparisons with the book's own code run the reference folder's oracle script",
         )
-    pytest.skip("no book notebook: set BNMNIST_REFERENCE to the folder holding 11_deep_learning.ipynb")
+    return path
 
 
 @pytest.fixture(scope="session")

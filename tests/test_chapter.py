@@ -258,13 +258,13 @@ NOTEBOOK_STATE = {"Dropout": ("n_hidden2=100", "n_hidden2=50")}
 
 
 @pytest.fixture(scope="module")
-def book_code_first_epoch(mnist_dir, book_notebook, tmp_path_factory):
+def book_code_first_epoch(mnist_dir, book_notebook, notebook_cells, tmp_path_factory):
     """Each section's own cells run by the reference's notebook_cells.py for one epoch, TF1's op
     seeds emulated: section -> (what it printed, the initial variables of each training cell)."""
     pytest.importorskip("tf_keras", reason="tf-keras (the dev extra) runs the book's tf.layers code")
     import concurrent.futures
 
-    script = os.path.join(os.path.dirname(book_notebook), "notebook_cells.py")
+    script = notebook_cells
     folder = tmp_path_factory.mktemp("book_code")
 
     def run(section):
@@ -335,6 +335,19 @@ def test_each_preset_prints_what_the_books_own_code_prints_at_epoch_0(
     assert ours == book
 
 
+def test_the_measured_on_line_names_the_instruction_set_its_caps_and_whether_onednn_is_on(monkeypatch):
+    from bnmnist.compile_cache import host_features
+
+    widest = "AVX-512" if "avx512f" in host_features() else "AVX2" if "avx2" in host_features() else "AVX"
+    for name in ("TF_ENABLE_ONEDNN_OPTS", "XLA_FLAGS", "ONEDNN_MAX_CPU_ISA"):
+        monkeypatch.delenv(name, raising=False)
+    assert f" ({widest}, oneDNN on), " in reports.measured_on()
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_max_isa=AVX2")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert f" ({widest}, XLA capped at AVX2, oneDNN capped at AVX2, oneDNN off), " in reports.measured_on()
+
+
 def test_a_markdown_section_that_does_not_fit_on_the_disk_leaves_the_file_as_it_was(tmp_path):
     with tmpfs(tmp_path / "disk", "1m") as disk:
         path = disk / "doc.md"
@@ -370,6 +383,7 @@ def test_chapter_command_on_a_full_disk_says_so_in_one_line_and_leaves_its_markd
 def test_chapter_command_writes_each_cells_comparison_to_markdown(chapter_first_epoch):
     stdout, markdown = chapter_first_epoch
     assert markdown.startswith("<!-- chapter -->\nMeasured ")
+    assert f"({reports.instruction_set()})" in markdown.splitlines()[1]  # a reader whose digits differ sees why
     for preset in CHAPTER:
         assert f"| `{preset}` | {reports.NOTEBOOK_CELLS[preset][0]} |" in markdown
         assert f"\n### {preset}\n" in markdown

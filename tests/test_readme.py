@@ -1,8 +1,9 @@
 """The README's examples, run as a reader runs them, so that the README and the code can't part.
 
 Shell lines run in a project folder laid out as the README assumes (``../shared/data/mnist``
-beside it, here a tiny synthetic MNIST), with ``python`` this interpreter; each Python block runs
-as its own program there, in the README's order. Only installs, the test command itself and the
+beside it, here a tiny synthetic MNIST), with ``python`` this interpreter and neither
+``BNMNIST_DATA`` nor ``BNMNIST_REFERENCE`` set, as on a fresh clone; each Python block runs as its
+own program there, in the README's order. Only installs, the test command itself and the
 interactive servers (JupyterLab, TensorBoard) are left out.
 """
 
@@ -39,12 +40,10 @@ def readme_blocks():
     return blocks
 
 
-@pytest.fixture(scope="module")
-def project(tiny_mnist, tmp_path_factory):
+def reader_project(root, mnist):
     """A folder holding the project's scripts and notebook, with ../shared/data/mnist beside it."""
-    root = tmp_path_factory.mktemp("reader")
     (root / "shared" / "data").mkdir(parents=True)
-    os.symlink(tiny_mnist, root / "shared" / "data" / "mnist")
+    os.symlink(mnist, root / "shared" / "data" / "mnist")
     project = root / "bnmnist"
     project.mkdir()
     os.symlink(os.path.join(ROOT, "scripts"), project / "scripts")
@@ -52,9 +51,16 @@ def project(tiny_mnist, tmp_path_factory):
     return project
 
 
+@pytest.fixture(scope="module")
+def project(tiny_mnist, tmp_path_factory):
+    return reader_project(tmp_path_factory.mktemp("reader"), tiny_mnist)
+
+
 def reader_env(tmp_path):
     # a reader's first run: no Keras cache, and XLA's compile cache empty (the sample is a first run)
     env = train_env({"KERAS_HOME": str(tmp_path / "empty_keras_home"), "BNMNIST_COMPILE_CACHE": str(tmp_path / "xla")})
+    env.pop("BNMNIST_REFERENCE", None)  # train_env drops BNMNIST_DATA
+    env.pop("TF_USE_LEGACY_KERAS", None)
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env["PATH"]  # `python` is ours
     return env
 
@@ -76,6 +82,7 @@ def test_every_shell_and_python_example_runs_as_written(project, tmp_path):
             ran.append((heading, p.stdout))
     commands = [what for what, _ in ran]
     assert "python scripts/train.py --data ../shared/data/mnist" in commands
+    assert sum(c.startswith("export BNMNIST_") for c in commands) == 2
     assert any(c.startswith("jupyter nbconvert --to notebook --execute") for c in commands)
     assert {"Restore", "The book's recipe", "Export"} <= set(commands)
     assert (project / "notebooks" / "restore_checkpoint.executed.ipynb").exists()
@@ -97,8 +104,9 @@ def test_the_books_own_bn_cell_in_the_readme_is_the_notebooks_and_prints_its_tab
     for index in (60, 62, 63):  # the network, its epochs, its training loop
         cell = "\n".join(line.rstrip() for line in "".join(cells[index]["source"]).splitlines())
         assert cell in code, f"the README's copy of notebook cell {index} differs from the notebook"
-    env = dict(reader_env(tmp_path), BNMNIST_DATA=mnist_dir)
-    env.pop("TF_USE_LEGACY_KERAS", None)
-    p = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    project = reader_project(tmp_path / "reader", mnist_dir)  # the real MNIST at ../shared/data/mnist
+    p = subprocess.run(
+        [sys.executable, "-c", code], cwd=project, env=reader_env(tmp_path), capture_output=True, text=True
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     assert table_from(p.stdout) == BOOK_TABLE

@@ -181,12 +181,12 @@ FREEZING = {"freeze_var_list": 127, "freeze_stop_gradient": 132}
 
 
 def test_the_books_chain_gradient_clipping_then_freezing_prints_what_the_books_code_prints(
-    mnist_dir, book_notebook, tmp_path
+    mnist_dir, book_notebook, notebook_cells, tmp_path
 ):
     """Two epochs of the gradient-clipping cell, then one of each freezing cell from its
     checkpoint: bnmnist and the book's own code (TF1 seeds emulated) print the same values."""
     pytest.importorskip("tf_keras", reason="tf-keras (the dev extra) runs the book's tf.layers code")
-    script = os.path.join(os.path.dirname(book_notebook), "notebook_cells.py")
+    script = notebook_cells
     book = ""
     for section, epochs in (("Gradient Clipping", "2"), ("Freezing the Lower Layers", "1")):
         p = subprocess.run(
