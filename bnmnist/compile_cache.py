@@ -11,7 +11,11 @@ signature, and a later process whose HLO is the same loads it. Used as it is, it
 * a write that fails (a full disk) fails the compile, and the run with it.
 
 So the entries live in a folder named by a key of the TensorFlow build, the CPU (model, features,
-cores) and the environment variables that change XLA's or oneDNN's code. Each run gives
+cores) and the environment variables that change XLA's or oneDNN's code, and an entry is loaded
+only when this CPU has every instruction set extension its recorded target features name.
+XLA's loader warns about any recorded feature the host check does not report, tuning hints
+included (``+prefer-no-scatter`` on AMD Zen 4 and later), with a line that reads like a crash
+warning: for the hints, which cannot make code fault, that line is dropped. Each run gives
 TensorFlow a private folder holding links to the entries whose SHA-256 matches the one recorded
 beside them; what TensorFlow writes there joins the shared folder only once complete, by an
 atomic rename, followed by its SHA-256. The cache is used only when its disk has room to spare,
@@ -27,6 +31,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import sys
 import tempfile
@@ -42,6 +47,23 @@ STALE_SECONDS = 24 * 3600  # a private folder this old belongs to a process that
 # TensorFlow reads an entry as text first, and logs that attempt's failure before reading it as
 # the binary proto it is: that line says nothing about this run
 _READ_NOISE = "Error parsing text-format tensorflow.XlaSerializedCacheEntry"
+
+# XLA records the target features an entry was compiled for, in LLVM's names, as one list
+_FEATURE_LIST = re.compile(rb"[+-][a-z0-9][a-z0-9.\-_]*(?:,[+-][a-z0-9][a-z0-9.\-_]*){3,}")
+# The x86 features that decide which instructions XLA's generated code may hold. The others are
+# tuning hints, or instructions reached only through intrinsics the loop never uses (RDSEED, which
+# Linux hides on some AMD CPUs whose CPUID still reports it, say)
+_INSTRUCTION_SETS = re.compile(
+    r"64bit|x87|cmov|cx8|cx16|mmx|sse.*|ssse3|avx.*|fma4?|f16c|bmi2?|popcnt|lzcnt|movbe|adx|crc32|prfchw|"
+    r"sahf|evex512|amx-.*|xop|tbm|egpr|ndd|ppx|push2pop2|ccmp|cf|nf|zu"
+)
+# /proc/cpuinfo's flag -> LLVM's feature, where the names differ beyond underscores
+_LLVM_NAMES = {
+    "pni": "sse3", "sse4_1": "sse4.1", "sse4_2": "sse4.2", "pclmulqdq": "pclmul", "lahf_lm": "sahf",
+    "3dnowprefetch": "prfchw", "lm": "64bit", "abm": "lzcnt", "bmi1": "bmi", "rdrand": "rdrnd",
+    "sha_ni": "sha", "fpu": "x87",
+}  # fmt: skip
+_LOADER_WARNING = re.compile(r"cpu_aot_loader.*Target machine feature \+(\S+) is not")
 
 _active = None  # this process's cache, once enable() has set TensorFlow's flag
 
@@ -74,14 +96,51 @@ def _tensorflow_build():
     return [(path, st.st_size, st.st_mtime_ns) for path, st in ((p, os.stat(p)) for p in libraries)]
 
 
-def _cpu_description():
+def _cpuinfo():
+    """The first processor's fields in /proc/cpuinfo (empty where there is none)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
             first = f.read().split("\n\n")[0]
     except OSError:
+        return {}
+    return {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in first.splitlines())}
+
+
+def _cpu_description():
+    info = _cpuinfo()
+    if not info:
         return [platform.machine(), platform.processor()]
     wanted = ("vendor_id", "model name", "flags", "cache size", "Features", "CPU implementer", "CPU part")
-    return sorted(line for line in first.splitlines() if line.split(":")[0].strip() in wanted)
+    return sorted(f"{k}\t: {v}" for k, v in info.items() if k in wanted)
+
+
+def host_features():
+    """This CPU's instruction set extensions, in LLVM's names."""
+    features = set()
+    for flag in _cpuinfo().get("flags", "").split():
+        name = _LLVM_NAMES.get(flag) or (f"amx-{flag[4:]}" if flag.startswith("amx_") else flag.replace("_", ""))
+        features.add(name)
+    if "sse4.2" in features:
+        features.add("crc32")
+    if "avx512f" in features:
+        features.add("evex512")
+    return features
+
+
+def missing_instruction_sets(entry, host):
+    """The instruction set extensions the entry's bytes say it was compiled for and ``host`` lacks;
+    ``["(none recorded)"]`` when the entry records no target features at all."""
+    lists = _FEATURE_LIST.findall(entry)
+    if not lists:
+        return ["(none recorded)"]
+    wanted = {f[1:] for found in lists for f in found.decode().split(",") if f.startswith("+")}
+    return sorted(f for f in wanted if _INSTRUCTION_SETS.fullmatch(f) and f not in host)
+
+
+def _loader_hint_warning(line):
+    """XLA's loader warning about a recorded feature that is only a tuning hint."""
+    found = _LOADER_WARNING.search(line)
+    return bool(found) and not _INSTRUCTION_SETS.fullmatch(found.group(1))
 
 
 def enable():
@@ -108,9 +167,9 @@ def enable():
     if any(c.isspace() for c in private):  # TF_XLA_FLAGS is split on white space
         shutil.rmtree(private, ignore_errors=True)
         return None
-    linked = set()
+    linked, host = set(), host_features()
     for entry in sorted(glob.glob(os.path.join(folder, "*.pb"))):
-        if _intact(entry):
+        if _loadable(entry, host):
             with contextlib.suppress(OSError):
                 _link_or_copy(entry, os.path.join(private, os.path.basename(entry)))
                 linked.add(os.path.basename(entry))
@@ -201,7 +260,8 @@ def finish():
 @contextlib.contextmanager
 def _without_read_noise():
     """Standard error, file descriptor 2, goes to a temporary file meanwhile; afterwards its lines
-    are written back, except the one TensorFlow logs when it tries an entry as text."""
+    are written back, except the one TensorFlow logs when it tries an entry as text and the
+    loader's warnings about tuning hints."""
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as captured:
@@ -213,7 +273,7 @@ def _without_read_noise():
             os.close(saved)
             captured.seek(0)
             for line in captured.read().decode(errors="replace").splitlines(keepends=True):
-                if _READ_NOISE not in line:
+                if _READ_NOISE not in line and not _loader_hint_warning(line):
                     sys.stderr.write(line)
             sys.stderr.flush()
 
@@ -224,6 +284,18 @@ def _intact(entry):
             return f.read().strip() == _sha256(entry)
     except OSError:
         return False
+
+
+def _loadable(entry, host):
+    """Whole, as its recorded SHA-256 says, and compiled for instruction sets this CPU has."""
+    try:
+        with open(entry, "rb") as f:
+            data = f.read()
+        with open(entry + ".sha256", encoding="ascii") as f:
+            recorded = f.read().strip()
+    except OSError:
+        return False
+    return recorded == hashlib.sha256(data).hexdigest() and not missing_instruction_sets(data, host)
 
 
 def _sha256(path):

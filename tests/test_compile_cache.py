@@ -5,6 +5,7 @@ damaged entry or a full disk never costs more than one line."""
 import glob
 import hashlib
 import os
+import re
 import subprocess
 import sys
 import time
@@ -46,10 +47,16 @@ def write_entry(folder, name, data, digest=None):
         f.write((digest or hashlib.sha256(data).hexdigest()) + "\n")
 
 
+def compiled_here(body=b"an entry", *extra):
+    """Entry bytes as XLA writes them on this machine: its target features recorded in one list."""
+    features = ",".join([*(f"+{f}" for f in sorted(compile_cache.host_features())), *extra]).encode()
+    return body + b"\x12" + features + b"\x1a"
+
+
 def test_only_entries_whose_recorded_sha256_matches_reach_tensorflow(tmp_path):
     folder, _ = enable_in_fresh_process(tmp_path)
-    write_entry(folder, "whole.pb", b"an entry")
-    write_entry(folder, "truncated.pb", b"an ent", digest=hashlib.sha256(b"an entry").hexdigest())
+    write_entry(folder, "whole.pb", compiled_here())
+    write_entry(folder, "truncated.pb", compiled_here()[:-5], digest=hashlib.sha256(compiled_here()).hexdigest())
     with open(os.path.join(folder, "unrecorded.pb"), "wb") as f:  # its digest was never written
         f.write(b"half")
     again, flags = enable_in_fresh_process(tmp_path)
@@ -107,6 +114,34 @@ def test_private_folders_of_killed_processes_are_removed_once_stale(tmp_path):
     assert sorted(os.listdir(tmp_path)) == [".run-fresh"]
 
 
+def test_an_entry_is_loaded_only_when_this_cpu_has_every_instruction_set_it_records(tmp_path):
+    lacking = next(f for f in ("amx-tile", "avx10.2", "avx512fp16", "xop") if f not in compile_cache.host_features())
+    folder, _ = enable_in_fresh_process(tmp_path)
+    write_entry(folder, "here.pb", compiled_here(b"entry", "+prefer-no-scatter", "+prefer-no-gather", "-amx-int8"))
+    write_entry(folder, "elsewhere.pb", compiled_here(b"entry", f"+{lacking}"))
+    write_entry(folder, "unrecorded.pb", b"an entry that names no target features")
+    _, flags = enable_in_fresh_process(tmp_path)
+    assert sorted(os.listdir(private_folder(flags))) == ["here.pb"]
+    assert compile_cache.missing_instruction_sets(compiled_here(b"", f"+{lacking}"), set()) != []
+
+
+# What XLA's loader prints about an entry compiled on AMD Zen 4 and later, on the machine that wrote it
+HINT_WARNING = (
+    "E0000 00:00:1796359795.587855    8786 cpu_aot_loader.cc:220] Loading XLA:CPU AOT result. Target machine "
+    "feature +prefer-no-scatter is not  supported on the host machine. Machine type used for XLA:CPU compilation "
+    "doesn't match the machine type for execution. This could lead to execution errors such as SIGILL.\n"
+)
+
+
+def test_the_loaders_warning_about_a_tuning_hint_is_dropped_and_one_about_an_instruction_set_kept(capfd):
+    isa_warning = HINT_WARNING.replace("+prefer-no-scatter", "+avx512f")
+    with compile_cache._without_read_noise():
+        os.write(2, HINT_WARNING.encode())
+        os.write(2, HINT_WARNING.replace("scatter", "gather").encode())
+        os.write(2, isa_warning.encode())
+    assert capfd.readouterr().err == isa_warning
+
+
 def test_tensorflows_failed_text_read_of_an_entry_is_dropped_and_other_stderr_kept(capfd):
     with compile_cache._without_read_noise():
         os.write(2, f"E0000 text_format.cc:378] {compile_cache._READ_NOISE}: 2:1: Expected identifier\n".encode())
@@ -127,7 +162,22 @@ def test_a_second_run_loads_the_compiled_loop_and_trains_bit_identical(tiny_mnis
     a, b = final_variables(run_dir_from(cold.stdout)), final_variables(run_dir_from(warm.stdout))
     assert a.keys() == b.keys() and all(a[n].tobytes() == b[n].tobytes() for n in a)
     assert "XlaSerializedCacheEntry" not in warm.stderr
+    assert "cpu_aot_loader" not in warm.stderr  # nothing alarming on the machine that wrote the entry
     (entry,) = glob.glob(str(tmp_path / "cache" / "*" / "*.pb"))
+    # an entry that records an instruction set this CPU lacks (as if compiled on another) is not loaded
+    with open(entry, "rb") as f:
+        data = f.read()
+    host = compile_cache.host_features()
+    lacking = next(
+        (f for f in re.findall(rb"-([a-z0-9.\-]+)", data) if f.decode() not in host and f.startswith((b"amx", b"avx"))),
+        None,
+    )
+    assert lacking, "the entry records no instruction set this CPU lacks"
+    write_entry(os.path.dirname(entry), os.path.basename(entry), data.replace(b"-" + lacking, b"+" + lacking, 1))
+    foreign = run_train(*args, env=env)
+    assert foreign.returncode == 0, foreign.stderr
+    assert "loaded from its cache" not in foreign.stdout and "cpu_aot_loader" not in foreign.stderr
+    assert table_from(foreign.stdout) == table_from(cold.stdout)
     # a damaged entry is compiled again, not failed on, and replaced by a whole one
     with open(entry, "r+b") as f:
         f.truncate(1000)
