@@ -260,8 +260,33 @@ def _final(result, key):
     return result["validation_accuracy"][-1] if key == "validation" else result["test_accuracy"]
 
 
+def instruction_set():
+    """What decides the last bits of the chapter's values here: the widest vector instruction set
+    the CPU has, the caps set on it, and whether oneDNN's kernels are on (TensorFlow's default on
+    x86 Linux; ``TF_ENABLE_ONEDNN_OPTS=0`` turns them off)."""
+    from .compile_cache import host_features
+
+    features = host_features()
+    widest = next((name for name, f in _WIDEST if f in features), "none of SSE4.2 to AVX-512")
+    caps = [f"{name} capped at {value}" for name, value in _caps()]
+    onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1").lower() not in ("0", "false")
+    return ", ".join([widest, *caps, f"oneDNN {'on' if onednn else 'off'}"])
+
+
+_WIDEST = (("AVX-512", "avx512f"), ("AVX2", "avx2"), ("AVX", "avx"), ("SSE4.2", "sse4.2"))
+
+
+def _caps():
+    xla = re.search(r"--xla_cpu_max_isa=(\S+)", os.environ.get("XLA_FLAGS", ""))
+    if xla:
+        yield "XLA", xla.group(1)
+    if os.environ.get("ONEDNN_MAX_CPU_ISA"):
+        yield "oneDNN", os.environ["ONEDNN_MAX_CPU_ISA"]
+
+
 def measured_on():
-    """Where and when a figure was measured: the UTC date, the CPU, its cores, the versions."""
+    """Where and when a figure was measured: the UTC date, the CPU, its instruction set and
+    oneDNN, its cores, the versions."""
     import datetime
     import importlib.metadata
     import platform
@@ -281,7 +306,7 @@ def measured_on():
 
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return (
-        f"{date}; {cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, "
+        f"{date}; {cpu} ({instruction_set()}), {os.cpu_count()} cores; Python {platform.python_version()}, "
         f"TensorFlow {version('tensorflow')}, NumPy {version('numpy')}"
     )
 
