@@ -1,55 +1,119 @@
-"""Speed benchmark: bnmnist's default (XLA) loop, its --feed-dict loop and the book's own code.
+"""Speed benchmark: bnmnist's default (XLA) loop, its --feed-dict loop, the book's own code and
+other frameworks, each a process of its own, in interleaved rounds.
 
     python benchmarks/bench.py --data ../shared/data/mnist [--rounds 3] [--epochs 20]
-        [--peer jax_scan=/path/to/venv/bin/python] ...
+        [--baseline COMMIT] [--peer NAME=PYTHON] [--skip NAME] [--markdown docs/performance.md]
 
-Every implementation runs once per round, in interleaved order, as a separate process. For each it
-reports the median and min-max of the training loop (per-epoch validation included, imports and
-start-up excluded; for bnmnist the "Training took" figure, for the book and the peers their own
-``train_s``), its ratio to ``book_reference.py``, the fraction of this machine's matmul floor
-(measured in the same run with NumPy on every matrix shape of the workload), whether its table
-equals the book's, the whole-process wall time and peak resident memory (``wait4``), for
-bnmnist the start-up before the first step, and for those that compile before the loop (bnmnist's
-XLA loop, the JAX peer) that compile and their ratio to the book with it added back. bnmnist's XLA
-compile cache starts empty in a folder of the benchmark's own: round 1 compiles (its process time
-is reported apart), later rounds load the compile, as a user's later runs do. Peers from
-``../shared/peers`` run with the Python given by ``--peer NAME=PYTHON`` (their own virtual
-environments); ``numpy_ref`` and ``keras3_fit`` run with this Python when they have what they need.
+For each it reports the median and min-max of the training loop (per-epoch validation included,
+imports and start-up excluded; for bnmnist the "Training took" figure, for the peers their own
+``train_s``), its ratio to the book's own code (``peers/book_tf1.py``), the fraction of this
+machine's matmul floor (measured in the same run with NumPy on every matrix shape of the
+workload), whether its table equals the book's, the whole-process wall time and peak resident
+memory (``wait4``), for bnmnist the start-up before the first step, and for those that compile
+before the loop (bnmnist's XLA loop, the JAX peer) that compile and their ratio to the book with
+it added back. bnmnist's compile and data caches start empty in a folder of the benchmark's own:
+round 1 compiles and decodes (its process time is reported apart), later rounds load both.
+
+The peers are the scripts in ``benchmarks/peers/``, each naming its requirements in its
+docstring. ``book_tf1`` and ``keras3_fit`` run with this Python (bnmnist's dev environment has
+what they need); ``jax_scan`` and ``torch_eager`` with ``benchmarks/peers/venvs/NAME/bin/python``,
+or the Python ``--peer NAME=PYTHON`` names. A peer without its Python is left out with a one-line
+note saying how to make it. ``--baseline`` runs an earlier commit of bnmnist (a temporary git
+worktree) or another checkout in the same rounds. Every temporary folder is removed at the end,
+also after Ctrl-C or SIGTERM (exit 130 or 143).
 """
 
 import argparse
 import json
 import os
+import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-from bnmnist import runs  # noqa: E402
-from bnmnist.errors import BnmnistError  # noqa: E402
-from bnmnist.reports import BOOK_TABLE  # noqa: E402  (NumPy only)
+from bnmnist import runs
+from bnmnist.errors import BnmnistError
+from bnmnist.reports import BOOK_TABLE  # NumPy only
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PEERS_DIR = os.path.join(ROOT, "benchmarks", "peers")
 BOOK = [str(a) for a in BOOK_TABLE]  # as printed
-PEER_SCRIPTS = {
-    "jax_scan": ("jax_jit.py", ["--mode", "scan"]),
-    "jax_step": ("jax_jit.py", ["--mode", "step"]),
-    "torch_eager": ("torch_eager.py", []),
-    "keras3_fit": ("keras3_fit.py", []),
-    "numpy_ref": ("numpy_ref.py", []),
-}
+BOOK_PEER = "book_tf1"  # the book's own cell: the baseline of every ratio
+# peer -> whether it runs with this Python (bnmnist's dev environment has what it needs)
+PEERS = {"book_tf1": True, "keras3_fit": True, "jax_scan": False, "torch_eager": False}
+
+
+class Stopped(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM: the benchmark stops, its child and temporary folders go."""
+
+
+def _stop(signum, frame):
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # once: the clean-up must not be broken into
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Stopped(signum)
 
 
 def run_measured(cmd, env):
-    """(stdout, wall seconds, peak RSS MiB, return code) of one process."""
+    """(stdout, wall seconds, peak RSS MiB, return code) of one process; a stop signal ends it too."""
     t = time.perf_counter()
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
-    out = p.stdout.read()
-    _, status, usage = os.wait4(p.pid, 0)
+    try:
+        out = p.stdout.read()
+        _, status, usage = os.wait4(p.pid, 0)
+    except Stopped:
+        p.terminate()  # a bnmnist run saves nothing worth keeping here: its folder is ours
+        p.wait()
+        raise
     p.returncode = os.waitstatus_to_exitcode(status)
     return out, time.perf_counter() - t, usage.ru_maxrss / 1024, p.returncode
+
+
+def peer_python(name, given):
+    """The Python a peer runs with, or None (with a one-line note) when it is not there."""
+    python = given.get(name) or (
+        sys.executable if PEERS[name] else os.path.join(PEERS_DIR, "venvs", name, "bin", "python")
+    )
+    if os.path.isfile(python) and os.access(python, os.X_OK):
+        return python
+    requirements = peer_requirements(name)
+    venv = os.path.relpath(os.path.join(PEERS_DIR, "venvs", name))
+    print(
+        f"bench: leaving out {name}: no Python at {python}; make one with: python3 -m venv {venv} && "
+        f"{venv}/bin/pip install {requirements} (or pass --peer {name}=PYTHON)",
+        flush=True,
+    )
+    return None
+
+
+def peer_requirements(name):
+    """The requirements a peer's docstring names ("Requirements (...): jax jaxlib numpy")."""
+    with open(os.path.join(PEERS_DIR, f"{name}.py"), encoding="utf-8") as f:
+        line = next(l for l in f if l.startswith("Requirements"))
+    return line.split(":", 1)[1].strip()
+
+
+def baseline_checkout(spec, scratch):
+    """--baseline: a checkout folder as it is, or a commit checked out into a temporary worktree.
+    Returns (folder, commit or None)."""
+    if os.path.isfile(os.path.join(spec, "scripts", "train.py")):
+        return spec, baseline_commit(spec)
+    folder = os.path.join(scratch, "baseline")
+    p = subprocess.run(["git", "-C", ROOT, "worktree", "add", "--detach", folder, spec], capture_output=True, text=True)
+    if p.returncode != 0:
+        last = (p.stderr.strip().splitlines() or ["git failed"])[-1]
+        raise BnmnistError(f"--baseline {spec} is neither a bnmnist checkout nor a commit of this repository ({last})")
+    return folder, baseline_commit(folder)
+
+
+def remove_scratch(scratch):
+    """The benchmark's temporary folder, and the baseline's worktree if it made one."""
+    if os.path.isdir(os.path.join(scratch, "baseline")):
+        subprocess.run(["git", "-C", ROOT, "worktree", "remove", "--force", os.path.join(scratch, "baseline")],
+                       capture_output=True)  # fmt: skip
+    shutil.rmtree(scratch, ignore_errors=True)
 
 
 def parse_bnmnist(out):
@@ -67,15 +131,9 @@ def parse_bnmnist(out):
     return res["train_seconds"], table, (startup, parts), compile_s
 
 
-def parse_book(out):
-    table = [l.split()[3] for l in out.splitlines() if " Validation accuracy: " in l]
-    train_s = next(float(l.split()[1]) for l in out.splitlines() if l.startswith("train_s"))
-    return train_s, table, None, None
-
-
 def parse_peer(out):
     res = json.loads(next(l for l in out.splitlines() if l.startswith("RESULT "))[7:])
-    return res["train_s"], [str(a) for a in res["accs"]], None, res.get("compile_s")
+    return res["train_s"], res["accs"], None, res.get("compile_s")
 
 
 def matmul_floor(epochs, n_train=55000, batch=200, n_valid=5000, reps=30):
@@ -111,21 +169,22 @@ def matmul_floor(epochs, n_train=55000, batch=200, n_valid=5000, reps=30):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=os.environ.get("BNMNIST_DATA"), help="MNIST IDX folder (default: $BNMNIST_DATA)")
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--epochs", type=int, default=20)
-    ap.add_argument("--peers", default=os.path.join(ROOT, "..", "shared", "peers"), help="peer scripts folder")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default: %(default)s)")
+    ap.add_argument("--epochs", type=int, default=20, help="(default: %(default)s)")
     ap.add_argument(
         "--peer",
         action="append",
         default=[],
         metavar="NAME=PYTHON",
-        help=f"also run a peer with its own Python ({', '.join(PEER_SCRIPTS)})",
+        help=f"the Python a peer runs with ({', '.join(PEERS)}); by default this one for book_tf1 and "
+        "keras3_fit, benchmarks/peers/venvs/NAME/bin/python for the others",
     )
-    ap.add_argument("--skip", action="append", default=[], metavar="NAME", help="leave out numpy_ref or keras3_fit")
+    ap.add_argument("--skip", action="append", default=[], metavar="NAME", help="leave a peer out")
     ap.add_argument(
         "--baseline",
-        metavar="CHECKOUT",
-        help="also run another checkout of bnmnist (a git worktree of an earlier commit, say) as 'bnmnist (baseline)'",
+        metavar="COMMIT|CHECKOUT",
+        help="also run an earlier bnmnist as 'bnmnist (baseline)': a commit of this repository (checked out "
+        "into a temporary git worktree) or a checkout's folder",
     )
     ap.add_argument("--markdown", metavar="FILE", help="also write the table, with the machine and versions, to FILE")
     ap.add_argument(
@@ -133,11 +192,20 @@ def main():
         action="append",
         default=[],
         metavar="FLAGS",
-        help='also run bnmnist with these flags, e.g. --extra "--threads 2,1"',
+        help='also run bnmnist with these flags, e.g. --extra="--threads 2,1"',
     )
     args = ap.parse_args()
     if not args.data or not os.path.isdir(args.data):
         sys.exit("bench: pass the MNIST IDX folder with --data or BNMNIST_DATA")
+    given = {}
+    for spec in args.peer:
+        name, _, python = spec.partition("=")
+        if name not in PEERS or not python:
+            sys.exit(f"bench: --peer {spec}: give NAME=PYTHON with NAME one of {', '.join(PEERS)}")
+        given[name] = python
+    unknown = [name for name in args.skip if name not in PEERS]
+    if unknown or BOOK_PEER in args.skip:
+        sys.exit(f"bench: --skip takes {', '.join(p for p in PEERS if p != BOOK_PEER)}; {BOOK_PEER} is the baseline")
     if args.markdown:  # checked as chapter.py checks it, before minutes of measuring
         if os.path.isdir(args.markdown):
             sys.exit(f"bench: cannot write --markdown {args.markdown}: it is a folder; give a Markdown file's name")
@@ -146,53 +214,48 @@ def main():
             runs.make_writable(folder, "the folder of --markdown", "choose a file you can write")
         except BnmnistError as e:
             sys.exit(f"bench: cannot write --markdown {args.markdown}: {e}")
-    if args.baseline and not os.path.isfile(os.path.join(args.baseline, "scripts", "train.py")):
-        sys.exit(f"bench: --baseline {args.baseline} is not a checkout of bnmnist (no scripts/train.py)")
-    logdir = tempfile.mkdtemp(prefix="bnmnist-bench-")
-    env = dict(
-        os.environ,
-        TF_CPP_MIN_LOG_LEVEL="3",
-        MNIST_DIR=os.path.abspath(args.data),
-        N_EPOCHS=str(args.epochs),
-        OUT_DIR=logdir,
-    )
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    scratch = tempfile.mkdtemp(prefix="bnmnist-bench-")
+    try:
+        return measure(args, given, scratch)
+    except Stopped as e:
+        how = "stopped by SIGTERM" if e.args[0] == signal.SIGTERM else "interrupted"
+        print(f"bench: {how}; nothing was written, and its temporary folders are removed", file=sys.stderr)
+        return 128 + e.args[0]
+    except BnmnistError as e:
+        print(f"bench: {e}", file=sys.stderr)
+        return 2
+    finally:
+        remove_scratch(scratch)
+
+
+def measure(args, given, scratch):
+    logdir = os.path.join(scratch, "runs")
+    os.makedirs(logdir)
+    baseline, commit = baseline_checkout(args.baseline, scratch) if args.baseline else (None, None)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", MNIST_DIR=os.path.abspath(args.data), N_EPOCHS=str(args.epochs))
     env.pop("TF_USE_LEGACY_KERAS", None)
     # bnmnist keeps XLA's compile and the decoded MNIST between runs: start from empty caches, so
     # that round 1 compiles and decodes (its process time is reported apart) and later rounds load
     # them, as a user's do
-    env["BNMNIST_COMPILE_CACHE"] = os.path.join(logdir, "xla-cache")
-    env["BNMNIST_DATA_CACHE"] = os.path.join(logdir, "mnist-cache")
-    train = [
-        os.path.join(ROOT, "scripts", "train.py"),
-        "--data",
-        args.data,
-        "--logdir",
-        logdir,
-        "--epochs",
-        str(args.epochs),
-        "--quiet",
-    ]
+    env["BNMNIST_COMPILE_CACHE"] = os.path.join(scratch, "xla-cache")
+    env["BNMNIST_DATA_CACHE"] = os.path.join(scratch, "mnist-cache")
+    train = [os.path.join(ROOT, "scripts", "train.py"), "--data", args.data, "--logdir", logdir,
+             "--epochs", str(args.epochs), "--quiet"]  # fmt: skip
     contenders = {
         "bnmnist (default)": ([sys.executable, *train], parse_bnmnist),
         "bnmnist --feed-dict": ([sys.executable, *train, "--feed-dict"], parse_bnmnist),
-        "book_reference": (
-            [sys.executable, os.path.join(args.peers, "book_reference.py"), str(args.epochs)],
-            parse_book,
-        ),
     }
-    if args.baseline:
-        base = [os.path.join(args.baseline, "scripts", "train.py"), *train[1:]]
-        contenders["bnmnist (baseline)"] = ([sys.executable, *base], parse_bnmnist)
+    if baseline:
+        contenders["bnmnist (baseline)"] = ([sys.executable, os.path.join(baseline, "scripts", "train.py"), *train[1:]],
+                                            parse_bnmnist)  # fmt: skip
     for flags in args.extra:
         contenders[f"bnmnist {flags}"] = ([sys.executable, *train, *flags.split()], parse_bnmnist)
-    for spec in args.peer:
-        name, python = spec.split("=", 1)
-        script, extra = PEER_SCRIPTS[name]
-        contenders[name] = ([python, os.path.join(args.peers, script), *extra], parse_peer)
-    for name in ("numpy_ref", "keras3_fit"):
-        if name not in contenders and name not in args.skip:
-            script, extra = PEER_SCRIPTS[name]
-            contenders[name] = ([sys.executable, os.path.join(args.peers, script), *extra], parse_peer)
+    for name in PEERS:
+        python = None if name in args.skip else peer_python(name, given)
+        if python:
+            contenders[name] = ([python, os.path.join(PEERS_DIR, f"{name}.py")], parse_peer)
 
     floor, step_flops = matmul_floor(args.epochs)
     print(f"matmul floor for {args.epochs} epochs: {floor:.2f} s ({step_flops / 1e6:.2f} MFLOP per step)", flush=True)
@@ -213,6 +276,8 @@ def main():
                 + (" (loaded from the cache)" if loaded else ""),
                 flush=True,
             )
+    if not samples[BOOK_PEER]:
+        raise BnmnistError(f"{BOOK_PEER}, the baseline of every ratio, failed in every round; nothing to compare")
     floor2, _ = matmul_floor(args.epochs)
     floor = min(floor, floor2)
     lines = summary(samples, args, floor)
@@ -223,10 +288,13 @@ def main():
     print("\n" + "\n".join(lines))
     if args.markdown:
         try:
-            write_markdown(args.markdown, lines, sys.argv[1:], baseline_commit(args.baseline))
+            write_markdown(args.markdown, lines, sys.argv[1:], commit)
         except OSError as e:  # sections are written whole or not at all
-            sys.exit(f"bench: could not write {args.markdown} ({e.strerror}); it is unchanged: make room and run again")
+            print(f"bench: could not write {args.markdown} ({e.strerror}); it is unchanged: make room and run again",
+                  file=sys.stderr)  # fmt: skip
+            return 4
         print(f"\nwritten to {args.markdown}")
+    return 0
 
 
 def baseline_commit(checkout):
@@ -245,8 +313,8 @@ def _parts(parts):
 
 def summary(samples, args, floor):
     """The table of medians, as Markdown lines."""
-    book = statistics.median(s[0] for s in samples["book_reference"])
-    book_process = statistics.median(s[1] for s in samples["book_reference"])
+    book = statistics.median(s[0] for s in samples[BOOK_PEER])
+    book_process = statistics.median(s[1] for s in samples[BOOK_PEER])
     lines = [
         f"{args.rounds} interleaved rounds, {args.epochs} epochs; matmul floor {floor:.2f} s (min of two "
         "measurements). Medians; peak is the largest of the rounds.",
@@ -316,4 +384,4 @@ def write_markdown(path, lines, argv, baseline=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
