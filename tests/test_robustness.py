@@ -398,6 +398,23 @@ def test_sigterm_to_a_helper_script_stops_its_runs_and_prints_each_resume_comman
     assert len(runs.read_results(run_dir)["validation_accuracy"]) == done + 1
 
 
+def test_seeds_under_timeout_stops_every_run_cleanly_and_prints_their_resume_commands(tiny_mnist, tmp_path):
+    """timeout sends SIGTERM to the whole process group: the script and its runs at once."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
+    logdir = tmp_path / "logs"
+    p = subprocess.run(
+        ["timeout", "--preserve-status", "60", sys.executable, os.path.join(ROOT, "scripts", "seeds.py"), "--data",
+         tiny_mnist, "--logdir", logdir, "--epochs", "100000", "--seeds", "1"],
+        capture_output=True, text=True, env=env, cwd=ROOT,
+    )  # fmt: skip
+    assert p.returncode == 143, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert lines[0].startswith("seeds: stopped by SIGTERM after 0 finished") and "Traceback" not in p.stderr
+    commands = [l.split("Resume with: ", 1)[1] for l in lines[1:]]
+    assert len(commands) == 2 and len(lines) == 3, p.stderr
+    assert all(checkpoint_files.epochs_done(shlex.split(c)[-1]) >= 1 for c in commands)
+
+
 def _offline_env(tmp_path):
     """No --data fallback of any kind: BNMNIST_DATA unset, an empty Keras cache, and a proxy that
     refuses every connection, so a download attempt fails at once instead of reaching a network."""
