@@ -1,5 +1,5 @@
-"""The chapter's values whatever the CPU's instruction set: each run capped through the same
-environment variables a user would set (XLA's code generation and oneDNN's kernels)."""
+"""The chapter's values whatever the CPU: each run capped through the same environment variables
+a user would set (XLA's code generation and oneDNN's kernels), or with oneDNN off."""
 
 import json
 import os
@@ -14,15 +14,19 @@ from helpers import BOOK_TABLE, run_dir_from, run_train_at_once, table_from
 pytestmark = pytest.mark.slow  # the book's table on the real MNIST, per instruction set
 
 
-@pytest.mark.slow
-def test_the_book_table_is_exact_with_the_instruction_set_capped_at_avx2_and_sse4_2(mnist_dir, tmp_path):
+def test_the_book_table_is_exact_capped_at_avx2_and_sse4_2_and_with_onednn_off(mnist_dir, tmp_path):
+    settings = {
+        "AVX2": reports.isa_cap_env("AVX2"),
+        "SSE4_2": reports.isa_cap_env("SSE4_2"),
+        "oneDNN off": {"TF_ENABLE_ONEDNN_OPTS": "0"},
+    }
     done = run_train_at_once(
-        *[["--data", mnist_dir, "--logdir", tmp_path / isa, "--quiet"] for isa in ("AVX2", "SSE4_2")],
-        envs=[reports.isa_cap_env("AVX2"), reports.isa_cap_env("SSE4_2")],
+        *[["--data", mnist_dir, "--logdir", tmp_path / str(i), "--quiet"] for i in range(len(settings))],
+        envs=list(settings.values()),
     )
-    for isa, p in zip(("AVX2", "SSE4_2"), done):
+    for setting, p in zip(settings, done):
         assert p.returncode == 0, p.stderr[-2000:]
-        assert table_from(p.stdout) == BOOK_TABLE, isa
+        assert table_from(p.stdout) == BOOK_TABLE, setting
 
 
 def notebook_plain_table(book_notebook):
