@@ -437,6 +437,9 @@ def _train(t0, cfg, split, info, logdir, resume_dir, args, run):
             before_first_step=startup.end,
         )
     except TrainingInterrupted as e:
+        if not e.epochs_done:  # a resume command would be refused: there is nothing to go on from
+            print(f"\nbnmnist-train: {_stopped_by(e)} before the first epoch finished ({run_dir})", file=sys.stderr)
+            return exit_code(e)
         print(
             f"\n{_stopped_by(e, start=True)}: {e.epochs_done} completed epoch(s) are saved in {e.run_dir}.\n"
             f"Resume with: python scripts/train.py --resume {e.run_dir}",

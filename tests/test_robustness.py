@@ -343,6 +343,21 @@ def test_sigterm_keeps_the_last_epoch_prints_how_to_resume_and_exits_143(tiny_mn
     assert len(table_from(resumed.stdout)) == 60
 
 
+def test_sigterm_before_the_first_epoch_ends_says_so_and_prints_no_resume_command(mnist_dir, tmp_path):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
+    # the per-step loop on the real MNIST: its first epoch takes seconds, so the signal lands in it
+    p = start_train("--data", mnist_dir, "--logdir", tmp_path, "--feed-dict", "--quiet", env=env)
+    for line in p.stdout:
+        if line.startswith("Run folder: "):
+            p.send_signal(signal.SIGTERM)
+            break
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 143, err
+    assert not table_from(out) and "Traceback" not in err
+    assert "bnmnist-train: stopped by SIGTERM before the first epoch finished" in err
+    assert "Resume with" not in err  # nothing to resume: the command would be refused
+
+
 def test_a_run_under_timeout_stops_cleanly_and_resumes_as_printed(tiny_mnist, tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
 
