@@ -12,9 +12,7 @@ one's median seconds per step and the median, chunk by chunk, of its time over t
 
 import argparse
 import os
-import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 CHUNK = 25

@@ -35,12 +35,15 @@ import tempfile
 import time
 
 from bnmnist import runs
+from bnmnist.atomic import read_json
+from bnmnist.config import BOOK_TABLE
 from bnmnist.errors import BnmnistError
-from bnmnist.reports import BOOK_TABLE  # NumPy only
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "scripts"))  # tooling.py, the scripts' shared module
 PEERS_DIR = os.path.join(ROOT, "benchmarks", "peers")
 BOOK = [str(a) for a in BOOK_TABLE]  # as printed
+CACHES = ("BNMNIST_COMPILE_CACHE", "BNMNIST_DATA_CACHE")
 BOOK_PEER = "book_tf1"  # the book's own cell: the baseline of every ratio
 # peer -> whether it runs with this Python (bnmnist's dev environment has what it needs)
 PEERS = {"book_tf1": True, "keras3_fit": True, "jax_scan": False, "torch_eager": False}
@@ -50,7 +53,7 @@ class Stopped(KeyboardInterrupt):
     """Ctrl-C or SIGTERM: the benchmark stops, its child and temporary folders go."""
 
 
-def _stop(signum, frame):
+def _stop(signum, _frame):
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # once: the clean-up must not be broken into
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise Stopped(signum)
@@ -119,7 +122,7 @@ def remove_scratch(scratch):
 def parse_bnmnist(out):
     table = [l.split()[3] for l in out.splitlines() if " Validation accuracy: " in l]
     run_dir = next(l.split(": ", 1)[1] for l in out.splitlines() if l.startswith("Run folder: "))
-    res = json.load(open(os.path.join(run_dir, "results.json")))
+    res = read_json(os.path.join(run_dir, "results.json"))
     line = next(l for l in out.splitlines() if l.startswith("Start-up"))
     startup = float(line.split(": ")[1].split()[0])
     compile_s = float(line.split("XLA compile ")[1].split()[0]) if "XLA compile " in line else None
@@ -262,7 +265,9 @@ def measure(args, given, scratch):
     samples = {name: [] for name in contenders}
     for r in range(args.rounds):
         for name, (cmd, parse) in contenders.items():
-            out, wall, rss, rc = run_measured(cmd, env)
+            # the baseline keeps caches of its own: another version's entries are not its to read
+            own = {k: v + "-baseline" for k, v in env.items() if k in CACHES} if name == "bnmnist (baseline)" else {}
+            out, wall, rss, rc = run_measured(cmd, {**env, **own})
             if rc != 0:
                 print(f"round {r + 1}: {name} failed (exit {rc}); left out", flush=True)
                 continue
@@ -358,7 +363,7 @@ def summary(samples, args, floor):
 
 
 def write_markdown(path, lines, argv, baseline=None):
-    from bnmnist.reports import measured_on, write_markdown_section
+    from tooling import measured_on, write_markdown_section
 
     command = " ".join(["python benchmarks/bench.py", *argv])
     text = "\n".join(

@@ -10,10 +10,8 @@ with the share of the summed op time and the wall time per step.
 import argparse
 import collections
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
@@ -30,8 +28,8 @@ def main():
     from bnmnist import data
     from bnmnist.config import Config
     from bnmnist.graph import build_graph
-    from bnmnist.steps import session_config
     from bnmnist.trainer import batch_indices
+    from bnmnist.training_session import session_config
 
     tf1 = tf.compat.v1
     split = data.split(data.load(args.data))

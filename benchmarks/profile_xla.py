@@ -14,7 +14,6 @@ import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
@@ -54,7 +53,7 @@ def matmuls_only(tf, threads, n_inputs, reps=200):
                 eps = tf.cast(i, tf.float32) * 1e-6  # a new input each time round
                 return i + 1, total + tf.add_n([tf.reduce_sum(tf.matmul(a + eps, b)) for a, b in pairs])
 
-            return tf.while_loop(lambda i, total: i < reps, body, [0, 0.0])[1]
+            return tf.while_loop(lambda i, _total: i < reps, body, [0, 0.0])[1]
 
         out = loop()
     sess = tf1.Session(
@@ -67,17 +66,17 @@ def matmuls_only(tf, threads, n_inputs, reps=200):
 
 def xla_loop(split, config, **options):
     """The default loop of a freshly initialised network, compiled: (loop, compile seconds).
-    ``options`` go to ``XlaEpochLoop``."""
+    ``options`` override ``XlaEpochLoop``'s shortcuts (``drop_unused_inputs``, ``elu_as_cpu_kernel``)."""
     import tensorflow as tf
 
     from bnmnist.graph import build_graph
-    from bnmnist.steps import session_config
+    from bnmnist.training_session import session_config
     from bnmnist.xla_loop import XlaEpochLoop
 
     h = build_graph(config)  # the XLA loop holds its own training set
     sess = tf.compat.v1.Session(graph=h.graph, config=session_config(config.threads))
     sess.run(h.init)
-    loop = XlaEpochLoop(sess, h, config, split.train_pixels, split.y_train, **options)
+    loop = type("Loop", (XlaEpochLoop,), options)(sess, h, config, split.train_pixels, split.y_train)
     return loop, loop.compile(split.n_train, config.batch_size)
 
 

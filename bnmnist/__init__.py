@@ -4,9 +4,16 @@ Importing the package does not import TensorFlow; ``restore``, ``build_graph`` a
 when first used.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from . import data
 from .config import PRESETS, Config
-from .op_seeds import tf1_seeds
+from .seeds import tf1_seeds
+
+if TYPE_CHECKING:
+    from .restored import RestoredModel
 
 __version__ = "0.1.0"
 __all__ = [
@@ -22,14 +29,14 @@ __all__ = [
 ]
 
 
-def restore(path="latest", logdir="tf_logs"):
+def restore(path: str = "latest", logdir: str = "tf_logs") -> RestoredModel:
     """Open a trained run in its own graph and session; see :mod:`bnmnist.restored`."""
     from .restored import restore as _restore
 
     return _restore(path, logdir)
 
 
-def checkpoint_path(run="latest", logdir="tf_logs"):
+def checkpoint_path(run: str = "latest", logdir: str = "tf_logs") -> str:
     """The checkpoint prefix (``.../model.ckpt-N``) of a run folder, a checkpoint or ``"latest"``:
     what the book's ``import_meta_graph`` recipe and ``saver.restore`` take."""
     from .runs import resolve

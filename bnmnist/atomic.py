@@ -1,10 +1,13 @@
 """Files written whole or not at all: a reader, or a process killed half-way, sees the old file or
-the new one, never a partial one."""
+the new one, never a partial one. And bnmnist's caches (:class:`CacheFolder`), built on that."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
+import shutil
 
 
 def write_bytes_atomic(path, data):
@@ -40,6 +43,11 @@ def read_json(path):
         return json.load(f)
 
 
+def read_text(path):
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
 def cache_folder(env, name):
     """Where one of bnmnist's caches lives: the folder the environment variable ``env`` names, by
     default ``$XDG_CACHE_HOME/bnmnist/NAME`` (``~/.cache``); None when ``env`` turns it ``off``."""
@@ -50,3 +58,69 @@ def cache_folder(env, name):
         return os.path.abspath(setting)
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(base, "bnmnist", name)
+
+
+def sha256_file(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def link_or_copy(source, target):
+    """A hard link where the file system allows one, else a copy."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+CACHE_MIN_FREE_BYTES = 256 * 2**20  # beyond an entry itself: the disk's last room is the runs'
+
+
+class CacheFolder:
+    """One of bnmnist's caches: a folder where an entry is published whole (written, or moved in,
+    by a rename) and then a record beside it, ``NAME.json``, holding its SHA-256 and whatever else
+    its owner needs. A reader trusts an entry only when its digest is the recorded one."""
+
+    def __init__(self, folder):
+        self.folder = folder
+
+    def path(self, name):
+        return os.path.join(self.folder, name)
+
+    def names(self, suffix):
+        try:
+            return sorted(n for n in os.listdir(self.folder) if n.endswith(suffix))
+        except OSError:
+            return []
+
+    def record(self, name):
+        """The entry's record, or None when there is no readable one."""
+        try:
+            record = read_json(self.path(name) + ".json")
+        except (OSError, ValueError):
+            return None
+        return record if isinstance(record, dict) and isinstance(record.get("sha256"), str) else None
+
+    def has_room(self, nbytes=0):
+        path = self.folder
+        while not os.path.exists(path) and os.path.dirname(path) != path:
+            path = os.path.dirname(path)
+        return shutil.disk_usage(path).free >= nbytes + CACHE_MIN_FREE_BYTES
+
+    def publish(self, name, sha256, *, move=None, write=None, **record):
+        """The entry ``name``: the finished file ``move`` renamed into the folder, or ``write(f)``
+        into a temporary file renamed in place; then its record. Raises OSError."""
+        target = self.path(name)
+        if move is not None:
+            os.replace(move, target)
+        else:
+            write_atomic(target, write, sync=False)  # its reader checks it against the record
+        write_json_atomic(target + ".json", {**record, "sha256": sha256})
+
+    def remove(self, name):
+        for path in (self.path(name), self.path(name) + ".json"):
+            with contextlib.suppress(OSError):
+                os.remove(path)

@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 
-from . import atomic, checkpoint_files, compile_cache, data, runs
+from . import checkpoint, compile_cache, data, runs
 from .config import LOOPS, PRESETS, RULES, SEEDINGS
 from .errors import BnmnistError, NumericalError, WriteError
 
@@ -34,14 +34,6 @@ RESUME_ALLOWED = {"epochs", "data", "logdir", "quiet", "resume", "threads"}
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, not usage + message
         raise BnmnistError(f"{message} (see --help)")
-
-
-class ScriptParser(argparse.ArgumentParser):
-    """The helper scripts' parser: a bad flag is one line on stderr and exit code 2."""
-
-    def error(self, message):
-        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
-        sys.exit(EXIT_USAGE)
 
 
 def field_type(name):
@@ -56,14 +48,6 @@ def field_type(name):
             raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
 
     return parse
-
-
-def positive_int(text):
-    """An argparse type for the helper scripts' counts."""
-    value = field_type("epochs")(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
 
 
 def _default(name):
@@ -232,8 +216,7 @@ def prepare(argv):
                 f"--resume takes its configuration from the run folder; drop "
                 f"--{', --'.join(r.replace('_', '-') for r in refused)}"
             )
-        run_dir, args.resume_from = _resume_target(args.resume)
-        cfg = runs.read_config(run_dir)
+        run_dir, args.resume_from, cfg = runs.resolve(args.resume, newest=False)
         if args.epochs is not None:
             cfg = cfg.replace(epochs=args.epochs)
         if args.threads is not None:
@@ -246,13 +229,7 @@ def prepare(argv):
     if not args.resume:
         runs.check_logdir(args.logdir, create=False)  # quick, before the data is read
     if args.resume:  # the copy the run was trained on, as its data.json records it
-        try:
-            record = atomic.read_json(os.path.join(run_dir, runs.DATA_FILE))
-        except (OSError, ValueError) as e:
-            raise BnmnistError(
-                f"{run_dir}: cannot read {runs.DATA_FILE} ({e}); this run folder is damaged or not a bnmnist run"
-            ) from None
-        mnist = data.load_recorded(record, args.data, owner=run_dir)
+        mnist = data.load_recorded(runs.read_data_record(run_dir), args.data, owner=run_dir)
     else:
         mnist = data.load(args.data)
     cfg.validated(n_train=data.n_train(mnist))
@@ -270,34 +247,14 @@ def prepare(argv):
     return cfg, split, info, args.logdir, None, args
 
 
-def _resume_target(path):
-    """--resume RUN (from its newest checkpoint) or RUN/model.ckpt-N (from that one):
-    (run folder, checkpoint prefix or None)."""
-    path = path.rstrip("/") or "/"
-    runs.require_existing(path)
-    prefix = checkpoint_files.strip_checkpoint_suffix(path)
-    if not os.path.isdir(path):
-        run_dir = os.path.dirname(prefix) or "."
-        if runs.is_run_dir(run_dir) and checkpoint_files.checkpoint_epoch(prefix) is not None:
-            checkpoint_files.require_checkpoint(prefix)  # an epoch the run no longer keeps: say which it does
-            return run_dir, prefix
-    elif runs.is_run_dir(path):
-        return path, None
-    raise BnmnistError(
-        f"{path} is neither a bnmnist run folder (no {runs.CONFIG_FILE}) nor one of its "
-        "checkpoints; pass a folder like tf_logs/run-20261127084929 or a checkpoint "
-        "like tf_logs/run-20261127084929/model.ckpt-19"
-    )
-
-
 def _check_resumable(run_dir, cfg, epochs_flag, start):
     """A resume must have an epoch to start from and one to train (or a result to finish)."""
-    done = checkpoint_files.epochs_done(run_dir, start)
+    done = checkpoint.epochs_done(run_dir, start)
     if not done:
-        saved = checkpoint_files.saved_checkpoints(run_dir)
+        saved = checkpoint.saved_checkpoints(run_dir)
         if saved:
             raise BnmnistError(
-                f"{run_dir}: its '{checkpoint_files.STATE_FILE}' file names no checkpoint, but "
+                f"{run_dir}: its '{checkpoint.STATE_FILE}' file names no checkpoint, but "
                 f"{os.path.basename(saved[-1])} is there; resume from it: python "
                 f"scripts/train.py --resume {saved[-1]}"
             )
@@ -326,10 +283,8 @@ def run():
     ended, so the process flushes its output and ends without the interpreter's teardown, which
     would only free, object by object, TensorFlow's modules and graphs that the OS frees at once."""
     rc = main()
-    try:
+    with contextlib.suppress(BrokenPipeError):
         sys.stdout.flush()
-    except BrokenPipeError:
-        pass
     sys.stderr.flush()
     logging.shutdown()
     os._exit(rc)
@@ -343,7 +298,7 @@ class Terminated(KeyboardInterrupt):
     signum = signal.SIGTERM
 
 
-def _raise_terminated(signum, frame):
+def _raise_terminated(_signum, _frame):
     # once is enough: a script that started this run passes SIGTERM on, and `timeout` sends it to
     # the whole process group too, so it may come twice while the command is already stopping
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -383,7 +338,7 @@ def _main_closing_stdout(argv):
         os.dup2(devnull, sys.stdout.fileno())  # so the exit-time flush is quiet too
         resume = (
             (f"; the completed epochs are saved, resume with: python scripts/train.py --resume {run['dir']}")
-            if run.get("dir") and checkpoint_files.read_state(run["dir"])
+            if run.get("dir") and checkpoint.read_state(run["dir"])
             else ""
         )
         print(f"bnmnist-train: stopped: standard output was closed{resume}", file=sys.stderr)
@@ -416,7 +371,7 @@ def _train(t0, cfg, split, info, logdir, resume_dir, args, run):
     try:
         _import_tensorflow_without_keras()
         _quiet_event_writer_thread()
-        from .trainer import TrainingInterrupted, train
+        from .trainer import TrainingInterrupted, progress_bar, train
 
         t_tf = time.perf_counter()
         if cfg.reuse and not resume_dir:  # the source has the layers and shapes, before a folder is made
@@ -433,7 +388,7 @@ def _train(t0, cfg, split, info, logdir, resume_dir, args, run):
             resume=resume,
             dry_run=args.dry_run,
             data_info=info,
-            progress=_progress_bar_wanted(args.quiet),
+            progress=progress_bar(not args.quiet, note=_no_tqdm_note),
             before_first_step=startup.end,
         )
     except TrainingInterrupted as e:
@@ -454,7 +409,7 @@ def _train(t0, cfg, split, info, logdir, resume_dir, args, run):
         print(f"bnmnist-train: error: {e}; try a smaller --learning-rate (now {cfg.learning_rate})", file=sys.stderr)
         return EXIT_NUMERICAL
     except WriteError as e:
-        if getattr(e, "resumable", False):
+        if e.resumable:
             advice = f"make room or fix the folder, then resume with: python scripts/train.py --resume {run_dir}"
         else:
             advice = (
@@ -534,21 +489,12 @@ def _quiet_event_writer_thread():
     logging.getLogger("tensorflow").addFilter(lambda r: "EventFileWriter writer thread error" not in r.getMessage())
 
 
-def _progress_bar_wanted(quiet):
-    """A bar on a terminal unless --quiet. tqdm draws it and is optional (the 'progress' extra):
-    without it a terminal run says so once and trains the same."""
-    if quiet or not sys.stdout.isatty():
-        return False
-    try:
-        importlib.import_module("tqdm")
-    except ImportError:
-        print(
-            "bnmnist-train: note: no progress bar: tqdm is not installed (pip install tqdm, or "
-            "install bnmnist with its [progress] extra); --quiet hides this note",
-            file=sys.stderr,
-        )
-        return False
-    return True
+def _no_tqdm_note():
+    print(
+        "bnmnist-train: note: no progress bar: tqdm is not installed (pip install tqdm, or "
+        "install bnmnist with its [progress] extra); --quiet hides this note",
+        file=sys.stderr,
+    )
 
 
 def _resumed_epochs(result):

@@ -1,26 +1,9 @@
-"""XLA's compile of the epoch loop kept on disk, so that a later run of the same loop on the same
-machine loads it instead of compiling it again.
-
-TensorFlow has the mechanism: with ``--tf_xla_persistent_cache_directory`` in ``TF_XLA_FLAGS``
-it writes each compiled executable to a file named by fingerprints of its HLO and of the call's
-signature, and a later process whose HLO is the same loads it. Used as it is, it is not safe:
-
-* the file name does not say which TensorFlow, CPU or flags made the machine code inside it;
-* an entry that cannot be read or does not match (damaged on disk, or another build's) fails
-  every later compile that finds it, instead of compiling;
-* a write that fails (a full disk) fails the compile, and the run with it.
-
-So the entries live in a folder named by a key of the TensorFlow build, the CPU (model, features,
-cores) and the environment variables that change XLA's or oneDNN's code, and an entry is loaded
-only when this CPU has every instruction set extension its recorded target features name.
-XLA's loader warns about any recorded feature the host check does not report, tuning hints
-included (``+prefer-no-scatter`` on AMD Zen 4 and later), with a line that reads like a crash
-warning: for the hints, which cannot make code fault, that line is dropped. Each run gives
-TensorFlow a private folder holding links to the entries whose SHA-256 matches the one recorded
-beside them; what TensorFlow writes there joins the shared folder only once complete, by an
-atomic rename, followed by its SHA-256. The cache is used only when its disk has room to spare,
-and only by the command line, which sets the flag before TensorFlow is imported (TensorFlow reads
-it once per process). ``BNMNIST_COMPILE_CACHE`` names another folder, or ``off``.
+"""XLA's compile of the epoch loop kept between runs, through TensorFlow's persistent cache
+(``--tf_xla_persistent_cache_directory``), made safe: entries live in a :class:`CacheFolder`
+keyed by the TensorFlow build, the CPU and the code-generation settings; each run gives
+TensorFlow a private folder of links to the whole entries its CPU can run (every instruction
+set an entry records); what TensorFlow writes is published only once complete. A full disk or an
+entry XLA refuses costs one line. ``BNMNIST_COMPILE_CACHE``: another folder, or ``off``.
 """
 
 from __future__ import annotations
@@ -42,7 +25,6 @@ from .errors import BnmnistError, WriteError
 
 FLAG = "--tf_xla_persistent_cache_directory"
 ENV = "BNMNIST_COMPILE_CACHE"
-MIN_FREE_BYTES = 256 * 2**20  # the loop's entry is far smaller; leave the disk's last room to the run
 STALE_SECONDS = 24 * 3600  # a private folder this old belongs to a process that was killed
 # TensorFlow reads an entry as text first, and logs that attempt's failure before reading it as
 # the binary proto it is: that line says nothing about this run
@@ -96,7 +78,7 @@ def _tensorflow_build():
     return [(path, st.st_size, st.st_mtime_ns) for path, st in ((p, os.stat(p)) for p in libraries)]
 
 
-def _cpuinfo():
+def cpuinfo():
     """The first processor's fields in /proc/cpuinfo (empty where there is none)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
@@ -107,7 +89,7 @@ def _cpuinfo():
 
 
 def _cpu_description():
-    info = _cpuinfo()
+    info = cpuinfo()
     if not info:
         return [platform.machine(), platform.processor()]
     wanted = ("vendor_id", "model name", "flags", "cache size", "Features", "CPU implementer", "CPU part")
@@ -117,7 +99,7 @@ def _cpu_description():
 def host_features():
     """This CPU's instruction set extensions, in LLVM's names."""
     features = set()
-    for flag in _cpuinfo().get("flags", "").split():
+    for flag in cpuinfo().get("flags", "").split():
         name = _LLVM_NAMES.get(flag) or (f"amx-{flag[4:]}" if flag.startswith("amx_") else flag.replace("_", ""))
         features.add(name)
     if "sse4.2" in features:
@@ -155,32 +137,33 @@ def enable():
         return None
     if FLAG in os.environ.get("TF_XLA_FLAGS", ""):
         return None
-    folder = os.path.join(root, machine_key())
+    cache = atomic.CacheFolder(os.path.join(root, machine_key()))
     try:
-        if shutil.disk_usage(_existing_ancestor(folder)).free < MIN_FREE_BYTES:
+        if not cache.has_room():
             return None
-        os.makedirs(folder, exist_ok=True)
-        _remove_stale(folder)
-        private = tempfile.mkdtemp(prefix=".run-", dir=folder)
+        os.makedirs(cache.folder, exist_ok=True)
+        _remove_stale(cache.folder)
+        private = tempfile.mkdtemp(prefix=".run-", dir=cache.folder)
     except OSError:
         return None
     if any(c.isspace() for c in private):  # TF_XLA_FLAGS is split on white space
         shutil.rmtree(private, ignore_errors=True)
         return None
     linked, host = set(), host_features()
-    for entry in sorted(glob.glob(os.path.join(folder, "*.pb"))):
-        if _loadable(entry, host):
+    for name in cache.names(".pb"):
+        if _loadable(cache, name, host):
             with contextlib.suppress(OSError):
-                _link_or_copy(entry, os.path.join(private, os.path.basename(entry)))
-                linked.add(os.path.basename(entry))
+                atomic.link_or_copy(cache.path(name), os.path.join(private, name))
+                linked.add(name)
     os.environ["TF_XLA_FLAGS"] = f"{os.environ.get('TF_XLA_FLAGS', '')} {FLAG}={private}".strip()
-    _active = _Cache(folder, private, linked)
-    return folder
+    _active = _Cache(cache, private, linked)
+    return cache.folder
 
 
 class _Cache:
-    def __init__(self, folder, private, linked):
-        self.folder, self.private, self.linked = folder, private, linked
+    def __init__(self, cache, private, linked):
+        self.cache, self.private, self.linked = cache, private, linked
+        self.folder = cache.folder
         self.loaded = False
 
     def publish(self):
@@ -193,18 +176,14 @@ class _Cache:
                 continue
             written += 1
             with contextlib.suppress(OSError):
-                digest = _sha256(path)
-                os.replace(path, os.path.join(self.folder, name))
-                atomic.write_bytes_atomic(os.path.join(self.folder, name + ".sha256"), (digest + "\n").encode())
+                self.cache.publish(name, atomic.sha256_file(path), move=path)
                 self.linked.add(name)
         return written
 
     def forget(self):
         """Remove the entries this run loaded: XLA could not use them."""
         for name in self.linked:
-            for path in (os.path.join(self.folder, name), os.path.join(self.folder, name + ".sha256")):
-                with contextlib.suppress(OSError):
-                    os.remove(path)
+            self.cache.remove(name)
 
     def close(self):
         shutil.rmtree(self.private, ignore_errors=True)
@@ -278,45 +257,16 @@ def _without_read_noise():
             sys.stderr.flush()
 
 
-def _intact(entry):
-    try:
-        with open(entry + ".sha256", encoding="ascii") as f:
-            return f.read().strip() == _sha256(entry)
-    except OSError:
-        return False
-
-
-def _loadable(entry, host):
+def _loadable(cache, name, host):
     """Whole, as its recorded SHA-256 says, and compiled for instruction sets this CPU has."""
+    record = cache.record(name)
     try:
-        with open(entry, "rb") as f:
+        with open(cache.path(name), "rb") as f:
             data = f.read()
-        with open(entry + ".sha256", encoding="ascii") as f:
-            recorded = f.read().strip()
     except OSError:
         return False
-    return recorded == hashlib.sha256(data).hexdigest() and not missing_instruction_sets(data, host)
-
-
-def _sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _link_or_copy(source, target):
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copyfile(source, target)
-
-
-def _existing_ancestor(path):
-    while not os.path.exists(path) and os.path.dirname(path) != path:
-        path = os.path.dirname(path)
-    return path
+    whole = record is not None and record["sha256"] == hashlib.sha256(data).hexdigest()
+    return whole and not missing_instruction_sets(data, host)
 
 
 def _remove_stale(folder):

@@ -1,32 +1,17 @@
-"""MNIST loading and checking, with NumPy only (no TensorFlow import unless it must download).
-
-Where the data comes from, in this order: an explicit path (``--data PATH``); the environment
-variable ``BNMNIST_DATA``; the Keras cache (``$KERAS_HOME/datasets/mnist.npz``, default
-``~/.keras``); else a download through Keras's own ``get_file`` with its checksum. A path may be a
-Keras-format ``mnist.npz`` (keys ``x_train y_train x_test y_test``) or a folder holding the four
-original IDX files, gzipped or not. Everything read is validated (IDX magic, dimensions, dtype,
-label range, matching counts) and every failure is a :class:`DataError` naming the file and what to
-do. NumPy files are read with ``allow_pickle=False``.
-
-Decoded data is kept per process, and on disk as one uncompressed ``.npy`` per data copy, in
-``~/.cache/bnmnist/mnist`` (``BNMNIST_DATA_CACHE``: another folder, or ``off``), so a later run
-reads the arrays instead of gunzipping them again. An entry is named by the source files' paths,
-sizes, inode numbers and change times, so a file replaced or rewritten gets a new one; it is used
-only when its arrays pass the same checks as decoded ones and their SHA-256 (the fingerprint a
-run records in ``data.json``) is the one written beside them. Anything else, or a cache that
-cannot be read or written, falls back to decoding the source, and nothing is written when the
-disk is short of room.
+"""MNIST, loaded and checked with NumPy only: from ``--data`` (a Keras ``mnist.npz`` or a folder of
+the four IDX files), ``BNMNIST_DATA``, the Keras cache, else Keras's own download. Everything read
+is validated (IDX magic, dimensions, dtype, labels, counts); a failure is a :class:`DataError`
+naming the file. The decoded arrays are kept in a cache folder (``BNMNIST_DATA_CACHE``), keyed by
+the source files' identity and trusted only when their SHA-256 is the recorded one.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import gzip
 import hashlib
 import json
 import os
-import shutil
 import zlib
 from dataclasses import dataclass
 
@@ -37,7 +22,6 @@ from .errors import DataError
 
 ENV_VAR = "BNMNIST_DATA"
 CACHE_ENV = "BNMNIST_DATA_CACHE"
-CACHE_MIN_FREE_BYTES = 256 * 2**20  # beyond the entry itself: the disk's last room is the runs'
 KERAS_ORIGIN = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz"
 KERAS_SHA256 = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"
 IDX_FILES = {
@@ -70,7 +54,7 @@ class Mnist:
             h.update(memoryview(np.ascontiguousarray(a)).cast("B"))  # hashed in place, not copied
         return h.hexdigest()
 
-    def fingerprint(self):
+    def fingerprint(self) -> str:
         """SHA-256 over the four arrays: tells whether a resumed run sees the same data."""
         return self._sha256
 
@@ -94,12 +78,12 @@ class Split:
         return len(self.train_pixels)
 
 
-def scale_images(images):
+def scale_images(images: np.ndarray) -> np.ndarray:
     """The book's preprocessing: ``astype(float32).reshape(-1, 784) / 255``."""
     return images.astype(np.float32).reshape(-1, 28 * 28) / 255.0
 
 
-def n_train(mnist, n_valid=5000):
+def n_train(mnist: Mnist, n_valid: int = 5000) -> int:
     """How many training images :func:`split` leaves after holding out ``n_valid``, without
     converting anything, so flags can be checked against it quickly."""
     if not 0 < n_valid < len(mnist.x_train):
@@ -110,7 +94,7 @@ def n_train(mnist, n_valid=5000):
     return len(mnist.x_train) - n_valid
 
 
-def split(mnist, n_valid=5000):
+def split(mnist: Mnist, n_valid: int = 5000) -> Split:
     n_train(mnist, n_valid)
     y = mnist.y_train.astype(np.int32)
     return Split(
@@ -138,7 +122,7 @@ def resolve(path=None):
     return cached if os.path.isfile(cached) else None
 
 
-def load(path=None, download=True):
+def load(path: str | None = None, download: bool = True) -> Mnist:
     """Load and validate MNIST from ``path`` or the default sources (see the module docstring)."""
     local = resolve(path)
     if local is None:
@@ -151,7 +135,7 @@ def load(path=None, download=True):
     return _load_cached(os.path.realpath(local), st.st_mtime_ns, st.st_size)
 
 
-def load_recorded(record, path=None, owner="the run"):
+def load_recorded(record: dict, path: str | None = None, owner: str = "the run") -> Mnist:
     """The MNIST ``owner`` was trained on, from its ``data.json`` ``record`` (source and SHA-256),
     so a run folder carried with its data needs no other setting and no network. An explicit
     ``path`` wins, but must hold the same data; then the recorded copy; then ``BNMNIST_DATA``,
@@ -197,10 +181,8 @@ def load_recorded(record, path=None, owner="the run"):
 @functools.lru_cache(maxsize=4)
 def _load_cached(path, _mtime_ns, _size):
     # Keyed on mtime and size too, so a file replaced on disk is read again.
-    if os.path.isdir(path):
-        files = {key: _find_idx(path, name) for key, name in IDX_FILES.items()}
-    else:
-        files = {"npz": path}
+    is_folder = os.path.isdir(path)
+    files = {key: _find_idx(path, name) for key, name in IDX_FILES.items()} if is_folder else {"npz": path}
     cache = _DecodedCache.for_sources(list(files.values()))
     mnist = cache.read(path) if cache else None
     if mnist is None:
@@ -215,11 +197,11 @@ def _load_cached(path, _mtime_ns, _size):
 
 
 class _DecodedCache:
-    """The on-disk entry for one set of source files (see the module docstring)."""
+    """The on-disk entry for one set of source files (see the module docstring): ``KEY.npy`` in
+    a :class:`~bnmnist.atomic.CacheFolder`, recorded with the arrays' fingerprint."""
 
-    def __init__(self, folder, key):
-        self.folder = folder
-        self.npy, self.json = (os.path.join(folder, key + ext) for ext in (".npy", ".json"))
+    def __init__(self, cache, key):
+        self.cache, self.name = cache, key + ".npy"
 
     @classmethod
     def for_sources(cls, files):
@@ -231,15 +213,14 @@ class _DecodedCache:
         except OSError:
             return None  # decoding says what is wrong with the file
         named = [(f, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev) for f, st in zip(files, stats)]
-        key = hashlib.sha256(json.dumps(named).encode()).hexdigest()[:32]
-        return cls(folder, key)
+        return cls(atomic.CacheFolder(folder), hashlib.sha256(json.dumps(named).encode()).hexdigest()[:32])
 
     def read(self, source):
         """The cached arrays as an :class:`Mnist` of ``source``, or None."""
+        record = self.cache.record(self.name)
         try:
-            meta = atomic.read_json(self.json)
-            n_train, n_test, sha = int(meta["n_train"]), int(meta["n_test"]), str(meta["sha256"])
-            flat = np.load(self.npy, allow_pickle=False)
+            n_train, n_test = int(record["n_train"]), int(record["n_test"])
+            flat = np.load(self.cache.path(self.name), allow_pickle=False)
         except (OSError, ValueError, EOFError, KeyError, TypeError):
             return None
         if flat.dtype != np.uint8 or flat.shape != ((n_train + n_test) * 785,):
@@ -255,7 +236,7 @@ class _DecodedCache:
             mnist = _checked(arrays, source)
         except DataError:
             return None
-        return mnist if mnist.fingerprint() == sha else None
+        return mnist if mnist.fingerprint() == record["sha256"] else None
 
     def write(self, mnist):
         """Keep ``mnist``'s arrays for the next run; any failure leaves the cache without them."""
@@ -269,31 +250,18 @@ class _DecodedCache:
                 f.write(memoryview(a).cast("B"))
 
         try:
-            os.makedirs(self.folder, exist_ok=True)
-            if shutil.disk_usage(self.folder).free < total + CACHE_MIN_FREE_BYTES:
+            os.makedirs(self.cache.folder, exist_ok=True)
+            if not self.cache.has_room(total):
                 return
-            self._forget(mnist.source)
-            atomic.write_atomic(self.npy, write_npy, sync=False)  # read() checks it
-            meta = {"source": mnist.source, "n_train": len(mnist.x_train), "n_test": len(mnist.x_test)}
-            atomic.write_json_atomic(self.json, {**meta, "sha256": mnist.fingerprint()})
+            for name in self.cache.names(".npy"):  # earlier versions of the same source files
+                if name != self.name and (self.cache.record(name) or {}).get("source") == mnist.source:
+                    self.cache.remove(name)
+            self.cache.publish(
+                self.name, mnist.fingerprint(), write=write_npy, source=mnist.source,
+                n_train=len(mnist.x_train), n_test=len(mnist.x_test),
+            )  # fmt: skip
         except OSError:
-            with contextlib.suppress(OSError):
-                os.remove(self.npy)
-
-    def _forget(self, source):
-        """Remove the entries of earlier versions of ``source``'s files."""
-        for name in os.listdir(self.folder):
-            path = os.path.join(self.folder, name)
-            if not name.endswith(".json") or path == self.json:
-                continue
-            try:
-                if atomic.read_json(path).get("source") != source:
-                    continue
-            except (OSError, ValueError, AttributeError):
-                continue
-            for stale in (path[: -len(".json")] + ".npy", path):
-                with contextlib.suppress(OSError):
-                    os.remove(stale)
+            self.cache.remove(self.name)
 
 
 def _find_idx(folder, name):

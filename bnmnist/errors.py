@@ -31,4 +31,9 @@ class NumericalError(BnmnistError):
 
 
 class WriteError(BnmnistError):
-    """A run's files could not be written during training (disk full, folder removed, read-only)."""
+    """A run's files could not be written during training (disk full, folder removed, read-only).
+    ``resumable``: a complete checkpoint of the run is still there to resume from."""
+
+    def __init__(self, message: str, resumable: bool = False):
+        super().__init__(message)
+        self.resumable = resumable

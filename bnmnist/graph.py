@@ -1,32 +1,8 @@
-"""Build the book's network in a fresh ``tf.Graph`` and return named handles to it.
-
-The names are the book's, and every tensor a user fetches after a restore has an explicit one:
-
-====================  ============================================================
-``X:0``               float32 (None, 784) pixels scaled to [0, 1]
-``y:0``               int32 (None,) labels
-``training:0``        bool, ``placeholder_with_default(False)`` (batch norm or dropout only)
-``dnn/logits:0``      float32 (None, 10)
-``dnn/probabilities:0`` softmax of the logits
-``eval/predictions:0``  int64 arg-max class
-``loss/loss:0``       mean cross-entropy
-``eval/accuracy:0``   mean of ``in_top_k(logits, y, 1)``
-``train/training_op`` the training step (run it with ``UPDATE_OPS``, then ``max_norm``)
-====================  ============================================================
-
-The chapter's other cells add their constructs here: the optimizer, gradient clipping and the
-learning-rate schedule (``train/global_step``), the l1 penalty (``loss/avg_xentropy`` plus it),
-dropout's ``cond`` on ``training``, the max-norm clips (``max_norm/hidden1``, ... in the
-collection ``max_norm``), and for the reuse cells the partial graph (``stop_gradient``, the
-optimizer's ``var_list``). :func:`training_graph` imports a source run's graph where a reuse
-cell does; its new layers' step is ``new_train/training_op``.
-
-The network's math is :func:`bnmnist.network.forward`; this module supplies its variables and
-the batch-norm statistics of TF1's ``tf.layers.batch_normalization``.
-
-Variables: ``hidden1/kernel``, ``hidden1/bias``, ``batch_normalization/gamma|beta|moving_mean|
-moving_variance``, ``hidden2/...``, ``batch_normalization_1/...``, ``outputs/...``,
-``batch_normalization_2/...``.
+"""The book's network as a TF1 graph: :func:`build_graph` makes a fresh ``tf.Graph`` with the
+book's names and returns its :class:`Handles`. The math is :mod:`bnmnist.network`'s; this module
+wires it: the placeholders, the variables (with TF1's seeds), batch norm's ``cond`` on
+``training`` and ``UPDATE_OPS``, the optimizer, the max-norm clips, and the reuse cells' imported
+graphs. The tensor names users fetch are listed in README.md and :data:`TENSOR_NAMES`.
 """
 
 from __future__ import annotations
@@ -37,7 +13,7 @@ from dataclasses import dataclass, field
 import tensorflow as tf
 
 from . import network
-from .seeding import TF1OpClock
+from .seeds import TF1OpClock
 
 tf1 = tf.compat.v1
 
@@ -54,21 +30,22 @@ TENSOR_NAMES = {
 TRAINING_OP_NAME = "train/training_op"
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class Handles:
+    """The graph's named handles: what the trainer, a restore and the book's recipe read."""
+
     graph: tf.Graph
     X: tf.Tensor
     y: tf.Tensor
-    training: object  # tf.Tensor, or None for a network without batch norm
+    training: tf.Tensor | None  # None for a network without batch norm or dropout
     logits: tf.Tensor
     probabilities: tf.Tensor
     predictions: tf.Tensor
     loss: tf.Tensor
     accuracy: tf.Tensor
-    training_op: object  # tf.Operation, or None for a graph built with train_op=False
+    training_op: tf.Operation | None  # None for a graph built with train_op=False
     extra_update_ops: list
     init: tf.Operation
-    kernel_seeds: dict  # variable name (or dropout layer name) -> op seed given to its random op
     model_variables: list  # every variable of the network, weights and moving statistics
     after_step: list = field(default_factory=list)  # ops the cell runs after each training step
     input_statistics: tuple = ()  # (mean, std) variables of a network that standardises its inputs
@@ -111,38 +88,35 @@ def build_graph(config, train_op=True):
             logits = tf.identity(logits, name="logits")
             probabilities = tf.nn.softmax(logits, name="probabilities")
         with tf.name_scope("loss"):
-            loss = network_loss(config, y, logits, params)
+            loss = network.loss(config, y, logits, params)
         training_op = None
         if train_op:
             with tf.name_scope("train"):
                 training_op = _training_op(config, loss)
         after_step = _max_norm_clips(config, variables) if train_op else []
         with tf.name_scope("eval"):
-            correct = tf1.nn.in_top_k(logits, y, 1)
-            accuracy = tf.reduce_mean(tf.cast(correct, tf.float32), name="accuracy")
-            predictions = tf.argmax(logits, axis=1, name="predictions")
+            accuracy, predictions = network.accuracy_and_predictions(logits, y)
         model_variables = list(variables.values())
         # the network's variables, and the optimizer's slots and global step, if any
         init = tf1.variables_initializer(tf1.global_variables(), name="init")
         extra_update_ops = tf1.get_collection(tf1.GraphKeys.UPDATE_OPS)
     return Handles(
-        graph,
-        X,
-        y,
-        training,
-        logits,
-        probabilities,
-        predictions,
-        loss,
-        accuracy,
-        training_op,
-        extra_update_ops,
-        init,
-        dict(clock.seeds),
-        model_variables,
-        after_step,
-        tuple(variables[name] for name in (network.INPUT_MEAN, network.INPUT_STD) if name in variables),
-        layer_outputs,
+        graph=graph,
+        X=X,
+        y=y,
+        training=training,
+        logits=logits,
+        probabilities=probabilities,
+        predictions=predictions,
+        loss=loss,
+        accuracy=accuracy,
+        training_op=training_op,
+        extra_update_ops=extra_update_ops,
+        init=init,
+        model_variables=model_variables,
+        after_step=after_step,
+        input_statistics=tuple(variables[n] for n in (network.INPUT_MEAN, network.INPUT_STD) if n in variables),
+        layer_outputs=layer_outputs,
     )
 
 
@@ -158,17 +132,19 @@ def training_graph(config, resume=False):
         tf1.set_random_seed(config.seed)  # the cell's reset_graph() before import_meta_graph
         tf1.train.import_meta_graph(config.reuse_from + ".meta")
         variables = {v.op.name: v for v in tf1.global_variables()}
-        seeds = {}
         if config.reuse == "model":
-            tensors = [graph.get_tensor_by_name(TENSOR_NAMES[k]) for k in ("logits", "probabilities", "predictions")]
-            tensors += [graph.get_tensor_by_name(TENSOR_NAMES[k]) for k in ("loss", "accuracy")]
+            names = ("logits", "probabilities", "predictions", "loss", "accuracy")
+            tensors = dict(zip(names, (graph.get_tensor_by_name(TENSOR_NAMES[k]) for k in names)))
             training_op = graph.get_operation_by_name(TRAINING_OP_NAME)
         else:
-            tensors, training_op, seeds = _new_layers_on_imported(config, graph, variables)
+            tensors, training_op = _new_layers_on_imported(config, graph, variables)
         model_variables = [variables[name] for name in network.variable_names(config)]
         init = tf1.variables_initializer(tf1.global_variables(), name="new_init")
     X, y = graph.get_tensor_by_name(TENSOR_NAMES["X"]), graph.get_tensor_by_name(TENSOR_NAMES["y"])
-    return Handles(graph, X, y, None, *tensors, training_op, [], init, seeds, model_variables)
+    return Handles(
+        graph=graph, X=X, y=y, training=None, **tensors, training_op=training_op, extra_update_ops=[], init=init,
+        model_variables=model_variables,
+    )  # fmt: skip
 
 
 def _new_layers_on_imported(config, graph, variables):
@@ -187,25 +163,13 @@ def _new_layers_on_imported(config, graph, variables):
     probabilities = tf.nn.softmax(logits, name="new_probabilities")
     y = graph.get_tensor_by_name(TENSOR_NAMES["y"])
     with tf.name_scope("new_loss"):
-        loss = network_loss(config, y, logits, params)
+        loss = network.loss(config, y, logits, params)
     with tf.name_scope("new_eval"):
-        accuracy = tf.reduce_mean(tf.cast(tf1.nn.in_top_k(logits, y, 1), tf.float32), name="accuracy")
-        predictions = tf.argmax(logits, axis=1, name="predictions")
+        accuracy, predictions = network.accuracy_and_predictions(logits, y)
     with tf.name_scope("new_train"):
         training_op = _training_op(config, loss)
-    return [logits, probabilities, predictions, loss, accuracy], training_op, dict(clock.seeds)
-
-
-def network_loss(config, y, logits, params):
-    """The mean cross-entropy, plus the l1 cells' penalty (the XLA loop's step uses it too)."""
-    xentropy = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
-    if not config.l1_scale:
-        return tf.reduce_mean(xentropy, name="loss")
-    base_loss = tf.reduce_mean(xentropy, name="avg_xentropy")
-    penalty = network.l1_penalty(config, params)
-    if config.l1_form == "loss":
-        return tf.add(base_loss, penalty, name="loss")
-    return tf.add_n([base_loss, *penalty], name="loss")
+    tensors = {"logits": logits, "probabilities": probabilities, "predictions": predictions}
+    return {**tensors, "loss": loss, "accuracy": accuracy}, training_op
 
 
 def _training_op(config, loss):
@@ -224,15 +188,8 @@ def _training_op(config, loss):
     if config.train_scope:  # the freezing cell's var_list: the layers that still learn
         var_list = tf1.get_collection(tf1.GraphKeys.TRAINABLE_VARIABLES, scope=config.train_scope)
     grads_and_vars = optimizer.compute_gradients(loss, var_list=var_list)
-    grads_and_vars = [(clip_gradient(config, grad), var) for grad, var in grads_and_vars]
+    grads_and_vars = [(network.clip_gradient(config, grad), var) for grad, var in grads_and_vars]
     return optimizer.apply_gradients(grads_and_vars, global_step=global_step, name="training_op")
-
-
-def clip_gradient(config, grad):
-    """The gradient-clipping cell's ``tf.clip_by_value(grad, -threshold, threshold)``, if any."""
-    if not config.clip_gradients:
-        return grad
-    return tf.clip_by_value(grad, -config.clip_gradients, config.clip_gradients)
 
 
 def _max_norm_clips(config, variables):
@@ -242,8 +199,7 @@ def _max_norm_clips(config, variables):
     with tf.name_scope("max_norm"):
         for layer in network.max_norm_layers(config):
             kernel = variables[f"{layer.dense}/kernel"]
-            clipped = tf.clip_by_norm(kernel.value(), clip_norm=config.max_norm, axes=1)
-            clips.append(tf1.assign(kernel, clipped, name=layer.dense).op)
+            clips.append(tf1.assign(kernel, network.max_norm_clip(config, kernel.value()), name=layer.dense).op)
             tf1.add_to_collection("max_norm", clips[-1])
     return clips
 

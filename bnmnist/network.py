@@ -1,15 +1,10 @@
-"""The book's network, written once: per layer a dense product, batch norm, the activation.
+"""The network's math, written once: the forward pass, the loss and accuracy, the batch-norm
+moving averages, the gradient-descent step, clipping, l1 and max-norm, and the pixel scaling.
 
-:func:`forward` turns inputs, parameters and normalisation statistics into logits for a
-:class:`~bnmnist.config.Config`. Every path takes its math from it and supplies only what differs:
-
-* the graph builder (``graph.py``): a ``cond`` on ``training`` picks batch or moving statistics,
-  and the moving-average updates go to ``UPDATE_OPS``;
-* the XLA epoch step (``xla_loop.py``): the batch moments, and the parameters' values carried from
-  the previous step;
-* the SavedModel export (``export.py``): the moving statistics.
-
-:func:`layers` names the layers as the book's ``tf.layers`` code does, for all of them.
+Every path takes its math from here and supplies only what differs: the TF1 graph
+(``graph.py``: variables, a ``cond`` on ``training``, ``UPDATE_OPS``), the XLA epoch loop
+(``xla_loop.py``: :func:`sgd_step` on carried values) and the SavedModel export (``restored.py``:
+the moving statistics). :func:`layers` names the layers as the book's ``tf.layers`` code does.
 """
 
 from __future__ import annotations
@@ -225,3 +220,67 @@ def moving_average_delta(moving, batch_stat, momentum):
     then float32, as TF1 did. The moving statistic is then ``assign_sub``-ed by it."""
     decay = tf.convert_to_tensor(1.0 - momentum, dtype=tf.float32, name="decay")
     return (moving - batch_stat) * decay
+
+
+def loss(config, y, logits, params):
+    """The mean cross-entropy (``loss/loss``), plus the l1 cells' penalty."""
+    xentropy = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)
+    if not config.l1_scale:
+        return tf.reduce_mean(xentropy, name="loss")
+    base_loss = tf.reduce_mean(xentropy, name="avg_xentropy")
+    penalty = l1_penalty(config, params)
+    if config.l1_form == "loss":
+        return tf.add(base_loss, penalty, name="loss")
+    return tf.add_n([base_loss, *penalty], name="loss")
+
+
+def accuracy_and_predictions(logits, y):
+    """The book's ``reduce_mean(cast(in_top_k(logits, y, 1)))``, named ``accuracy``, and the
+    arg-max class, named ``predictions``."""
+    accuracy = tf.reduce_mean(tf.cast(tf1.nn.in_top_k(logits, y, 1), tf.float32), name="accuracy")
+    return accuracy, tf.argmax(logits, axis=1, name="predictions")
+
+
+def clip_gradient(config, grad):
+    """The gradient-clipping cell's ``tf.clip_by_value(grad, -threshold, threshold)``, if any."""
+    if not config.clip_gradients:
+        return grad
+    return tf.clip_by_value(grad, -config.clip_gradients, config.clip_gradients)
+
+
+def max_norm_clip(config, kernel):
+    """The max-norm cells' ``tf.clip_by_norm(weights, threshold, axes=1)``."""
+    return tf.clip_by_norm(kernel, clip_norm=config.max_norm, axes=1)
+
+
+def scale_pixels(pixels, divisor):
+    """uint8 pixels as the book scales them, ``pixels / 255`` in float32. ``divisor`` holds 255
+    in a variable: Grappler and XLA fold a division by a constant into a multiplication by
+    1/255, whose product differs from the quotient in the last bit for some pixels."""
+    return tf.cast(pixels, tf.float32) / divisor
+
+
+def sgd_step(config, params, X, y, elu_as_cpu_kernel=True):
+    """One gradient-descent step on ``(X, y)`` from ``params`` (variable name -> value): the
+    gradients of :func:`loss` (clipped by value where the cell clips), ``var -= lr * grad``, and
+    the moving averages with this batch's moments. Returns the batch's mean loss and the values."""
+    moments = []
+
+    def statistics(layer, z):  # the batch's, which also move the moving averages
+        mean, variance = tf1.nn.moments(z, [0])
+        moments.append((layer.batch_norm, mean, variance))
+        return mean, variance
+
+    logits = forward(config, X, params.__getitem__, statistics, elu_as_cpu_kernel=elu_as_cpu_kernel)
+    batch_loss = loss(config, y, logits, params.__getitem__)
+    trainables = trainable_names(config)
+    grads = tf.gradients(batch_loss, [params[name] for name in trainables])
+    lr = tf.constant(config.learning_rate, tf.float32)
+    new = dict(params)
+    for name, grad in zip(trainables, grads):
+        new[name] = params[name] - clip_gradient(config, grad) * lr
+    for bn, mean, variance in moments:
+        for stat, value in (("moving_mean", mean), ("moving_variance", variance)):
+            name = f"{bn}/{stat}"
+            new[name] = params[name] - moving_average_delta(params[name], value, config.momentum)
+    return batch_loss, new

@@ -1,25 +1,23 @@
-"""``bnmnist.restore(path)``: open a trained run in a notebook, from the package's own code.
+"""A trained run, opened again: ``bnmnist.restore(path)`` in its own graph and session, and
+:func:`export_saved_model`, a plain TF2 SavedModel of it.
 
-The graph is rebuilt from the package and the run's ``config.json``, then every variable (moving
-statistics included) is restored from the checkpoint. Nothing is imported from a ``.meta`` file,
-which could carry arbitrary ops. Each restored model holds its own graph and session, so several
-can be open side by side, and nothing global in TensorFlow is touched.
+Both rebuild the network from the package and the run's ``config.json`` and read only variables
+from the checkpoint; nothing is imported from a ``.meta`` file, which could carry arbitrary ops.
 """
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import tensorflow as tf
 
-from . import atomic, checkpoint, data, runs
+from . import checkpoint, data, network, runs
+from .errors import RunFolderError
 from .graph import build_graph
 
 tf1 = tf.compat.v1
 
 
-def as_model_input(images):
+def as_model_input(images: np.ndarray) -> np.ndarray:
     """uint8 (n, 28, 28) raw images, or float (n, 784) already in [0, 1] -> float32 (n, 784)."""
     a = np.asarray(images)
     if a.dtype == np.uint8 and a.ndim == 3 and a.shape[1:] == (28, 28):
@@ -40,7 +38,7 @@ def as_model_input(images):
 class RestoredModel:
     """A trained network in its own graph and session. Use as a context manager, or ``close()``."""
 
-    def __init__(self, path, logdir="tf_logs"):
+    def __init__(self, path: str, logdir: str = "tf_logs"):
         self.closed = False
         self.run_dir, self.checkpoint, self.config = runs.resolve(path, logdir)
         self.handles = h = build_graph(self.config, train_op=False)
@@ -60,13 +58,13 @@ class RestoredModel:
             raise RuntimeError(f"{self!r} is closed; restore it again with bnmnist.restore")
         return self.session.run(fetch, feed)
 
-    def predict_proba(self, images):
+    def predict_proba(self, images: np.ndarray) -> np.ndarray:
         return self._run(self.handles.probabilities, {self.handles.X: as_model_input(images)})
 
-    def predict(self, images):
+    def predict(self, images: np.ndarray) -> np.ndarray:
         return self._run(self.handles.predictions, {self.handles.X: as_model_input(images)})
 
-    def evaluate(self, images, labels):
+    def evaluate(self, images: np.ndarray, labels: np.ndarray) -> np.float32:
         """Accuracy as the book computes it (``eval/accuracy``), a float32."""
         X = as_model_input(images)
         y = np.asarray(labels)
@@ -78,22 +76,21 @@ class RestoredModel:
             raise ValueError(f"labels must be digits 0-9; got {y.min()}..{y.max()}")
         return self._run(self.handles.accuracy, {self.handles.X: X, self.handles.y: y.astype(np.int32)})
 
-    def load_data(self):
+    def load_data(self) -> data.Mnist:
         """MNIST for this run: the copy it was trained on, as its ``data.json`` records it (checked
-        by SHA-256), or ``BNMNIST_DATA`` if set, which must hold the same data. A
-        :class:`bnmnist.data.Mnist`."""
+        by SHA-256), or ``BNMNIST_DATA`` if it holds the same data. A :class:`bnmnist.data.Mnist`."""
         try:
-            record = atomic.read_json(os.path.join(self.run_dir, runs.DATA_FILE))
-        except (OSError, ValueError):
+            record = runs.read_data_record(self.run_dir)
+        except RunFolderError:
             return data.load()  # a run folder without its record: the usual sources
         return data.load_recorded(record, owner=self.run_dir)
 
-    def variables(self):
+    def variables(self) -> dict[str, np.ndarray]:
         """Name -> NumPy value of every restored variable."""
         values = self._run(self.handles.model_variables, None)
         return {v.op.name: value for v, value in zip(self.handles.model_variables, values)}
 
-    def close(self):
+    def close(self) -> None:
         self.closed = True
         self.session.close()
 
@@ -107,7 +104,42 @@ class RestoredModel:
         return f"RestoredModel({self.checkpoint!r}, preset={self.config.preset!r})"
 
 
-def restore(path="latest", logdir="tf_logs"):
+def restore(path: str = "latest", logdir: str = "tf_logs") -> RestoredModel:
     """Restore a run folder, a checkpoint prefix, or ``"latest"`` (the newest run under
     ``logdir`` that holds a checkpoint). Returns a :class:`RestoredModel`."""
     return RestoredModel(path, logdir)
+
+
+class InferenceModule(tf.Module):
+    """The exported program: input ``images``, uint8 (None, 28, 28); outputs ``probabilities``
+    (float32, (None, 10)) and ``classes`` (int64). It runs :func:`bnmnist.network.forward` with the
+    moving statistics, after the book's scaling; no ``compat.v1`` code."""
+
+    def __init__(self, config, values):
+        super().__init__(name="bnmnist")
+        self.config = config
+        self.weights = {
+            name: tf.Variable(value, trainable=False, name=name.replace("/", "__")) for name, value in values.items()
+        }
+        self.pixel_scale = tf.Variable(255.0, trainable=False, name="pixel_scale")
+
+    def _moving_statistics(self, layer, _z):
+        bn = layer.batch_norm
+        return self.weights[f"{bn}/moving_mean"], self.weights[f"{bn}/moving_variance"]
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 28, 28], tf.uint8, name="images")])
+    def serve(self, images):
+        x = network.scale_pixels(tf.reshape(images, [-1, 28 * 28]), self.pixel_scale)
+        logits = network.forward(self.config, x, self.weights.__getitem__, self._moving_statistics)
+        return {"probabilities": tf.nn.softmax(logits), "classes": tf.argmax(logits, axis=1)}
+
+
+def export_saved_model(run: str, out_dir: str, logdir: str = "tf_logs") -> str:
+    """Write the SavedModel of ``run`` (folder, checkpoint prefix or "latest") to ``out_dir``."""
+    _, prefix, config = runs.resolve(run, logdir)
+    variables = build_graph(config, train_op=False).model_variables
+    checkpoint.check_compatible(prefix, variables)
+    reader = tf.train.load_checkpoint(prefix)
+    module = InferenceModule(config, {name: reader.get_tensor(name) for name in network.variable_names(config)})
+    tf.saved_model.save(module, str(out_dir), signatures={"serving_default": module.serve})
+    return str(out_dir)

@@ -19,15 +19,21 @@ from __future__ import annotations
 
 import hashlib
 import re
+from typing import TYPE_CHECKING
 
 from . import runs
 from .errors import CheckpointError, RunFolderError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .config import Config
 
 # source() and sha256() run before TensorFlow loads (the command line's checks); the rest
 # imports the TensorFlow-side modules when called.
 
 
-def source(path, logdir="tf_logs", preset=None):
+def source(path: str, logdir: str = "tf_logs", preset: str | None = None) -> tuple[str, Config]:
     """``(prefix, config)`` of the trained run to start from: a run folder, one of its
     checkpoints, or ``"latest"`` (the newest of ``preset``, when given). A dry run is refused:
     its weights saw two steps."""
@@ -39,7 +45,7 @@ def source(path, logdir="tf_logs", preset=None):
     return prefix, config
 
 
-def sha256(prefix):
+def sha256(prefix: str) -> str:
     """SHA-256 of a checkpoint's data file, recorded by the run that reuses it."""
     digest = hashlib.sha256()
     with open(prefix + ".data-00000-of-00001", "rb") as f:
@@ -48,7 +54,7 @@ def sha256(prefix):
     return digest.hexdigest()
 
 
-def new_layers(source_config, keep, hidden, preset="reuse_lower"):
+def new_layers(source_config: Config, keep: int, hidden: tuple, preset: str = "reuse_lower") -> Config:
     """The book's "reuse the lower layers" network: ``source_config``'s first ``keep`` hidden
     layers, restored from the source (``hidden[123]`` for 3), then new hidden layers of the sizes
     ``hidden`` and new outputs, trained by plain gradient descent (no clipping) as the cell does."""
@@ -62,7 +68,7 @@ def new_layers(source_config, keep, hidden, preset="reuse_lower"):
     )
 
 
-def freeze(config, layers, how="var_list"):
+def freeze(config: Config, layers: tuple[str, ...], how: str = "var_list") -> Config:
     """``config`` with the hidden layers ``layers`` (``("hidden1", "hidden2")``, the lowest ones)
     frozen: left out of the optimizer's ``var_list``, or below a ``tf.stop_gradient``."""
     from . import network
@@ -103,7 +109,7 @@ def check_source(prefix, config):
             )
 
 
-def restore_layers(sess, prefix, variables, scope="hidden[123]"):
+def restore_layers(sess, prefix: str, variables: list, scope: str = "hidden[123]") -> list[str]:
     """Restore the ``variables`` whose names match ``scope`` from the checkpoint ``prefix``, the
     rest staying as initialised: the book's partial restore. Returns the restored names."""
     import tensorflow as tf
@@ -123,7 +129,7 @@ def network_names(variables):
     return ", ".join(sorted({v.op.name.split("/")[0] for v in variables}))
 
 
-def cache_outputs(sess, h, layer, X):
+def cache_outputs(sess, h, layer: str, X: np.ndarray) -> np.ndarray:
     """``layer``'s outputs (``"hidden2"``) for the inputs ``X``, in one Session call, as the
     caching cell computes them: ``sess.run(hidden2, feed_dict={X: X_train})``."""
     return sess.run(h.layer_outputs[layer], {h.X: X})

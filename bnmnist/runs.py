@@ -3,7 +3,7 @@ they keep besides checkpoints.
 
 A run lives in ``<logdir>/run-<UTC %Y%m%d%H%M%S>[-N]/`` holding ``config.json`` (the
 :class:`~bnmnist.config.Config`), ``data.json`` (the MNIST copy it trains on: path and SHA-256),
-``graph.meta``, the checkpoints and their ``checkpoint`` state file (``checkpoint_files.py``),
+``graph.meta``, the checkpoints and their ``checkpoint`` state file (``checkpoint.py``),
 ``results.json`` when finished, and TensorBoard event files.
 """
 
@@ -15,8 +15,8 @@ import os
 import re
 import tempfile
 
-from .atomic import read_json
-from .checkpoint_files import newest_prefix, read_state, require_checkpoint, strip_checkpoint_suffix
+from .atomic import read_json, write_json_atomic
+from .checkpoint import newest_prefix, read_state, require_checkpoint, strip_checkpoint_suffix
 from .config import load_config
 from .errors import CheckpointError, RunFolderError
 
@@ -189,6 +189,27 @@ def read_config(run_dir):
     return load_config(os.path.join(run_dir, CONFIG_FILE))
 
 
+def write_config(run_dir, config):
+    write_json_atomic(os.path.join(run_dir, CONFIG_FILE), config.to_json())
+
+
+def write_records(run_dir, config, data_info=None):
+    """A new run's ``config.json`` and ``data.json`` (the MNIST copy: path, SHA-256, sizes)."""
+    write_config(run_dir, config)
+    if data_info is not None:
+        write_json_atomic(os.path.join(run_dir, DATA_FILE), data_info)
+
+
+def read_data_record(run_dir):
+    """The run's ``data.json``; a :class:`RunFolderError` when it cannot be read."""
+    try:
+        return read_json(os.path.join(run_dir, DATA_FILE))
+    except (OSError, ValueError) as e:
+        raise RunFolderError(
+            f"{run_dir}: cannot read {DATA_FILE} ({e}); this run folder is damaged or not a bnmnist run"
+        ) from None
+
+
 def require_existing(path):
     """Refuse, before anything else, a path that names nothing: neither a file or folder, nor a
     checkpoint prefix, nor a checkpoint's name inside a run folder (which gets its own message,
@@ -199,24 +220,31 @@ def require_existing(path):
     raise CheckpointError(f"{path}: no such file or folder")
 
 
-def resolve(path, logdir="tf_logs"):
-    """(run folder, checkpoint prefix, its Config) for a run folder, a checkpoint prefix or
-    ``"latest"``; checks the checkpoint's index file is there. Needs no TensorFlow, so scripts
-    can refuse a wrong path before importing it."""
-    path = str(path)
+def resolve(path, logdir="tf_logs", *, newest=True):
+    """(run folder, checkpoint prefix, its Config) for a run folder, a checkpoint of one (its
+    prefix or any of its files) or ``"latest"``; the checkpoint's index file must be there. A run
+    folder gives its newest checkpoint, or with ``newest=False`` None (a resume takes the newest
+    itself and has its own words for a run without one). Needs no TensorFlow."""
+    path = str(path).rstrip("/") or "/"
     if path == "latest":
         path = latest_run(logdir)
     require_existing(path)
     path = strip_checkpoint_suffix(path)
     if os.path.isdir(path):
         if not is_run_dir(path):
-            raise CheckpointError(f"{path} is not a bnmnist run folder (no {CONFIG_FILE})")
-        run_dir, prefix = path, newest_prefix(path)
+            raise CheckpointError(f"{path} is not a bnmnist run folder (no {CONFIG_FILE}){_EXAMPLES}")
+        run_dir, prefix = path, newest_prefix(path) if newest else None
     else:
         run_dir, prefix = os.path.dirname(path) or ".", path
         if not is_run_dir(run_dir):
             raise CheckpointError(
-                f"{path}: neither a run folder nor a checkpoint inside one (no {CONFIG_FILE} in {run_dir})"
+                f"{path}: neither a run folder nor a checkpoint inside one (no {CONFIG_FILE} in {run_dir}){_EXAMPLES}"
             )
-    require_checkpoint(prefix)
+    if prefix is not None:
+        require_checkpoint(prefix)
     return run_dir, prefix, read_config(run_dir)
+
+
+_EXAMPLES = (
+    "; pass a folder like tf_logs/run-20261127084929 or a checkpoint like tf_logs/run-20261127084929/model.ckpt-19"
+)

@@ -1,10 +1,11 @@
-"""What a run holds while it trains, around the book's graph: the Session, the saved run state and
-the Saver, the TensorBoard writer, and the copy of the network that validates (``epoch_end.py``).
+"""What a run holds while it trains: the Session, the Saver and its run state, the TensorBoard
+writer, and the copy of the network that validates each epoch while the next one trains.
 
 Every checkpoint holds everything that decides the rest of the run: the variables, the moving
 statistics, and, in the ``run_state`` variable, the NumPy random state that drives shuffling, the
-epoch and the table so far. A run killed at any moment and resumed therefore ends bit-identical
-to one that never stopped.
+epoch and the table so far. A run killed at any moment and resumed ends bit-identical to one
+that never stopped. The validating copy (:class:`EpochEnd`) is a second graph of the same
+network, loaded with the epoch's exact values, so its accuracy is the training graph's.
 """
 
 from __future__ import annotations
@@ -12,19 +13,28 @@ from __future__ import annotations
 import json
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 import tensorflow as tf
 
-from . import atomic, checkpoint, checkpoint_files, reuse, runs
-from .epoch_end import EpochEnd, EventFileError, printed_epoch
+from . import atomic, checkpoint, reuse, runs
 from .errors import CheckpointError, NumericalError, WriteError
-from .graph import set_input_statistics, training_graph
-from .steps import session_config
+from .graph import build_graph, set_input_statistics, training_graph
 
 tf1 = tf.compat.v1
 RUN_STATE = "run_state"
+
+
+def session_config(threads=(1, 2)):
+    """(intra-op, inter-op) threads; 0 means TensorFlow's default (one per core). The default
+    (1, 2) lets independent ops, such as a layer's two gradient matmuls, run at once, while
+    single-threaded kernels skip Eigen's sharding overhead at batch 200. The bn network's values
+    do not depend on them; some of the chapter's batch-50 networks' do, so their presets keep
+    TensorFlow's defaults, as the book."""
+    intra, inter = threads
+    return tf1.ConfigProto(intra_op_parallelism_threads=intra, inter_op_parallelism_threads=inter)
 
 
 @dataclass
@@ -63,11 +73,11 @@ class TrainingSession:
             self.writer = tf1.summary.FileWriter(run_dir, graph=None if resume else h.graph)
             if not resume:
                 meta = self.saver.export_meta_graph().SerializeToString()
-                atomic.write_bytes_atomic(os.path.join(run_dir, checkpoint_files.GRAPH_META), meta)
+                atomic.write_bytes_atomic(os.path.join(run_dir, checkpoint.GRAPH_META), meta)
         self.rng = np.random.RandomState(config.seed)  # the book's np.random.seed(42)
         self.sess = tf1.Session(graph=h.graph, config=session_config(config.threads))
         self.result = Result(run_dir)
-        self.epoch_end = EpochEnd(config, split, self.writer, self.result, out, session_config(config.threads))
+        self.epoch_end = EpochEnd(config, split, self.writer, out, session_config(config.threads))
         self.t_train = None
 
     def __enter__(self):
@@ -111,17 +121,16 @@ class TrainingSession:
     def _restore(self):
         h, result = self.h, self.result
         start = self.resume if isinstance(self.resume, str) else None
-        result.checkpoint = start or checkpoint_files.newest_prefix(self.run_dir)
+        result.checkpoint = start or checkpoint.newest_prefix(self.run_dir)
         checkpoint.restore(self.sess, self.saver, result.checkpoint, h.model_variables)
         if start:  # back to this epoch: later checkpoints are trained again
-            epoch = checkpoint_files.checkpoint_epoch(start)
-            kept = checkpoint_files.read_state(self.run_dir)
-            earlier = [p for p in kept if (checkpoint_files.checkpoint_epoch(p) or 0) < epoch]
-            checkpoint_files.write_state(self.run_dir, [*earlier, start])
+            epoch = checkpoint.checkpoint_epoch(start)
+            kept = checkpoint.read_state(self.run_dir)
+            earlier = [p for p in kept if (checkpoint.checkpoint_epoch(p) or 0) < epoch]
+            checkpoint.write_state(self.run_dir, [*earlier, start])
         saved = runs.read_config(self.run_dir)
         if saved.epochs != self.config.epochs:  # --epochs extends the run: it is now that long
-            config_path = os.path.join(self.run_dir, runs.CONFIG_FILE)
-            atomic.write_json_atomic(config_path, saved.replace(epochs=self.config.epochs).to_json())
+            runs.write_config(self.run_dir, saved.replace(epochs=self.config.epochs))
         state = json.loads(self.sess.run(self.run_state).decode())
         self._replay_dropout(state["epoch"])
         self.rng.set_state(_rng_from_json(state["rng"]))
@@ -188,11 +197,11 @@ class TrainingSession:
             "epoch_seconds": result.epoch_seconds,
         }
         self.sess.run(self.set_run_state, feed_dict={self.run_state_in: json.dumps(state)})
-        prefix = checkpoint_files.checkpoint_prefix(self.run_dir, epoch)
+        prefix = checkpoint.checkpoint_prefix(self.run_dir, epoch)
         try:
             self.saver.save(self.sess, prefix, write_meta_graph=False, write_state=False)
-            checkpoint_files.link_meta(self.run_dir, prefix)
-            checkpoint_files.commit_checkpoint(self.run_dir, prefix, self.config.keep_checkpoints)
+            checkpoint.link_meta(self.run_dir, prefix)
+            checkpoint.commit_checkpoint(self.run_dir, prefix, self.config.keep_checkpoints)
         except (tf.errors.OpError, OSError, ValueError) as e:
             raise self._write_error(f"the checkpoint of epoch {epoch}", e) from None
         result.checkpoint = prefix
@@ -206,11 +215,14 @@ class TrainingSession:
             self.wait_for_validation()
 
     def wait_for_validation(self):
-        """Until the pending epoch's validation and TensorBoard summaries are done."""
+        """Until the pending epoch's validation and TensorBoard summaries are done; its accuracy
+        joins the table here, in the training thread."""
         try:
-            self.epoch_end.wait()
+            accuracy = self.epoch_end.wait()
         except EventFileError as e:
             raise self._write_error("TensorBoard's event file", e) from None
+        if accuracy is not None:
+            self.result.accuracies.append(accuracy)
 
     def finish(self, dry_run):
         """The test accuracy and ``results.json``, once every epoch is validated."""
@@ -242,15 +254,13 @@ class TrainingSession:
         reason = reason.replace(f"{self.run_dir}/", "")  # the folder is named once, below
         if not runs.is_run_dir(self.run_dir):  # removed (TensorBoard may remake it empty)
             return WriteError(f"could not write {what}: the run folder {self.run_dir} is gone ({reason})")
-        newest = checkpoint_files.read_state(self.run_dir)
+        newest = checkpoint.read_state(self.run_dir)
         kept = (
             f"the newest complete checkpoint is still {os.path.basename(newest[-1])}"
             if newest
             else "no epoch of this run is saved yet"
         )
-        err = WriteError(f"could not write {what} in {self.run_dir} ({reason}); {kept}")
-        err.run_dir, err.resumable = self.run_dir, bool(newest)
-        return err
+        return WriteError(f"could not write {what} in {self.run_dir} ({reason}); {kept}", resumable=bool(newest))
 
 
 def _rng_to_json(state):
@@ -261,3 +271,98 @@ def _rng_to_json(state):
 def _rng_from_json(s):
     name, keys, pos, has_gauss, cached = s
     return (name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached)
+
+
+def histogram_summaries(h):
+    with h.graph.as_default(), tf.name_scope("histograms"):
+        return tf1.summary.merge([tf1.summary.histogram(v.op.name, v) for v in h.model_variables])
+
+
+class EpochEnd:
+    """``submit(...)`` queues one epoch's validation and summaries; ``wait()`` returns its
+    validation accuracy once done (None when nothing was queued), re-raising its error, if any.
+    The thread touches only the copy, the writer and the printed line."""
+
+    def __init__(self, config, split, writer, out, session_config):
+        self.config, self.split, self.writer, self.out = config, split, writer, out
+        self.session_config = session_config
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="bnmnist-epoch-end")
+        self.pending = None
+        self.sess = None
+        self.prepared = False
+
+    def prepare(self):
+        """Build the copy graph, its session and its three Session calls in the background
+        thread, so that none of it happens during training. The trainer calls it once its own
+        loop is traced, before XLA compiles it: a graph built during the tracing would change
+        TensorFlow's process-wide name counters, hence XLA's fingerprint, and the compile cache
+        would miss. :meth:`submit` starts it if nothing has, and raises its error."""
+        if not self.prepared:
+            self.prepared = True
+            self.pending = self.pool.submit(self._prepare)
+
+    def _prepare(self):
+        h = build_graph(self.config, train_op=False)
+        histograms = histogram_summaries(h)
+        with h.graph.as_default():
+            values_in = [tf1.placeholder(v.dtype.base_dtype, v.shape) for v in h.model_variables]
+            load = tf.group([v.assign(p) for v, p in zip(h.model_variables, values_in)])
+        self.sess = tf1.Session(graph=h.graph, config=self.session_config)
+        self._load = self.sess.make_callable(load, feed_list=values_in)
+        self._accuracy = self.sess.make_callable(h.accuracy, feed_list=[h.X, h.y])
+        self._histograms = self.sess.make_callable(histograms)
+
+    def submit(self, epoch, values, mean_loss, seconds, note=None, last_batch=None):
+        """``values``: the model variables after ``epoch``, in the training
+        graph's order. The printed line ends with ``note`` in brackets, by default the epoch's time;
+        ``last_batch``, the indices of the epoch's last batch, for a cell that prints its accuracy."""
+        self.prepare()
+        if self.wait() is not None:
+            raise RuntimeError("an epoch's accuracy was not collected: wait() before the next submit()")
+        self.pending = self.pool.submit(self._end, epoch, values, mean_loss, seconds, note, last_batch)
+
+    def wait(self):
+        pending, self.pending = self.pending, None
+        return None if pending is None else pending.result()
+
+    def close(self):
+        """Finish what is queued (errors are for :meth:`wait` to raise) and free the copy."""
+        self.pool.shutdown(wait=True)
+        if self.sess is not None:
+            self.sess.close()
+
+    def _end(self, epoch, values, mean_loss, seconds, note, last_batch):
+        self._load(*values)
+        acc = self._accuracy(self.split.X_valid, self.split.y_valid)
+        if self.out is not None and printed_epoch(self.config, epoch):
+            batch = []
+            if self.config.batch_accuracy and last_batch is not None:
+                X, y = self.split.X_train[last_batch], self.split.y_train[last_batch]
+                batch = ["Batch accuracy:", self._accuracy(X, y)]
+            suffix = f"({note or f'epoch {seconds:.2f} s'})"
+            print(epoch, *batch, "Validation accuracy:", acc, suffix, file=self.out, flush=True)
+        try:
+            self.writer.add_summary(
+                tf1.Summary(
+                    value=[
+                        tf1.Summary.Value(tag="validation_accuracy", simple_value=float(acc)),
+                        tf1.Summary.Value(tag="training_loss", simple_value=mean_loss),
+                        tf1.Summary.Value(tag="epoch_seconds", simple_value=seconds),
+                    ]
+                ),
+                epoch,
+            )
+            self.writer.add_summary(self._histograms(), epoch)
+            self.writer.flush()
+        except (RuntimeError, OSError) as e:  # the writer's thread failed: disk full, folder gone
+            raise EventFileError(str(e).splitlines()[0]) from None
+        return acc
+
+
+def printed_epoch(config, epoch):
+    """Whether the cell prints ``epoch``'s line: every epoch, or every ``print_every``-th."""
+    return epoch % config.print_every == 0
+
+
+class EventFileError(OSError):
+    """TensorBoard's event file could not be written; ``str()`` is the reason."""

@@ -1,43 +1,12 @@
-"""The default training loop: a whole epoch of the book's steps compiled by XLA, in one Session call.
+"""The default loop: a whole epoch of the book's steps in one XLA-compiled Session call.
 
-The book runs one ``session.run`` per mini-batch; here the steps of an epoch (or of a part of it)
-run in a ``tf.while_loop`` inside a ``tf.function(jit_compile=True)`` added to the same graph,
-over the same variables. It is the book's step, computed the same way:
-
-* the batches are the rows of the epoch's ``np.random.permutation`` that the book's
-  ``shuffle_batch`` would feed, gathered in-graph from the training set held in the graph as its
-  raw uint8 pixels (local variables of this loop, never saved) and scaled as the book scales
-  them, ``pixels / 255`` in float32;
-* forward pass, ``tf.gradients`` of the same loss (the mean cross-entropy, plus the l1 cells'
-  penalty), gradient descent ``var -= learning_rate * grad`` (the gradient clipped by value in
-  the gradient-clipping cell), and the batch-norm moving averages
-  ``moving -= (moving - batch_stat) * (1 - momentum)``, with the batch statistics of the same step;
-* the steps run one after another (XLA's while loop is sequential), each seeing the previous
-  step's variables, like consecutive ``session.run`` calls. The values are carried through the
-  loop and assigned to the variables when the call ends.
-
-Pixels that are 0 in every training image (69 of MNIST's 784: the borders) are left out of the
-step (unless an l1 penalty moves their rows, or the inputs are scaled): the training set is held
-without those columns, and the first kernel is carried without their rows. Their rows would
-only ever be updated by ``-= learning_rate * 0``, so they keep their initial values exactly, as in
-the book's loop, and they are written back unchanged; every other product and sum is the same,
-with less work (``benchmarks/ab_step.py`` compares the loop with and without it). Validation and
-test images still use all 784 inputs.
-
-ELU is computed as TensorFlow's CPU ``Elu`` kernel computes it (``network.elu_as_cpu_kernel``), not
-through XLA's lowering of ``tf.nn.elu`` (``expm1``), so its values are the per-step loop's.
-
-XLA fuses the element-wise ops and schedules the matrix products itself, so the last bits of the
-variables differ from the per-step Session loop (``--feed-dict``; the tests state the measured
-tolerance), while the book's validation table comes out exactly, bit-identical
-from run to run and under any thread setting (tests/test_training.py). Validation, test accuracy,
-restores and the book's recipe all use the ordinary graph, untouched by this module.
-
-``np.array_split`` makes batches of two sizes when the batch size does not divide the training
-set (q + 1 rows for the first r batches, q for the rest); each size gets its own call and index
-matrix, so all shapes are static, as XLA needs. :meth:`XlaEpochLoop.compile` compiles the loop
-for every batch size of an epoch before the first step, so it counts as start-up,
-as the JAX peer's ahead-of-time compile does, and the first epoch is timed like the others.
+The steps run in a ``tf.while_loop`` over the epoch's batches (the rows ``shuffle_batch`` would
+feed), each :func:`bnmnist.network.sgd_step` on the values the previous one left, assigned to the
+variables at the end. The training set lives in the graph as raw uint8 pixels; the pixels that are
+0 in every training image are left out (their kernel rows would only ever move by
+``-lr * 0``). XLA orders some float sums its own way, so the variables' last bits differ from the
+per-step loop's while the printed table is the book's. Each batch size gets its own static-shape
+call, compiled before the first step.
 """
 
 from __future__ import annotations
@@ -49,34 +18,8 @@ import numpy as np
 import tensorflow as tf
 
 from . import compile_cache, network
-from .graph import clip_gradient, network_loss
 
 tf1 = tf.compat.v1
-
-
-def _train_step(config, params, X, y, elu_as_cpu_kernel=True):
-    """One gradient-descent step on ``(X, y)`` from ``params`` (variable name -> value); returns
-    the batch's mean loss and the new values."""
-    moments = []
-
-    def statistics(layer, z):  # the batch's, which also move the moving averages
-        mean, variance = tf1.nn.moments(z, [0])
-        moments.append((layer.batch_norm, mean, variance))
-        return mean, variance
-
-    logits = network.forward(config, X, params.__getitem__, statistics, elu_as_cpu_kernel=elu_as_cpu_kernel)
-    loss = network_loss(config, y, logits, params.__getitem__)
-    trainables = network.trainable_names(config)
-    grads = tf.gradients(loss, [params[name] for name in trainables])
-    lr = tf.constant(config.learning_rate, tf.float32)
-    new = dict(params)
-    for name, grad in zip(trainables, grads):
-        new[name] = params[name] - clip_gradient(config, grad) * lr
-    for bn, mean, variance in moments:
-        for stat, value in (("moving_mean", mean), ("moving_variance", variance)):
-            name = f"{bn}/{stat}"
-            new[name] = params[name] - network.moving_average_delta(params[name], value, config.momentum)
-    return loss, new
 
 
 def _load_data(sess, arrays):
@@ -104,20 +47,22 @@ class XlaEpochLoop:
     non-finite one (nothing after it is computed)."""
 
     chunk = None  # whole epochs per call
+    # The step's two shortcuts, each leaving the values as they are (benchmarks/ab_step.py times
+    # a subclass without them): the inputs never lit in training left out; ELU as TF's CPU kernel.
+    drop_unused_inputs = True
+    elu_as_cpu_kernel = True
 
-    def __init__(self, sess, h, config, train_pixels, y_train, *, drop_unused_inputs=True, elu_as_cpu_kernel=True):
+    def __init__(self, sess, h, config, train_pixels, y_train):
         self.sess = sess
+        elu_as_cpu_kernel = self.elu_as_cpu_kernel
         variables = {v.op.name: v for v in h.model_variables}
         names = list(variables)
         first_kernel = f"{network.layers(config)[0].dense}/kernel"
         # an l1 penalty moves those rows too, and input scaling makes the inputs non-zero
-        drop_unused_inputs = drop_unused_inputs and not (config.l1_scale or config.standardize_inputs)
+        drop_unused_inputs = self.drop_unused_inputs and not (config.l1_scale or config.standardize_inputs)
         in_use = train_pixels.max(axis=0) != 0 if drop_unused_inputs else np.ones(train_pixels.shape[1], bool)
         self.used_inputs = used = np.flatnonzero(in_use).astype(np.int32)
         with h.graph.as_default(), tf.name_scope("xla_epoch"):
-            # The book scales with NumPy, pixels / 255 in float32. A divisor held in a variable
-            # cannot be folded into a multiplication by 1/255 (whose product differs from the
-            # quotient in the last bit for some pixels), so the step divides as the book does.
             X_data, y_data, pixel_scale = _load_data(
                 sess,
                 {
@@ -143,10 +88,10 @@ class XlaEpochLoop:
                 # the first kernel only by its rows for the inputs in use (the others never change)
                 cols = tf.constant(used)[:, None]
 
-                def body(i, losses, finite, *values):
+                def body(i, losses, _finite, *values):
                     idx = rows[i]
-                    X = tf.cast(tf.gather(X_data, idx), tf.float32) / pixel_scale
-                    loss, new = _train_step(
+                    X = network.scale_pixels(tf.gather(X_data, idx), pixel_scale)
+                    loss, new = network.sgd_step(
                         config, dict(zip(names, values)), X, tf.gather(y_data, idx), elu_as_cpu_kernel
                     )
                     losses = tf.tensor_scatter_nd_update(losses, [[i]], [loss])
@@ -156,7 +101,7 @@ class XlaEpochLoop:
                 initial[first_kernel] = tf.gather_nd(initial[first_kernel], cols)
                 losses = tf.zeros([tf.shape(rows)[0]], tf.float32)
                 i, losses, _, *values = tf.while_loop(
-                    lambda i, losses, finite, *values: (i < stop) & finite,
+                    lambda i, _losses, finite, *_values: (i < stop) & finite,
                     body,
                     [start, losses, tf.constant(True), *[initial[name] for name in names]],
                     parallel_iterations=1,

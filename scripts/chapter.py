@@ -15,14 +15,17 @@ import os
 import sys
 import threading
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, ".."))
-from child_runs import report_interrupted, stop_runs_on_signals, train_run  # noqa: E402
+from bnmnist import data, runs
+from bnmnist.atomic import read_text
+from bnmnist.cli import path_arg
+from bnmnist.config import PRESETS
+from bnmnist.errors import BnmnistError
 
-from bnmnist import data, reports, runs  # noqa: E402
-from bnmnist.cli import ScriptParser, path_arg, positive_int  # noqa: E402
-from bnmnist.config import PRESETS  # noqa: E402
-from bnmnist.errors import BnmnistError  # noqa: E402
+import tooling
+from child_runs import report_interrupted, stop_runs_on_signals, train_run
+from tooling import ScriptParser, positive_int
+
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 NOTEBOOK = "11_deep_learning.ipynb"
 SOURCE = "gradient_clipping"  # the run the reuse cells start from (the book's my_model_final.ckpt)
@@ -32,7 +35,7 @@ def main(argv=None):
     ap = ScriptParser(prog="chapter", description="Every chapter preset beside the notebook's printed values.")
     ap.add_argument(
         "--presets",
-        default=",".join(reports.NOTEBOOK_CELLS),
+        default=",".join(tooling.NOTEBOOK_CELLS),
         help="comma-separated presets (default: all, in the notebook's order)",
     )
     ap.add_argument("--epochs", type=positive_int, help="override every preset's epochs (a quicker, partial check)")
@@ -47,19 +50,19 @@ def main(argv=None):
     ap.add_argument("--markdown", type=path_arg, metavar="FILE", help="also write it to FILE (docs/chapter11.md)")
     ap.add_argument(
         "--isa",
-        choices=sorted(reports.ISA_CAPS),
+        choices=sorted(tooling.ISA_CAPS),
         help="cap the CPU's instruction set (XLA_FLAGS and ONEDNN_MAX_CPU_ISA) for every run; --markdown "
         "then writes a section of its own, beside the uncapped run's values",
     )
     args = ap.parse_args(argv)
     if args.isa:  # the runs inherit it, as a user's would
-        os.environ.update(reports.isa_cap_env(args.isa))
+        os.environ.update(tooling.isa_cap_env(args.isa))
     try:
         presets = [p for p in args.presets.split(",") if p]
-        order = list(reports.NOTEBOOK_CELLS)
-        unknown = [p for p in presets if p not in reports.NOTEBOOK_CELLS]
+        order = list(tooling.NOTEBOOK_CELLS)
+        unknown = [p for p in presets if p not in tooling.NOTEBOOK_CELLS]
         if unknown or not presets:
-            known = ", ".join(reports.NOTEBOOK_CELLS)
+            known = ", ".join(tooling.NOTEBOOK_CELLS)
             raise BnmnistError(f"unknown preset(s) {', '.join(unknown) or '(none given)'}; choose from {known}")
         notebook = args.notebook or os.path.join(os.environ.get("BNMNIST_REFERENCE", "."), NOTEBOOK)
         if not os.path.isfile(notebook):
@@ -67,7 +70,7 @@ def main(argv=None):
         presets = sorted(set(presets), key=order.index)  # the notebook's order: sources first
         if any(PRESETS[p].reuse for p in presets) and SOURCE not in presets:
             raise BnmnistError(f"the reuse cells start from the {SOURCE} run; add {SOURCE} to --presets")
-        book = {p: reports.notebook_values(notebook, reports.NOTEBOOK_CELLS[p][0]) for p in presets}
+        book = {p: tooling.notebook_values(notebook, tooling.NOTEBOOK_CELLS[p][0]) for p in presets}
         runs.check_logdir(args.logdir)
         if args.markdown:
             if os.path.isdir(args.markdown):
@@ -136,11 +139,11 @@ def main(argv=None):
 
 def row(preset, book, result):
     printed = result["validation_accuracy_printed"]
-    epochs, exact, largest = reports.compare_with_notebook(book, printed)
+    epochs, exact, largest = tooling.compare_with_notebook(book, printed)
     return {
         "preset": preset,
-        "cell": reports.NOTEBOOK_CELLS[preset][0],
-        "section": reports.NOTEBOOK_CELLS[preset][1],
+        "cell": tooling.NOTEBOOK_CELLS[preset][0],
+        "section": tooling.NOTEBOOK_CELLS[preset][1],
         "pairs": [(e, book[e], printed[e]) for e in epochs],
         "exact": exact,
         "n": len(epochs),
@@ -173,7 +176,7 @@ def this_command():
 def write_markdown(args, rows):
     command = this_command()
     lines = [
-        f"Measured {reports.measured_on()}, by `{command}`. Each preset ran as its own process, "
+        f"Measured {tooling.measured_on()}, by `{command}`. Each preset ran as its own process, "
         f"{args.jobs} at a time; the time is the whole process.",
         "",
         "| preset | notebook cell | section | exact | largest difference | time s |",
@@ -188,7 +191,7 @@ def write_markdown(args, rows):
         lines += ["", f"### {r['preset']}", "", "| epoch | notebook | bnmnist |", "| --- | --- | --- |"]
         lines += [f"| {e} | {b} | {p}{'' if float(b) == float(p) else ' *'} |" for e, b, p in r["pairs"]]
     lines += ["", "`*`: differs from the notebook."]
-    reports.write_markdown_section(args.markdown, "chapter", "\n".join(lines))
+    tooling.write_markdown_section(args.markdown, "chapter", "\n".join(lines))
 
 
 def write_capped_markdown(args, rows):
@@ -196,11 +199,11 @@ def write_capped_markdown(args, rows):
     that ``--markdown``'s file already holds."""
     uncapped = uncapped_values(args.markdown)
     command = this_command()
-    xla, onednn = reports.ISA_CAPS[args.isa]
+    xla, onednn = tooling.ISA_CAPS[args.isa]
     lines = [
         f"### Instruction set capped at {args.isa}",
         "",
-        f"Measured {reports.measured_on()}, by `{command}` (`XLA_FLAGS=--xla_cpu_max_isa={xla}`, "
+        f"Measured {tooling.measured_on()}, by `{command}` (`XLA_FLAGS=--xla_cpu_max_isa={xla}`, "
         f"`ONEDNN_MAX_CPU_ISA={onednn}`).",
         "",
         "| preset | exact | largest difference | values equal to the uncapped run's |",
@@ -210,12 +213,12 @@ def write_capped_markdown(args, rows):
         ours, theirs = [p for _, _, p in r["pairs"]], uncapped.get(r["preset"])
         same = f"{sum(a == b for a, b in zip(ours, theirs))}/{len(ours)}" if theirs else "(no uncapped run)"
         lines.append(f"| `{r['preset']}` | {r['exact']}/{r['n']} | {r['largest']:.4f} | {same} |")
-    reports.write_markdown_section(args.markdown, f"chapter-{args.isa}", "\n".join(lines))
+    tooling.write_markdown_section(args.markdown, f"chapter-{args.isa}", "\n".join(lines))
 
 
 def uncapped_values(path):
     """preset -> the values bnmnist printed, from the uncapped section of ``path`` (if any)."""
-    text = open(path, encoding="utf-8").read() if os.path.exists(path) else ""
+    text = read_text(path) if os.path.exists(path) else ""
     if "<!-- chapter -->" not in text:
         return {}
     values, preset = {}, None

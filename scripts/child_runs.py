@@ -1,10 +1,10 @@
 """Training runs started by the helper scripts (seeds.py, chapter.py), each a ``scripts/train.py``
 process of its own, and how Ctrl-C and SIGTERM stop them.
 
-Ctrl-C at a terminal reaches every process of the group, but ``kill -TERM`` reaches only the
-script: so a stop signal is passed on to every run still training, each run saves its last
-complete epoch and prints how to resume, and the script repeats those commands and exits with
-128 + the signal's number (130, 143), as a run does.
+Each run has a process group of its own, so Ctrl-C, ``timeout`` and ``kill -TERM`` reach the
+script alone, which passes the signal on once to every run still training; each run saves its
+last complete epoch and prints how to resume, and the script repeats those commands and exits
+with 128 + the signal's number (130, 143), as a run does.
 """
 
 import contextlib
@@ -15,8 +15,9 @@ import sys
 import threading
 import time
 
-from bnmnist import reports
 from bnmnist.errors import BnmnistError
+
+import tooling
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 STOP_EXIT_CODES = {128 + signal.SIGINT: signal.SIGINT, 128 + signal.SIGTERM: signal.SIGTERM}
@@ -43,7 +44,12 @@ class _Children:
         with self.lock:
             if self.signum:
                 raise Interrupted(self.signum)
-            p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+            # a process group of its own: a stop signal reaches the run once, from this script,
+            # whether it came from a terminal's Ctrl-C, `timeout` or `kill -TERM` (a second one
+            # could break into the run while it saves and says how to resume)
+            p = subprocess.Popen(
+                cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
+            )
             self.running.add(p)
         return p
 
@@ -51,7 +57,7 @@ class _Children:
         with self.lock:
             self.running.discard(p)
 
-    def stop(self, signum, frame):
+    def stop(self, signum, _frame):
         """The signal handler: pass the signal on, and stop the script's main thread once."""
         with self.lock:
             first = not self.signum
@@ -97,7 +103,7 @@ def train_run(flags, args, what):
         last = (err.strip().splitlines() or ["(nothing on stderr)"])[-1]
         raise BnmnistError(f"{what} failed (exit {p.returncode}): {last}")
     run_dir = next(l.split(": ", 1)[1] for l in out.splitlines() if l.startswith("Run folder: "))
-    results = reports.load_results(run_dir)
+    results = tooling.load_results(run_dir)
     results["run_dir"] = run_dir
     results["seconds"] = time.perf_counter() - t0
     return results

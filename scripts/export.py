@@ -7,10 +7,11 @@ RUN is a run folder, a checkpoint prefix, or "latest". Inspect the result with
 import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from bnmnist import runs  # noqa: E402  (bnmnist's modules load TensorFlow only where they need it)
-from bnmnist.cli import ScriptParser, path_arg  # noqa: E402
-from bnmnist.errors import BnmnistError  # noqa: E402
+from bnmnist import runs  # TensorFlow loads only once the export needs it
+from bnmnist.cli import path_arg
+from bnmnist.errors import BnmnistError
+
+from tooling import ScriptParser
 
 
 def check_out_dir(out_dir):
@@ -34,7 +35,7 @@ def main(argv=None):
         runs.resolve(args.run, args.logdir)  # a wrong RUN is refused before TensorFlow loads
         check_out_dir(args.out_dir)
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        from bnmnist.export import export_saved_model
+        from bnmnist.restored import export_saved_model
 
         out = export_saved_model(args.run, args.out_dir, args.logdir)
     except BnmnistError as e:

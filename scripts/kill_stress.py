@@ -14,7 +14,6 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, ".."))
 TRAIN_SCRIPT = os.path.join(HERE, "train.py")
 
 
@@ -58,7 +57,9 @@ def kill_at_random_moments(data, logdir, n_kills, seed=0, max_delay=0.8, log=Non
 
 
 def main():
-    from bnmnist.cli import ScriptParser, path_arg, positive_int
+    from bnmnist.cli import path_arg
+
+    from tooling import ScriptParser, positive_int
 
     ap = ScriptParser(prog="kill_stress", description=__doc__.splitlines()[0])
     ap.add_argument("--data", required=True, type=path_arg, help="MNIST (mnist.npz or the IDX folder)")

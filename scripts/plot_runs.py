@@ -4,13 +4,12 @@ Saved as ``validation_accuracy.png`` in the first run's folder unless ``--out`` 
 Needs matplotlib (``pip install -e ".[notebook]"``).
 """
 
-import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from bnmnist.cli import ScriptParser, path_arg  # noqa: E402
-from bnmnist.errors import BnmnistError  # noqa: E402
-from bnmnist.reports import plot_runs  # noqa: E402
+from bnmnist.cli import path_arg
+from bnmnist.errors import BnmnistError
+
+from tooling import ScriptParser, plot_runs
 
 
 def main(argv=None):

@@ -12,14 +12,16 @@ import os
 import sys
 import threading
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, ".."))
-from child_runs import report_interrupted, stop_runs_on_signals, train_run  # noqa: E402
+from bnmnist import data, runs
+from bnmnist.cli import path_arg
+from bnmnist.config import PRESETS
+from bnmnist.errors import BnmnistError
 
-from bnmnist import data, reports, runs  # noqa: E402
-from bnmnist.cli import ScriptParser, path_arg, positive_int  # noqa: E402
-from bnmnist.config import PRESETS  # noqa: E402
-from bnmnist.errors import BnmnistError  # noqa: E402
+import tooling
+from child_runs import report_interrupted, stop_runs_on_signals, train_run
+from tooling import ScriptParser, positive_int
+
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def train_seed(seed, args, stop):
@@ -54,7 +56,7 @@ def main(argv=None):
     ap.add_argument("--csv", type=path_arg, help="CSV path (default: LOGDIR/seeds-PRESET-<UTC time>.csv)")
     args = ap.parse_args(argv)
     try:
-        seeds = reports.parse_seeds(args.seeds)
+        seeds = tooling.parse_seeds(args.seeds)
         runs.check_logdir(args.logdir)
         for flag, path in (("--csv", args.csv), ("--markdown", args.markdown)):
             if path:  # its folder must take the table once every seed has trained
@@ -98,7 +100,7 @@ def main(argv=None):
                 return report_interrupted("seeds", futures, getattr(e, "signum", 0), finished)
             print(f"seeds: error: {e}", file=sys.stderr)
             return 2
-    ordered, rows, test = reports.seed_statistics(results)
+    ordered, rows, test = tooling.seed_statistics(results)
     print(f"\nValidation accuracy over {len(ordered)} seeds ({args.preset}):")
     print(f"{'epoch':>5} {'mean':>7} {'std':>7} {'min':>7} {'max':>7} {'seed 42':>8}")
     for r in rows:
@@ -108,11 +110,11 @@ def main(argv=None):
         f"{test.max():.4f} {results[42]['test_accuracy']:>8.4f}"
     )
     print(
-        f"Seed 42 ranks {reports.rank_of_seed_42(results, 'validation')} on final validation accuracy, "
-        f"{reports.rank_of_seed_42(results, 'test')} on test accuracy"
+        f"Seed 42 ranks {tooling.rank_of_seed_42(results, 'validation')} on final validation accuracy, "
+        f"{tooling.rank_of_seed_42(results, 'test')} on test accuracy"
     )
     try:
-        reports.write_seed_csv(csv_path, ordered, rows, test, results)
+        tooling.write_seed_csv(csv_path, ordered, rows, test, results)
     except OSError as e:
         print(
             f"seeds: error: could not write {csv_path} ({e.strerror}); the table above and every "
@@ -126,7 +128,7 @@ def main(argv=None):
     if args.markdown:  # the plot goes beside the document that shows it
         plot_to = os.path.join(os.path.dirname(args.markdown) or ".", f"seeds-{args.preset}.png")
     try:
-        png = reports.plot_runs(
+        png = tooling.plot_runs(
             [results[s]["run_dir"] for s in ordered],
             out=plot_to,
             book=args.preset == "bn",
@@ -155,7 +157,7 @@ def write_markdown(args, ordered, rows, test, results, png):
     lines = [
         f"## {args.preset}",
         "",
-        f"Measured {reports.measured_on()}, by `{command}`: validation accuracy over {len(ordered)} "
+        f"Measured {tooling.measured_on()}, by `{command}`: validation accuracy over {len(ordered)} "
         f"seeds (seed 42 is the book's).",
         "",
         "| epoch | mean | std | min | max | seed 42 |",
@@ -172,12 +174,12 @@ def write_markdown(args, ordered, rows, test, results, png):
     )
     lines += [
         "",
-        f"Seed 42 ranks {reports.rank_of_seed_42(results, 'validation')} on final validation accuracy and "
-        f"{reports.rank_of_seed_42(results, 'test')} on test accuracy.",
+        f"Seed 42 ranks {tooling.rank_of_seed_42(results, 'validation')} on final validation accuracy and "
+        f"{tooling.rank_of_seed_42(results, 'test')} on test accuracy.",
     ]
     if png:
         lines += ["", f"![{args.preset} over {len(ordered)} seeds]({os.path.basename(png)})"]
-    reports.write_markdown_section(args.markdown, f"seeds:{args.preset}", "\n".join(lines))
+    tooling.write_markdown_section(args.markdown, f"seeds:{args.preset}", "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -9,11 +9,12 @@ are built under ``bnmnist.tf1_seeds``; with ``tf2``, TensorFlow 2.x's own op see
 """
 
 import argparse
-import json
 import os
 import re
 import sys
 from functools import partial
+
+from bnmnist.atomic import read_json
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -72,7 +73,7 @@ namespace = dict(
     n_hidden2=100,
     n_outputs=10,
 )
-cells = json.load(open(args.notebook, encoding="utf-8"))["cells"]
+cells = read_json(args.notebook)["cells"]
 for index in map(int, args.cells.split(",")):
     source = "".join(cells[index]["source"])
     source = source.replace("import tensorflow as tf", "pass")

@@ -2,9 +2,13 @@
 
 import os
 import shutil
+import sys
 import tempfile
 
 import pytest
+
+# the helper scripts' shared module (scripts/tooling.py), which the tests check too
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts"))
 
 from helpers import run_dir_from, run_train, run_train_at_once, synthetic_mnist, write_idx
 

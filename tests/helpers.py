@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from bnmnist import reports
+from bnmnist.config import BOOK_TABLE as CONFIG_BOOK_TABLE
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -20,7 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN_SCRIPT = os.path.join(ROOT, "scripts", "train.py")
 
 
-BOOK_TABLE = [str(a) for a in reports.BOOK_TABLE]  # as printed: "0.8952", ..., "0.954", ...
+BOOK_TABLE = [str(a) for a in CONFIG_BOOK_TABLE]  # as printed: "0.8952", ..., "0.954", ...
 
 
 def write_idx(path, array, gz=True):
@@ -126,9 +126,9 @@ def final_variables(run_dir):
     """The newest checkpoint's variables, the run state left out: name -> array."""
     import tensorflow as tf
 
-    from bnmnist import checkpoint_files
+    from bnmnist import checkpoint
 
-    prefix = checkpoint_files.read_state(run_dir)[-1]
+    prefix = checkpoint.read_state(run_dir)[-1]
     reader = tf.train.load_checkpoint(prefix)
     return {n: reader.get_tensor(n) for n, _ in tf.train.list_variables(prefix) if n != "run_state"}
 
@@ -281,3 +281,19 @@ def assert_full_disk_said_in_one_line(p, prefix):
     assert p.returncode == 4, p.stderr[-2000:]
     errors = [line for line in p.stderr.splitlines() if line.startswith(prefix)]
     assert len(errors) == 1 and "No space left" in errors[0] and "Traceback" not in p.stderr, p.stderr
+
+
+def op_seeds(graph):
+    """Variable or dropout layer -> the op seed TensorFlow gave its random op: each kernel's
+    initializer, and each dropout's random op inside its cond's branch. In rising order, which
+    under TF1's rule (a seed is the count of ops made before) is the order they were drawn in."""
+    library = {f.signature.name: f for f in graph.as_graph_def().library.function}
+    seeds = {}
+    for op in graph.get_operations():
+        if op.type in ("TruncatedNormal", "RandomUniform") and "/Initializer/" in op.name:
+            seeds[op.name.split("/Initializer/")[0]] = op.get_attr("seed2")
+        elif op.type in ("If", "StatelessIf"):
+            for node in library[op.get_attr("then_branch").name].node_def:
+                if node.op == "RandomUniform":
+                    seeds[op.name.rsplit("/", 2)[-2]] = node.attr["seed2"].i
+    return dict(sorted(seeds.items(), key=lambda item: item[1]))

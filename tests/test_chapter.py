@@ -13,16 +13,18 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bnmnist import data, network, reports
+from bnmnist import data, network
+from bnmnist.atomic import read_text
 from bnmnist.config import PRESETS
 from bnmnist.errors import ConfigError
 from bnmnist.graph import build_graph, set_input_statistics
 from bnmnist.trainer import train
 
+import tooling
 from helpers import ROOT, assert_full_disk_said_in_one_line, fill_disk, tmpfs
 
 tf1 = tf.compat.v1
-CHAPTER = [p for p in reports.NOTEBOOK_CELLS if p not in ("bn", "plain") and not PRESETS[p].reuse]
+CHAPTER = [p for p in tooling.NOTEBOOK_CELLS if p not in ("bn", "plain") and not PRESETS[p].reuse]
 
 
 @pytest.fixture(scope="module")
@@ -133,8 +135,9 @@ def test_selu_is_the_chapters_function_with_scale_and_alpha_in_their_places():
         z >= 0, z, np.float32(network.SELU_ALPHA) * (np.exp(z.astype(np.float64)) - 1)
     )
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
-    assert network.SELU_ALPHA == pytest.approx(1.6732632423543772) and network.SELU_SCALE == pytest.approx(
-        1.0507009873554805
+    assert (
+        pytest.approx(1.6732632423543772) == network.SELU_ALPHA
+        and pytest.approx(1.0507009873554805) == network.SELU_SCALE
     )
 
 
@@ -199,14 +202,14 @@ def test_selu_prints_every_fifth_epoch_with_the_last_batchs_accuracy(tiny_split,
 
 
 def test_notebook_values_are_read_from_each_presets_cell(book_notebook):
-    values = {p: reports.notebook_values(book_notebook, cell) for p, (cell, _) in reports.NOTEBOOK_CELLS.items()}
+    values = {p: tooling.notebook_values(book_notebook, cell) for p, (cell, _) in tooling.NOTEBOOK_CELLS.items()}
     assert values["bn"][0] == "0.8952" and values["bn"][19] == "0.9742" and len(values["bn"]) == 20
     assert values["selu"] == dict(
         zip(range(0, 40, 5), ["0.923", "0.9578", "0.9664", "0.9682", "0.9694", "0.9688", "0.9694", "0.97"])
     )
     assert values["lr_schedule"][0] == "0.959" and len(values["lr_schedule"]) == 5
     assert values["max_norm_regularizer"][1] == "0.9698"
-    epochs, exact, largest = reports.compare_with_notebook(values["l1"], ["0.831", "0.8712"])
+    epochs, exact, largest = tooling.compare_with_notebook(values["l1"], ["0.831", "0.8712"])
     assert epochs == [0, 1] and exact == 1 and largest == pytest.approx(0.0002)
 
 
@@ -272,7 +275,7 @@ def book_code_first_epoch(mnist_dir, book_notebook, notebook_cells, tmp_path_fac
         section_script = script
         if section in NOTEBOOK_STATE:
             first, state = NOTEBOOK_STATE[section]
-            source = open(script, encoding="utf-8").read()
+            source = read_text(script)
             assert source.count(first) == 1, f"notebook_cells.py no longer sets {first}"
             section_script = str(folder / f"notebook_cells_{section}.py")
             with open(section_script, "w", encoding="utf-8") as f:
@@ -327,7 +330,7 @@ def test_each_preset_prints_what_the_books_own_code_prints_at_epoch_0(
     """The same first value as the book's code on this machine and TensorFlow, which is the
     notebook's where float order allows (docs/chapter11.md has the full tables)."""
     section, _ = BOOK_CODE[preset]
-    cell = reports.NOTEBOOK_CELLS[preset][0]
+    cell = tooling.NOTEBOOK_CELLS[preset][0]
     book = re.search(rf"^cell {cell}: 0:([0-9.]+)/", book_code_first_epoch[section][0], re.M).group(1)
     ours = re.search(rf"^{preset} \(cell {cell}, .*\n.*\n.*\n  bnmnist +([0-9.]+)", chapter_first_epoch[0], re.M).group(
         1
@@ -341,21 +344,21 @@ def test_the_measured_on_line_names_the_instruction_set_its_caps_and_whether_one
     widest = "AVX-512" if "avx512f" in host_features() else "AVX2" if "avx2" in host_features() else "AVX"
     for name in ("TF_ENABLE_ONEDNN_OPTS", "XLA_FLAGS", "ONEDNN_MAX_CPU_ISA"):
         monkeypatch.delenv(name, raising=False)
-    assert f" ({widest}, oneDNN on), " in reports.measured_on()
+    assert f" ({widest}, oneDNN on), " in tooling.measured_on()
     monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
     monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_max_isa=AVX2")
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
-    assert f" ({widest}, XLA capped at AVX2, oneDNN capped at AVX2, oneDNN off), " in reports.measured_on()
+    assert f" ({widest}, XLA capped at AVX2, oneDNN capped at AVX2, oneDNN off), " in tooling.measured_on()
 
 
 def test_a_markdown_section_that_does_not_fit_on_the_disk_leaves_the_file_as_it_was(tmp_path):
     with tmpfs(tmp_path / "disk", "1m") as disk:
         path = disk / "doc.md"
-        reports.write_markdown_section(str(path), "table", "the old table")
+        tooling.write_markdown_section(str(path), "table", "the old table")
         before = path.read_text()
         fill_disk(disk)
         with pytest.raises(OSError) as e:
-            reports.write_markdown_section(str(path), "table", "a new table " * 10_000)
+            tooling.write_markdown_section(str(path), "table", "a new table " * 10_000)
         assert e.value.errno == errno.ENOSPC
         assert path.read_text() == before and sorted(os.listdir(disk)) == ["doc.md", "filler"]
 
@@ -383,9 +386,9 @@ def test_chapter_command_on_a_full_disk_says_so_in_one_line_and_leaves_its_markd
 def test_chapter_command_writes_each_cells_comparison_to_markdown(chapter_first_epoch):
     stdout, markdown = chapter_first_epoch
     assert markdown.startswith("<!-- chapter -->\nMeasured ")
-    assert f"({reports.instruction_set()})" in markdown.splitlines()[1]  # a reader whose digits differ sees why
+    assert f"({tooling.instruction_set()})" in markdown.splitlines()[1]  # a reader whose digits differ sees why
     for preset in CHAPTER:
-        assert f"| `{preset}` | {reports.NOTEBOOK_CELLS[preset][0]} |" in markdown
+        assert f"| `{preset}` | {tooling.NOTEBOOK_CELLS[preset][0]} |" in markdown
         assert f"\n### {preset}\n" in markdown
     l1 = re.search(r"^l1 \(cell 161, .*\): (.*);", stdout, re.M).group(1)
     assert l1 == "exact"  # the hand-written l1 cell is exact on every CPU measured
@@ -396,7 +399,7 @@ def test_chapter_command_writes_each_cells_comparison_to_markdown(chapter_first_
 def test_export_restore_and_the_books_recipe_work_for_chapter_presets(preset, tiny_mnist, tiny_split, tmp_path):
     import bnmnist
     from bnmnist import runs
-    from bnmnist.export import export_saved_model
+    from bnmnist.restored import export_saved_model
 
     run_dir = runs.new_run_dir(str(tmp_path / "logs"))
     train(_tiny(preset, epochs=1), tiny_split, run_dir, out=None)
@@ -433,7 +436,7 @@ def test_a_capped_chapter_run_is_written_beside_the_uncapped_values_it_is_compar
     for preset, values in uncapped.items():
         lines += [f"### {preset}", "", "| epoch | notebook | bnmnist |", "| --- | --- | --- |"]
         lines += [f"| {e} | {v} | {v} |" for e, v in enumerate(values)]
-    reports.write_markdown_section(str(markdown), "chapter", "\n".join(lines))
+    tooling.write_markdown_section(str(markdown), "chapter", "\n".join(lines))
     assert chapter.uncapped_values(str(markdown)) == uncapped
 
     def row(preset, printed):

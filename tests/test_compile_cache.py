@@ -4,6 +4,7 @@ damaged entry or a full disk never costs more than one line."""
 
 import glob
 import hashlib
+import json
 import os
 import re
 import subprocess
@@ -12,7 +13,7 @@ import time
 
 import pytest
 
-from bnmnist import compile_cache
+from bnmnist import atomic, compile_cache
 
 from helpers import ROOT, final_variables, run_dir_from, run_train, table_from
 
@@ -43,8 +44,14 @@ def write_entry(folder, name, data, digest=None):
     path = os.path.join(folder, name)
     with open(path, "wb") as f:
         f.write(data)
-    with open(path + ".sha256", "w") as f:
-        f.write((digest or hashlib.sha256(data).hexdigest()) + "\n")
+    with open(path + ".json", "w") as f:
+        json.dump({"sha256": digest or hashlib.sha256(data).hexdigest()}, f)
+
+
+def intact(entry):
+    """The entry's file has the SHA-256 its record holds."""
+    folder, name = os.path.split(entry)
+    return atomic.CacheFolder(folder).record(name)["sha256"] == atomic.sha256_file(entry)
 
 
 def compiled_here(body=b"an entry", *extra):
@@ -94,11 +101,11 @@ def test_an_entry_joins_the_shared_folder_only_whole_with_its_sha256(tmp_path):
     folder.mkdir()
     private.mkdir()
     write_entry(str(private), "loaded.pb", b"was linked in")
-    cache = compile_cache._Cache(str(folder), str(private), {"loaded.pb"})
+    cache = compile_cache._Cache(atomic.CacheFolder(str(folder)), str(private), {"loaded.pb"})
     (private / "new.pb").write_bytes(b"compiled by this run")
     assert cache.publish() == 1
-    assert sorted(os.listdir(folder)) == ["new.pb", "new.pb.sha256"]
-    assert compile_cache._intact(str(folder / "new.pb"))
+    assert sorted(os.listdir(folder)) == ["new.pb", "new.pb.json"]
+    assert intact(str(folder / "new.pb"))
     assert cache.publish() == 0  # nothing new since
     cache.close()
     assert not private.exists()
@@ -184,7 +191,7 @@ def test_a_second_run_loads_the_compiled_loop_and_trains_bit_identical(tiny_mnis
     damaged = run_train(*args, env=env)
     assert damaged.returncode == 0, damaged.stderr
     assert "loaded from its cache" not in damaged.stdout and table_from(damaged.stdout) == table_from(cold.stdout)
-    assert compile_cache._intact(entry)
+    assert intact(entry)
     assert not glob.glob(str(tmp_path / "cache" / "*" / ".run-*"))  # no private folder left behind
 
 

@@ -7,8 +7,9 @@ import re
 
 import pytest
 
-from bnmnist import reports
+from bnmnist.atomic import read_json
 
+import tooling
 from helpers import BOOK_TABLE, run_dir_from, run_train_at_once, table_from
 
 pytestmark = pytest.mark.slow  # the book's table on the real MNIST, per instruction set
@@ -16,8 +17,8 @@ pytestmark = pytest.mark.slow  # the book's table on the real MNIST, per instruc
 
 def test_the_book_table_is_exact_capped_at_avx2_and_sse4_2_and_with_onednn_off(mnist_dir, tmp_path):
     settings = {
-        "AVX2": reports.isa_cap_env("AVX2"),
-        "SSE4_2": reports.isa_cap_env("SSE4_2"),
+        "AVX2": tooling.isa_cap_env("AVX2"),
+        "SSE4_2": tooling.isa_cap_env("SSE4_2"),
         "oneDNN off": {"TF_ENABLE_ONEDNN_OPTS": "0"},
     }
     done = run_train_at_once(
@@ -31,7 +32,7 @@ def test_the_book_table_is_exact_capped_at_avx2_and_sse4_2_and_with_onednn_off(m
 
 def notebook_plain_table(book_notebook):
     """The plain cell's printed validation accuracies, by epoch (it printed every fifth)."""
-    cell = json.load(open(book_notebook, encoding="utf-8"))["cells"][32]
+    cell = read_json(book_notebook)["cells"][32]
     text = "".join("".join(o.get("text", "")) for o in cell["outputs"])
     return {int(e): v for e, v in re.findall(r"^(\d+) .*Validation accuracy: ([0-9.]+)", text, re.M)}
 
@@ -49,10 +50,10 @@ def test_the_plain_network_prints_the_notebooks_table_within_its_bound_on_every_
 ):
     published = notebook_plain_table(book_notebook)
     assert sorted(published) == list(range(0, 40, 5))
-    isas = list(reports.ISA_CAPS)
+    isas = list(tooling.ISA_CAPS)
     done = run_train_at_once(
         *[["--data", mnist_dir, "--logdir", tmp_path / isa, "--preset", "plain", "--quiet"] for isa in isas],
-        envs=[reports.isa_cap_env(isa) for isa in isas],
+        envs=[tooling.isa_cap_env(isa) for isa in isas],
     )
     for isa, p in zip(isas, done):
         assert p.returncode == 0, p.stderr[-2000:]

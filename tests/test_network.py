@@ -8,10 +8,10 @@ import pytest
 import tensorflow as tf
 
 import bnmnist
-from bnmnist import checkpoint_files, data, network, runs
+from bnmnist import checkpoint, data, network, runs
 from bnmnist.config import PRESETS, Config
-from bnmnist.export import InferenceModule, export_saved_model
 from bnmnist.graph import build_graph
+from bnmnist.restored import InferenceModule, export_saved_model
 from bnmnist.trainer import train
 from bnmnist.xla_loop import XlaEpochLoop
 
@@ -111,7 +111,7 @@ def test_every_path_names_the_layers_alike(name, trained_runs):
     config = CONFIGS[name]
     names = network.variable_names(config)
     assert [v.op.name for v in build_graph(config).model_variables] == names
-    prefix = checkpoint_files.read_state(trained_runs[name])[-1]
+    prefix = checkpoint.read_state(trained_runs[name])[-1]
     assert sorted(n for n, _ in tf.train.list_variables(prefix) if n != "run_state") == sorted(names)
     values = {n: np.zeros(s, np.float32) for n, s in tf.train.list_variables(prefix) if n != "run_state"}
     assert list(InferenceModule(config, values).weights) == sorted(names)

@@ -7,7 +7,6 @@ own program there, in the README's order. Only installs, the test command itself
 interactive servers (JupyterLab, TensorBoard) are left out.
 """
 
-import json
 import os
 import re
 import shutil
@@ -15,6 +14,8 @@ import subprocess
 import sys
 
 import pytest
+
+from bnmnist.atomic import read_json, read_text
 
 from helpers import BOOK_TABLE, ROOT, table_from, train_env
 
@@ -27,7 +28,7 @@ BOOK_SECTION = "Running the book's own code"
 def readme_blocks():
     """(section heading, language, code) of every fenced block, in order."""
     blocks, heading, lang, lines = [], None, None, None
-    for line in open(README, encoding="utf-8").read().splitlines():
+    for line in read_text(README).splitlines():
         if lines is None and line.startswith("## "):
             heading = line[3:].strip()
         elif lines is None and line.startswith("```"):
@@ -100,7 +101,7 @@ def shape(line):
 
 def test_the_books_own_bn_cell_in_the_readme_is_the_notebooks_and_prints_its_table(book_notebook, mnist_dir, tmp_path):
     (code,) = [code for heading, lang, code in readme_blocks() if heading == BOOK_SECTION and lang == "python"]
-    cells = json.load(open(book_notebook, encoding="utf-8"))["cells"]
+    cells = read_json(book_notebook)["cells"]
     for index in (60, 62, 63):  # the network, its epochs, its training loop
         cell = "\n".join(line.rstrip() for line in "".join(cells[index]["source"]).splitlines())
         assert cell in code, f"the README's copy of notebook cell {index} differs from the notebook"

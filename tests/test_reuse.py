@@ -18,7 +18,7 @@ from bnmnist.config import PRESETS
 from bnmnist.graph import build_graph
 from bnmnist.trainer import train
 
-from helpers import run_dir_from, run_train
+from helpers import op_seeds, run_dir_from, run_train
 
 tf1 = tf.compat.v1
 pytestmark = pytest.mark.slow  # each test trains on the synthetic data
@@ -86,7 +86,8 @@ def test_partial_restore_takes_the_lower_layers_and_leaves_the_new_ones_seeded(s
         np.testing.assert_array_equal(after[name], stored[name])
     for name in ("hidden4/kernel", "hidden4/bias", "outputs/kernel", "outputs/bias"):
         np.testing.assert_array_equal(after[name], fresh[name])  # the new layers, as seeded
-    assert h.kernel_seeds["hidden4/kernel"] == 56 and h.kernel_seeds["outputs/kernel"] == 73  # TF1's, as the cell's
+    seeds = op_seeds(h.graph)
+    assert seeds["hidden4/kernel"] == 56 and seeds["outputs/kernel"] == 73  # TF1's, as the cell's
 
 
 @pytest.mark.parametrize("preset", ["freeze_var_list", "freeze_stop_gradient", "cache_frozen"])
@@ -231,7 +232,7 @@ def test_new_layers_on_an_imported_graph_get_tf1s_seeds(source_hidden, keep, new
     config = PRESETS["reuse_lower_imported"].replace(
         hidden=source_hidden[:keep] + new, new_layers_from=keep, reuse_from=prefix, restore_scope=f"hidden[1-{keep}]"
     )
-    ours = list(training_graph(config).kernel_seeds.values())
+    ours = [seed for name, seed in op_seeds(training_graph(config).graph).items() if name.startswith("new_")]
     spec = {"imported": {"source": list(source_hidden), "keep": keep, "new": list(new)}}
     helper = os.path.join(os.path.dirname(__file__), "tf1_reference_seeds.py")
     out = subprocess.run([sys.executable, helper, json.dumps([spec])], capture_output=True, text=True, check=True)

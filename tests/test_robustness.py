@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bnmnist import checkpoint_files, compile_cache, data, runs
+from bnmnist import atomic, checkpoint, data, runs
+from bnmnist.atomic import read_json
 from bnmnist.checkpoint import verify_newest
 from bnmnist.config import Config
 from bnmnist.errors import NumericalError, RunFolderError
@@ -79,7 +80,7 @@ def _bad_folder_cases(tmp_path, tiny, tiny_run):
     (broken_config / "config.json").write_text("{not json")
     dry_run = tmp_path / "run-20260101000003"
     shutil.copytree(tiny_run, dry_run)
-    results = json.load(open(dry_run / "results.json"))
+    results = read_json(dry_run / "results.json")
     (dry_run / "results.json").write_text(json.dumps(dict(results, dry_run=True)))
     garbled_state = tmp_path / "run-20260101000004"
     shutil.copytree(tiny_run, garbled_state)
@@ -90,7 +91,7 @@ def _bad_folder_cases(tmp_path, tiny, tiny_run):
         ("logdir is a file", d + ["--logdir", str(a_file)], "not a folder"),
         ("logdir under a file", d + ["--logdir", str(a_file / "sub")], "cannot create log folder"),
         ("logdir not creatable", d + ["--logdir", "/proc/bnmnist-logs"], "cannot create log folder"),
-        ("resume a non-run", d + ["--resume", str(tmp_path)], "neither a bnmnist run folder"),
+        ("resume a non-run", d + ["--resume", str(tmp_path)], "is not a bnmnist run folder"),
         ("resume a run without checkpoints", d + ["--resume", str(empty_run)], "no completed epoch"),
         ("resume with a changed flag", d + ["--resume", tiny_run, "--learning-rate", "0.1"], "drop --learning-rate"),
         ("resume a finished run", d + ["--resume", tiny_run], "already finished its 2 epochs"),
@@ -172,7 +173,7 @@ def test_every_bad_input_is_refused_in_one_line_before_tensorflow(tmp_path, tiny
 def test_resume_of_another_architecture_names_the_variable_and_both_shapes(tiny_run, tmp_path, tiny_mnist):
     other = tmp_path / "run-20260101000000"
     shutil.copytree(tiny_run, other)
-    cfg = json.load(open(other / "config.json"))
+    cfg = read_json(other / "config.json")
     cfg["hidden"] = [50, 100]
     (other / "config.json").write_text(json.dumps(cfg))
     before = folder_digest(other)
@@ -203,7 +204,7 @@ def test_a_corrupt_newest_checkpoint_names_the_older_one_and_a_resume_from_it_en
     os.remove(damaged / "results.json")  # so the table compared below is the resumed run's
     assert cli.main(["--resume", str(damaged / "model.ckpt-0")] + args) == 0  # epoch 1 again
     assert printed_table(str(damaged)) == printed_table(tiny_run)
-    assert [os.path.basename(p) for p in checkpoint_files.read_state(str(damaged))] == ["model.ckpt-0", "model.ckpt-1"]
+    assert [os.path.basename(p) for p in checkpoint.read_state(str(damaged))] == ["model.ckpt-0", "model.ckpt-1"]
     a, b = final_variables(str(damaged)), final_variables(tiny_run)
     assert all(a[n].tobytes() == b[n].tobytes() for n in a)
 
@@ -405,9 +406,9 @@ def test_sigterm_to_a_helper_script_stops_its_runs_and_prints_each_resume_comman
     assert len(commands) == 2 and len(lines) == 3, err
     for command in commands:
         run_dir = shlex.split(command)[-1]
-        assert checkpoint_files.epochs_done(run_dir) >= 1
+        assert checkpoint.epochs_done(run_dir) >= 1
     run_dir = shlex.split(commands[-1])[-1]
-    done = checkpoint_files.epochs_done(run_dir)
+    done = checkpoint.epochs_done(run_dir)
     resumed = _run_printed_command(f"{commands[-1]} --epochs {done + 1}", env)  # not the 100,000 epochs
     assert resumed.returncode == 0, resumed.stderr
     assert len(runs.read_results(run_dir)["validation_accuracy"]) == done + 1
@@ -427,7 +428,7 @@ def test_seeds_under_timeout_stops_every_run_cleanly_and_prints_their_resume_com
     assert lines[0].startswith("seeds: stopped by SIGTERM after 0 finished") and "Traceback" not in p.stderr
     commands = [l.split("Resume with: ", 1)[1] for l in lines[1:]]
     assert len(commands) == 2 and len(lines) == 3, p.stderr
-    assert all(checkpoint_files.epochs_done(shlex.split(c)[-1]) >= 1 for c in commands)
+    assert all(checkpoint.epochs_done(shlex.split(c)[-1]) >= 1 for c in commands)
 
 
 def _offline_env(tmp_path):
@@ -504,7 +505,7 @@ def test_nan_loss_stops_at_once_with_exit_3_and_no_checkpoint(tiny_mnist, tmp_pa
     p = run_train("--data", tiny_mnist, "--logdir", tmp_path, "--learning-rate", "1e11")
     assert p.returncode == 3
     assert "became nan at epoch 0, step" in p.stderr and "Traceback" not in p.stderr
-    assert checkpoint_files.read_state(run_dir_from(p.stdout)) == []
+    assert checkpoint.read_state(run_dir_from(p.stdout)) == []
 
 
 def test_divergence_after_good_epochs_leaves_the_last_good_checkpoint_newest(tiny_mnist, tmp_path):
@@ -513,7 +514,7 @@ def test_divergence_after_good_epochs_leaves_the_last_good_checkpoint_newest(tin
     train(Config(epochs=2, batch_size=100), split, run_dir, out=None)
     with pytest.raises(NumericalError, match="epoch 2"):
         train(Config(epochs=4, batch_size=100, learning_rate=1e11), split, run_dir, resume=True, out=None)
-    assert os.path.basename(checkpoint_files.read_state(run_dir)[-1]) == "model.ckpt-1"
+    assert os.path.basename(checkpoint.read_state(run_dir)[-1]) == "model.ckpt-1"
     assert newest_checkpoint_epochs(run_dir) == 2
 
 
@@ -552,7 +553,7 @@ def test_a_resume_while_the_run_still_trains_is_refused_before_tensorflow(tiny_m
     lines = attempts[0].stderr.strip().splitlines()
     assert len(lines) == 1 and "is being trained by another process" in lines[0], attempts[0].stderr
     assert attempts[0].stdout.split()[0] == "NO_TF"
-    assert len(checkpoint_files.read_state(run_dir)) == 2  # the run went on, undisturbed
+    assert len(checkpoint.read_state(run_dir)) == 2  # the run went on, undisturbed
     assert runs.lock_run(run_dir)  # and let go of the run when it ended
     runs.unlock_run(run_dir)
 
@@ -566,8 +567,8 @@ def test_extending_a_finished_run_with_epochs_equals_a_longer_run(tiny_run, tiny
     assert len(table_from(longer.stdout)) == 6 and table_from(p.stdout) == table_from(longer.stdout)
     a, b = final_variables(str(extended)), final_variables(run_dir_from(longer.stdout))
     assert all(a[n].tobytes() == b[n].tobytes() for n in a)
-    assert json.load(open(extended / "config.json"))["epochs"] == 6  # the run is now 6 epochs long
-    results = json.load(open(extended / "results.json"))
+    assert read_json(extended / "config.json")["epochs"] == 6  # the run is now 6 epochs long
+    results = read_json(extended / "results.json")
     assert len(results["validation_accuracy"]) == 6 and results["checkpoint"] == "model.ckpt-5"
 
 
@@ -588,14 +589,14 @@ def test_a_checkpoint_that_cannot_be_written_stops_with_exit_4_keeping_the_last_
 ):
     from bnmnist import cli
 
-    commit = checkpoint_files.commit_checkpoint
+    commit = checkpoint.commit_checkpoint
 
     def disk_full_at_epoch_1(run_dir, prefix, keep):
         if prefix.endswith("model.ckpt-1"):
             raise OSError(errno.ENOSPC, "No space left on device")
         return commit(run_dir, prefix, keep)
 
-    monkeypatch.setattr(checkpoint_files, "commit_checkpoint", disk_full_at_epoch_1)
+    monkeypatch.setattr(checkpoint, "commit_checkpoint", disk_full_at_epoch_1)
     args = ["--data", tiny_mnist, "--logdir", str(tmp_path), "--batch-size", "100", "--quiet"]
     assert cli.main(args + ["--epochs", "3"]) == 4
     out, err = capsys.readouterr()
@@ -604,10 +605,10 @@ def test_a_checkpoint_that_cannot_be_written_stops_with_exit_4_keeping_the_last_
     assert len(lines) == 1 and "could not write the checkpoint of epoch 1" in lines[0], err
     assert "No space left on device" in lines[0] and "still model.ckpt-0" in lines[0]
     assert f"--resume {run_dir}" in lines[0]
-    assert [os.path.basename(p) for p in checkpoint_files.read_state(run_dir)] == ["model.ckpt-0"]
-    monkeypatch.setattr(checkpoint_files, "commit_checkpoint", commit)  # room again: the run goes on
+    assert [os.path.basename(p) for p in checkpoint.read_state(run_dir)] == ["model.ckpt-0"]
+    monkeypatch.setattr(checkpoint, "commit_checkpoint", commit)  # room again: the run goes on
     assert cli.main(["--resume", run_dir, "--data", tiny_mnist, "--quiet"]) == 0
-    assert checkpoint_files.read_state(run_dir)[-1].endswith("model.ckpt-2")
+    assert checkpoint.read_state(run_dir)[-1].endswith("model.ckpt-2")
     assert len(json.load(open(os.path.join(run_dir, "results.json")))["validation_accuracy"]) == 3
 
 
@@ -655,7 +656,7 @@ def test_a_compile_cache_on_a_disk_short_of_room_is_not_used_and_the_run_trains(
 def test_a_compile_cache_disk_filling_up_before_the_write_stops_with_one_line_and_the_next_run_trains(
     tiny_mnist, tmp_path
 ):
-    with tmpfs(tmp_path / "cache_disk", f"{compile_cache.MIN_FREE_BYTES // 2**20 + 8}m") as mnt:
+    with tmpfs(tmp_path / "cache_disk", f"{atomic.CACHE_MIN_FREE_BYTES // 2**20 + 8}m") as mnt:
         env = {"BNMNIST_COMPILE_CACHE": str(mnt / "cache")}
         args = ["--data", tiny_mnist, "--epochs", "1", "--batch-size", "100", "--logdir", tmp_path / "logs"]
         p = start_train(*args, env=env)
@@ -682,7 +683,7 @@ def test_a_real_full_disk_stops_with_exit_4_loses_nothing_and_the_printed_resume
     assert len(lines) == 1 and "No space left on device" in lines[0] and "Traceback" not in p.stderr, p.stderr
     run_dir = run_dir_from(p.stdout)
     # the newest checkpoint the state file names is complete and loads, and so is every other one
-    saved = checkpoint_files.read_state(run_dir)
+    saved = checkpoint.read_state(run_dir)
     assert saved, "not even one checkpoint fitted: make the disk larger"
     epochs = newest_checkpoint_epochs(run_dir)
     assert epochs == len(saved) < 6
@@ -709,7 +710,7 @@ def _full_disk(*args):
 def test_a_full_disk_for_the_results_or_tensorboard_keeps_every_checkpoint_and_says_how_to_go_on(
     what, tiny_mnist, tmp_path, monkeypatch, capsys
 ):
-    from bnmnist import atomic, cli, epoch_end
+    from bnmnist import atomic, cli, training_session
 
     if what == "results.json":
         write = atomic.write_json_atomic
@@ -719,7 +720,7 @@ def test_a_full_disk_for_the_results_or_tensorboard_keeps_every_checkpoint_and_s
             lambda path, obj: (_full_disk if path.endswith("results.json") else write)(path, obj),
         )
     else:
-        monkeypatch.setattr(epoch_end.tf1.summary.FileWriter, "flush", lambda self: _full_disk())
+        monkeypatch.setattr(training_session.tf1.summary.FileWriter, "flush", lambda self: _full_disk())
     args = ["--data", tiny_mnist, "--logdir", str(tmp_path), "--batch-size", "100", "--epochs", "3", "--quiet"]
     assert cli.main(args) == 4
     out, err = capsys.readouterr()
@@ -728,7 +729,7 @@ def test_a_full_disk_for_the_results_or_tensorboard_keeps_every_checkpoint_and_s
     assert len(lines) == 1 and f"could not write {what} in {run_dir} (" in lines[0], err
     assert "No space left on device" in lines[0] and "still model.ckpt-" in lines[0]
     assert f"then resume with: python scripts/train.py --resume {run_dir}" in lines[0]
-    saved = checkpoint_files.read_state(run_dir)
+    saved = checkpoint.read_state(run_dir)
     assert saved and newest_checkpoint_epochs(run_dir) == len(saved)
     monkeypatch.undo()  # room again: the resume finishes the run
     assert cli.main(["--resume", run_dir, "--data", tiny_mnist, "--quiet"]) == 0

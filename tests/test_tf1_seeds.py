@@ -10,7 +10,7 @@ import tensorflow as tf
 from tensorflow.python.framework import random_seed
 
 import bnmnist
-from bnmnist import op_seeds
+from bnmnist import seeds
 from bnmnist.graph import build_graph
 
 from helpers import BOOK_TABLE, table_from
@@ -125,14 +125,14 @@ def test_a_graph_with_resource_variables_is_refused_rather_than_seeded_otherwise
     with bnmnist.tf1_seeds(), tf.Graph().as_default():
         tf1.set_random_seed(42)
         tf1.get_variable("hidden1", [3, 2], initializer=tf1.glorot_uniform_initializer())
-        with pytest.raises(op_seeds.TF1SeedsError, match="disable_v2_behavior"):
+        with pytest.raises(seeds.TF1SeedsError, match="disable_v2_behavior"):
             tf1.get_variable("hidden2", [3, 2], initializer=tf1.glorot_uniform_initializer())
 
 
 def test_a_tensorflow_without_the_patch_point_is_refused_naming_version_and_what_is_missing(monkeypatch):
     monkeypatch.setattr(random_seed, "get_seed", None)
     with pytest.raises(
-        op_seeds.TF1SeedsError,
+        seeds.TF1SeedsError,
         match=rf"TensorFlow {tf.__version__} has no "
         r"tensorflow\.python\.framework\.random_seed\.get_seed",
     ):
@@ -147,6 +147,6 @@ def test_random_ops_that_no_longer_ask_the_patch_point_are_refused_not_seeded_ot
         get_seed = staticmethod(random_seed.get_seed)
 
     monkeypatch.setattr(random_ops, "random_seed", Frozen)
-    with pytest.raises(op_seeds.TF1SeedsError, match="no longer take their seeds from"):
+    with pytest.raises(seeds.TF1SeedsError, match="no longer take their seeds from"):
         bnmnist.tf1_seeds.enable()
     assert not bnmnist.tf1_seeds.enabled()

@@ -11,13 +11,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bnmnist import checkpoint_files, data, runs
+from bnmnist import checkpoint, data, runs, trainer
 from bnmnist.config import Config
-from bnmnist.epoch_end import EpochEnd
 from bnmnist.errors import RunFolderError
 from bnmnist.graph import build_graph
-from bnmnist.steps import session_config
-from bnmnist.trainer import Result, batch_indices, shuffle_batch, train
+from bnmnist.trainer import batch_indices, shuffle_batch, train
+from bnmnist.training_session import EpochEnd, session_config
 
 from helpers import BOOK_TABLE, ROOT, TRAIN_SCRIPT, final_variables, read_events, run_dir_from, table_from
 
@@ -67,7 +66,7 @@ def test_run_folder_holds_config_checkpoints_and_events(book_runs):
     assert os.path.basename(run_dir).startswith("run-")
     cfg = json.load(open(os.path.join(run_dir, "config.json")))
     assert cfg["epochs"] == 20 and cfg["batch_size"] == 200 and cfg["seed"] == 42
-    prefixes = checkpoint_files.read_state(run_dir)
+    prefixes = checkpoint.read_state(run_dir)
     assert [os.path.basename(p) for p in prefixes] == [f"model.ckpt-{e}" for e in range(15, 20)]
     for p in prefixes:
         assert os.path.exists(p + ".index") and os.path.exists(p + ".meta")
@@ -89,9 +88,12 @@ def test_xla_loop_and_per_step_loops_print_the_same_table(mnist_dir, tmp_path):
     split = data.split(data.load(mnist_dir))
 
     def two_epochs(**kwargs):
-        steps_per_call = kwargs.pop("steps_per_call", None)
+        trainer.STEPS_PER_CALL = kwargs.pop("steps_per_call", None)
         run_dir = runs.new_run_dir(str(tmp_path))
-        result = train(Config(epochs=2, **kwargs), split, run_dir, out=None, steps_per_call=steps_per_call)
+        try:
+            result = train(Config(epochs=2, **kwargs), split, run_dir, out=None)
+        finally:
+            trainer.STEPS_PER_CALL = None
         return [str(a) for a in result.accuracies], final_variables(run_dir)
 
     table, xla = two_epochs()
@@ -122,7 +124,7 @@ def test_xla_loop_and_per_step_loops_print_the_same_table(mnist_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_xla_loop_handles_batches_of_two_sizes_and_a_partial_epoch(tiny_mnist, tmp_path):
+def test_xla_loop_handles_batches_of_two_sizes_and_a_partial_epoch(tiny_mnist, tmp_path, monkeypatch):
     split = data.split(data.load(tiny_mnist))
     n = len(split.X_train)
     config = Config(epochs=2, batch_size=n // 3 - 1)  # np.array_split: 3 batches, two sizes
@@ -130,7 +132,8 @@ def test_xla_loop_handles_batches_of_two_sizes_and_a_partial_epoch(tiny_mnist, t
     results = {}
     for loop, steps_per_call in (("xla", None), ("xla", 2), ("feed_dict", None)):
         run_dir = runs.new_run_dir(str(tmp_path))
-        result = train(config.replace(loop=loop), split, run_dir, out=None, steps_per_call=steps_per_call)
+        monkeypatch.setattr(trainer, "STEPS_PER_CALL", steps_per_call)
+        result = train(config.replace(loop=loop), split, run_dir, out=None)
         results[loop, steps_per_call] = result.losses, final_variables(run_dir)
     (losses, xla), (chunked_losses, chunked), (step_losses, step) = results.values()
     assert losses == chunked_losses and len(losses) == 2
@@ -146,7 +149,7 @@ def test_dry_run_trains_a_couple_of_steps_and_saves_a_checkpoint(dry_runs_at_onc
     assert p.returncode == 0, p.stderr
     assert len(table_from(p.stdout)) == 1
     run_dir = run_dir_from(p.stdout)
-    assert len(checkpoint_files.read_state(run_dir)) == 1
+    assert len(checkpoint.read_state(run_dir)) == 1
     assert "Training took" in p.stdout and "examples/s" in p.stdout
     assert "Start-up before the first step:" in p.stdout and "TensorFlow import" in p.stdout
     assert " s)" in table_lines(p.stdout)[0]  # each epoch says how long it took
@@ -241,7 +244,7 @@ def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path):
     ]
     for f in folders:
         open(os.path.join(f, "config.json"), "w").write("{}")
-        checkpoint_files.write_state(f, [os.path.join(f, "model.ckpt-0")])
+        checkpoint.write_state(f, [os.path.join(f, "model.ckpt-0")])
     assert runs.latest_run(str(tmp_path)) == folders[-1]
 
 
@@ -254,7 +257,7 @@ def test_latest_passes_over_run_folders_that_hold_no_checkpoint_yet(tmp_path):
         open(os.path.join(f, "config.json"), "w").write("{}")
     with pytest.raises(RunFolderError, match=r"none of the 2 run folder\(s\) under .* holds a checkpoint yet"):
         runs.latest_run(str(tmp_path))
-    checkpoint_files.write_state(older, [os.path.join(older, "model.ckpt-0")])
+    checkpoint.write_state(older, [os.path.join(older, "model.ckpt-0")])
     assert runs.latest_run(str(tmp_path)) == older
 
 
@@ -273,9 +276,9 @@ def test_console_script_is_the_same_entry_point(tiny_mnist, tmp_path):
 
 def test_state_file_with_only_the_newest_path_still_names_it(tmp_path):
     (tmp_path / "checkpoint").write_text('model_checkpoint_path: "model.ckpt-3"\n')
-    assert checkpoint_files.read_state(str(tmp_path)) == [str(tmp_path / "model.ckpt-3")]
+    assert checkpoint.read_state(str(tmp_path)) == [str(tmp_path / "model.ckpt-3")]
     (tmp_path / "checkpoint").write_text('all_model_checkpoint_paths: "model.ckpt-2"\n')
-    assert checkpoint_files.read_state(str(tmp_path)) == [str(tmp_path / "model.ckpt-2")]
+    assert checkpoint.read_state(str(tmp_path)) == [str(tmp_path / "model.ckpt-2")]
 
 
 @pytest.mark.slow
@@ -291,16 +294,16 @@ def test_epoch_end_copy_validates_exactly_as_the_training_graph_and_logs_it(tiny
         )
     values = sess.run(h.model_variables)
     accuracy = sess.run(h.accuracy, {h.X: split.X_valid, h.y: split.y_valid})
-    out, result = io.StringIO(), Result(str(tmp_path))
+    out = io.StringIO()
     with h.graph.as_default():
         writer = tf.compat.v1.summary.FileWriter(str(tmp_path))
-    end = EpochEnd(config, split, writer, result, out, session_config())
+    end = EpochEnd(config, split, writer, out, session_config())
     end.prepare()
     end.submit(0, values, 0.25, 1.5)
-    end.wait()
+    validated = end.wait()
     end.close()
     writer.close()
-    assert result.accuracies == [accuracy]
+    assert validated == accuracy
     assert out.getvalue() == f"0 Validation accuracy: {str(accuracy)} (epoch 1.50 s)\n"
     scalars, histograms, _ = read_events(str(tmp_path))
     assert scalars == {"validation_accuracy": {0: accuracy}, "training_loss": {0: 0.25}, "epoch_seconds": {0: 1.5}}

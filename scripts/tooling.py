@@ -1,45 +1,25 @@
-"""What users do next with runs: learning curves and many-seed statistics (no TensorFlow here).
-
-``scripts/plot_runs.py``, ``scripts/seeds.py`` and ``scripts/chapter.py`` are thin wrappers
-around these functions.
-"""
+"""What the helper scripts share (chapter.py, seeds.py, plot_runs.py, export.py, kill_stress.py,
+and benchmarks/bench.py): their flag parser, the notebook's printed values, learning curves,
+many-seed statistics and the Markdown sections they write into docs/. No TensorFlow here."""
 
 from __future__ import annotations
 
+import argparse
 import csv
 import io
 import json
 import math
 import os
 import re
+import sys
 
 import numpy as np
 
-from . import atomic, runs
-from .errors import RunFolderError
-
-BOOK_TABLE = [
-    0.8952,
-    0.9202,
-    0.9318,
-    0.9422,
-    0.9468,
-    0.954,
-    0.9568,
-    0.96,
-    0.962,
-    0.9638,
-    0.9662,
-    0.9682,
-    0.9672,
-    0.9696,
-    0.9706,
-    0.9704,
-    0.9718,
-    0.9726,
-    0.9738,
-    0.9742,
-]
+from bnmnist import atomic, runs
+from bnmnist.atomic import read_text
+from bnmnist.cli import field_type
+from bnmnist.config import BOOK_TABLE
+from bnmnist.errors import RunFolderError
 
 # Each preset's training cell in the chapter's notebook (11_deep_learning.ipynb of ageron/handson-ml
 # at 2d5d735e5fcc62fe3a57fdaee30abad451a62c4b), in the notebook's order: preset -> (cell index,
@@ -76,6 +56,22 @@ ISA_CAPS = {
 def isa_cap_env(isa):
     xla, onednn = ISA_CAPS[isa]
     return {"XLA_FLAGS": f"--xla_cpu_max_isa={xla}", "ONEDNN_MAX_CPU_ISA": onednn}
+
+
+class ScriptParser(argparse.ArgumentParser):
+    """The helper scripts' parser: a bad flag is one line on stderr and exit code 2."""
+
+    def error(self, message):
+        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def positive_int(text):
+    """An argparse type for the helper scripts' counts."""
+    value = field_type("epochs")(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
 
 
 _PRINTED = re.compile(r"^(\d+) .*?Validation accuracy: ([0-9.]+)", re.M)
@@ -264,7 +260,7 @@ def instruction_set():
     """What decides the last bits of the chapter's values here: the widest vector instruction set
     the CPU has, the caps set on it, and whether oneDNN's kernels are on (TensorFlow's default on
     x86 Linux; ``TF_ENABLE_ONEDNN_OPTS=0`` turns them off)."""
-    from .compile_cache import host_features
+    from bnmnist.compile_cache import host_features
 
     features = host_features()
     widest = next((name for name, f in _WIDEST if f in features), "none of SSE4.2 to AVX-512")
@@ -291,12 +287,9 @@ def measured_on():
     import importlib.metadata
     import platform
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
+    from bnmnist.compile_cache import cpuinfo
+
+    cpu = cpuinfo().get("model name") or platform.processor() or platform.machine()
 
     def version(name):
         try:
@@ -316,7 +309,7 @@ def write_markdown_section(path, key, text):
     replacing what a previous run wrote there and keeping the rest (the file is made if missing)."""
     start, end = f"<!-- {key} -->", f"<!-- /{key} -->"
     block = f"{start}\n{text.strip()}\n{end}\n"
-    old = open(path, encoding="utf-8").read() if os.path.exists(path) else ""
+    old = read_text(path) if os.path.exists(path) else ""
     if start in old and end in old:
         new = old[: old.index(start)] + block + old[old.index(end) + len(end) + 1 :]
     else:

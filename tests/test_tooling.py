@@ -1,5 +1,6 @@
-"""What users do next: the plain preset, learning-curve plots, many seeds, progress bar, TensorBoard."""
+"""The helper scripts and their scripts/tooling.py: plain preset, plots, many seeds, the bar, TensorBoard."""
 
+import contextlib
 import csv
 import fcntl
 import json
@@ -17,8 +18,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from bnmnist import reports
+from bnmnist.atomic import read_text
 
+import tooling
 from helpers import (
     ROOT,
     TRAIN_SCRIPT,
@@ -105,7 +107,7 @@ def seeds_command(*args):
 def test_seeds_script_on_a_full_disk_says_so_in_one_line_and_leaves_its_markdown_whole(tiny_mnist, tmp_path):
     with tmpfs(tmp_path / "disk", "1m") as disk:
         doc = disk / "seeds.md"
-        reports.write_markdown_section(str(doc), "seeds:bn", "the old table")
+        tooling.write_markdown_section(str(doc), "seeds:bn", "the old table")
         before = doc.read_text()
         fill_disk(disk)
         p = subprocess.run(
@@ -185,7 +187,7 @@ def child_pids(pid):
     children = []
     for stat in os.listdir("/proc"):
         try:
-            fields = open(f"/proc/{stat}/stat").read().rsplit(")", 1)[1].split()
+            fields = read_text(f"/proc/{stat}/stat").rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue
         if fields[1] == str(pid):  # the field after the state is the parent's pid
@@ -222,10 +224,8 @@ def test_ctrl_c_on_seeds_starts_no_more_runs_exits_130_and_prints_each_resume_co
     try:
         _, err = p.communicate(timeout=120)
     finally:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(p.pid, signal.SIGKILL)  # no runs left behind, even when the test fails
-        except ProcessLookupError:
-            pass
     assert p.returncode == 130, err
     lines = err.strip().splitlines()
     assert lines[0].startswith("seeds: interrupted after 0 finished seed(s)") and "Traceback" not in err, err
