@@ -36,6 +36,7 @@ import time
 
 from bnmnist import runs
 from bnmnist.atomic import read_json
+from bnmnist.cli import stopped_by
 from bnmnist.config import BOOK_TABLE
 from bnmnist.errors import BnmnistError
 
@@ -223,8 +224,10 @@ def main():
     try:
         return measure(args, given, scratch)
     except Stopped as e:
-        how = "stopped by SIGTERM" if e.args[0] == signal.SIGTERM else "interrupted"
-        print(f"bench: {how}; nothing was written, and its temporary folders are removed", file=sys.stderr)
+        print(
+            f"bench: {stopped_by(e.args[0])}; nothing was written, and its temporary folders are removed",
+            file=sys.stderr,
+        )
         return 128 + e.args[0]
     except BnmnistError as e:
         print(f"bench: {e}", file=sys.stderr)

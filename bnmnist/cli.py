@@ -299,8 +299,8 @@ class Terminated(KeyboardInterrupt):
 
 
 def _raise_terminated(_signum, _frame):
-    # once is enough: a script that started this run passes SIGTERM on, and `timeout` sends it to
-    # the whole process group too, so it may come twice while the command is already stopping
+    # once is enough: a second SIGTERM (a supervisor sending it again) must not break into a
+    # command that is already stopping
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise Terminated
 
@@ -311,8 +311,13 @@ def exit_code(interrupt):
     return 128 + getattr(interrupt, "signum", signal.SIGINT)
 
 
+def stopped_by(signum):
+    """How bnmnist's commands name a stop signal in their last line."""
+    return "stopped by SIGTERM" if signum == signal.SIGTERM else "interrupted"
+
+
 def _stopped_by(interrupt, start=False):
-    said = "stopped by SIGTERM" if exit_code(interrupt) == 128 + signal.SIGTERM else "interrupted"
+    said = stopped_by(exit_code(interrupt) - 128)
     return said[0].upper() + said[1:] if start else said
 
 

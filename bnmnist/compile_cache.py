@@ -9,6 +9,7 @@ entry XLA refuses costs one line. ``BNMNIST_COMPILE_CACHE``: another folder, or 
 from __future__ import annotations
 
 import contextlib
+import functools
 import glob
 import hashlib
 import json
@@ -78,6 +79,7 @@ def _tensorflow_build():
     return [(path, st.st_size, st.st_mtime_ns) for path, st in ((p, os.stat(p)) for p in libraries)]
 
 
+@functools.cache  # the machine key and the instruction-set check both ask, once per process
 def cpuinfo():
     """The first processor's fields in /proc/cpuinfo (empty where there is none)."""
     try:

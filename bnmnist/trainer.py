@@ -193,8 +193,8 @@ class StopOnSignal:
 
     def __exit__(self, *exc):
         for signum, previous in self.previous.items():
-            # a second SIGTERM (passed on by a parent script as well as sent to the process group)
-            # must not break into a run that is already stopping
+            # a second SIGTERM (a supervisor sending it again) must not break into a run that is
+            # already stopping
             stopping = signum == signal.SIGTERM and self.signum == signal.SIGTERM
             signal.signal(signum, signal.SIG_IGN if stopping else previous)
 

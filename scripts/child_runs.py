@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 
+from bnmnist.cli import stopped_by
 from bnmnist.errors import BnmnistError
 
 import tooling
@@ -119,8 +120,7 @@ def report_interrupted(prog, futures, signum, finished):
             if future.exception().resume:
                 resume.append(future.exception().resume)
     signum = CHILDREN.signum or signum or signal.SIGINT
-    how = "stopped by SIGTERM" if signum == signal.SIGTERM else "interrupted"
-    print(f"{prog}: {how} after {finished}", file=sys.stderr)
+    print(f"{prog}: {stopped_by(signum)} after {finished}", file=sys.stderr)
     for command in resume:
         print(f"Resume with: {command}", file=sys.stderr)
     return 128 + signum
