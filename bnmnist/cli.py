@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 
-from . import checkpoint, compile_cache, data, runs
+from . import compile_cache, data, runs
 from .config import LOOPS, PRESETS, RULES, SEEDINGS
 from .errors import BnmnistError, NumericalError, WriteError
 
@@ -249,12 +249,12 @@ def prepare(argv):
 
 def _check_resumable(run_dir, cfg, epochs_flag, start):
     """A resume must have an epoch to start from and one to train (or a result to finish)."""
-    done = checkpoint.epochs_done(run_dir, start)
+    done = runs.epochs_done(run_dir, start)
     if not done:
-        saved = checkpoint.saved_checkpoints(run_dir)
+        saved = runs.saved_checkpoints(run_dir)
         if saved:
             raise BnmnistError(
-                f"{run_dir}: its '{checkpoint.STATE_FILE}' file names no checkpoint, but "
+                f"{run_dir}: its '{runs.STATE_FILE}' file names no checkpoint, but "
                 f"{os.path.basename(saved[-1])} is there; resume from it: python "
                 f"scripts/train.py --resume {saved[-1]}"
             )
@@ -343,7 +343,7 @@ def _main_closing_stdout(argv):
         os.dup2(devnull, sys.stdout.fileno())  # so the exit-time flush is quiet too
         resume = (
             (f"; the completed epochs are saved, resume with: python scripts/train.py --resume {run['dir']}")
-            if run.get("dir") and checkpoint.read_state(run["dir"])
+            if run.get("dir") and runs.read_state(run["dir"])
             else ""
         )
         print(f"bnmnist-train: stopped: standard output was closed{resume}", file=sys.stderr)

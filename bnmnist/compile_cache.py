@@ -199,7 +199,7 @@ def compiling():
     again."""
     import tensorflow as tf
 
-    from .checkpoint import first_line
+    from .runs import first_line
 
     if _active is None:
         yield

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from . import checkpoint, data, network, runs
+from . import data, network, runs
 from .errors import RunFolderError
 from .graph import build_graph
 
@@ -48,7 +48,7 @@ class RestoredModel:
         self.session = tf1.Session(graph=self.graph)
         try:
             with self.graph.as_default():
-                checkpoint.restore(self.session, saver, self.checkpoint, h.model_variables)
+                runs.restore_checkpoint(self.session, saver, self.checkpoint, h.model_variables)
         except Exception:
             self.session.close()
             raise
@@ -138,7 +138,7 @@ def export_saved_model(run: str, out_dir: str, logdir: str = "tf_logs") -> str:
     """Write the SavedModel of ``run`` (folder, checkpoint prefix or "latest") to ``out_dir``."""
     _, prefix, config = runs.resolve(run, logdir)
     variables = build_graph(config, train_op=False).model_variables
-    checkpoint.check_compatible(prefix, variables)
+    runs.check_compatible(prefix, variables)
     reader = tf.train.load_checkpoint(prefix)
     module = InferenceModule(config, {name: reader.get_tensor(name) for name in network.variable_names(config)})
     tf.saved_model.save(module, str(out_dir), signatures={"serving_default": module.serve})

@@ -95,9 +95,9 @@ def matching(variables, scope):
 def check_source(prefix, config):
     """Refuse, in one line naming the layer and both shapes, a source checkpoint that lacks a
     variable ``config`` restores from it or holds it in another shape."""
-    from . import checkpoint, network
+    from . import network, runs
 
-    stored = checkpoint.stored_shapes(prefix)
+    stored = runs.stored_shapes(prefix)
     shapes = network.variable_shapes(config)
     for name in [n for n in shapes if not config.restore_scope or re.match(config.restore_scope, n)]:
         if name not in stored:
@@ -114,14 +114,14 @@ def restore_layers(sess, prefix: str, variables: list, scope: str = "hidden[123]
     rest staying as initialised: the book's partial restore. Returns the restored names."""
     import tensorflow as tf
 
-    from . import checkpoint
+    from . import runs
 
     chosen = matching(variables, scope)
     if not chosen:
         raise CheckpointError(f"no variable matches {scope!r}; the layers are {network_names(variables)}")
     with sess.graph.as_default():  # graph mode, even in an eager notebook
         saver = tf.compat.v1.train.Saver(var_list=chosen)
-        checkpoint.restore(sess, saver, prefix, chosen)
+        runs.restore_checkpoint(sess, saver, prefix, chosen)
     return [v.op.name for v in chosen]
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import tensorflow as tf
 
-from . import atomic, checkpoint, reuse, runs
+from . import atomic, reuse, runs
 from .errors import CheckpointError, NumericalError, WriteError
 from .graph import build_graph, set_input_statistics, training_graph
 
@@ -73,7 +73,7 @@ class TrainingSession:
             self.writer = tf1.summary.FileWriter(run_dir, graph=None if resume else h.graph)
             if not resume:
                 meta = self.saver.export_meta_graph().SerializeToString()
-                atomic.write_bytes_atomic(os.path.join(run_dir, checkpoint.GRAPH_META), meta)
+                atomic.write_bytes_atomic(os.path.join(run_dir, runs.GRAPH_META), meta)
         self.rng = np.random.RandomState(config.seed)  # the book's np.random.seed(42)
         self.sess = tf1.Session(graph=h.graph, config=session_config(config.threads))
         self.result = Result(run_dir)
@@ -112,7 +112,7 @@ class TrainingSession:
                 f"{config.reuse_from} changed after this run recorded it; start the run again from the source"
             )
         if config.reuse in ("model", "lower_imported"):  # the imported saver's restore: all it saved
-            stored = set(checkpoint.stored_shapes(config.reuse_from)) - {RUN_STATE}
+            stored = set(runs.stored_shapes(config.reuse_from)) - {RUN_STATE}
             imported = [v for v in tf1.global_variables() if v.op.name in stored]
             reuse.restore_layers(self.sess, config.reuse_from, imported, scope="")
         else:
@@ -121,13 +121,13 @@ class TrainingSession:
     def _restore(self):
         h, result = self.h, self.result
         start = self.resume if isinstance(self.resume, str) else None
-        result.checkpoint = start or checkpoint.newest_prefix(self.run_dir)
-        checkpoint.restore(self.sess, self.saver, result.checkpoint, h.model_variables)
+        result.checkpoint = start or runs.newest_prefix(self.run_dir)
+        runs.restore_checkpoint(self.sess, self.saver, result.checkpoint, h.model_variables)
         if start:  # back to this epoch: later checkpoints are trained again
-            epoch = checkpoint.checkpoint_epoch(start)
-            kept = checkpoint.read_state(self.run_dir)
-            earlier = [p for p in kept if (checkpoint.checkpoint_epoch(p) or 0) < epoch]
-            checkpoint.write_state(self.run_dir, [*earlier, start])
+            epoch = runs.checkpoint_epoch(start)
+            kept = runs.read_state(self.run_dir)
+            earlier = [p for p in kept if (runs.checkpoint_epoch(p) or 0) < epoch]
+            runs.write_state(self.run_dir, [*earlier, start])
         saved = runs.read_config(self.run_dir)
         if saved.epochs != self.config.epochs:  # --epochs extends the run: it is now that long
             runs.write_config(self.run_dir, saved.replace(epochs=self.config.epochs))
@@ -197,11 +197,11 @@ class TrainingSession:
             "epoch_seconds": result.epoch_seconds,
         }
         self.sess.run(self.set_run_state, feed_dict={self.run_state_in: json.dumps(state)})
-        prefix = checkpoint.checkpoint_prefix(self.run_dir, epoch)
+        prefix = runs.checkpoint_prefix(self.run_dir, epoch)
         try:
             self.saver.save(self.sess, prefix, write_meta_graph=False, write_state=False)
-            checkpoint.link_meta(self.run_dir, prefix)
-            checkpoint.commit_checkpoint(self.run_dir, prefix, self.config.keep_checkpoints)
+            runs.link_meta(self.run_dir, prefix)
+            runs.commit_checkpoint(self.run_dir, prefix, self.config.keep_checkpoints)
         except (tf.errors.OpError, OSError, ValueError) as e:
             raise self._write_error(f"the checkpoint of epoch {epoch}", e) from None
         result.checkpoint = prefix
@@ -250,11 +250,11 @@ class TrainingSession:
 
     def _write_error(self, what, e):
         """A :class:`WriteError` saying what could not be written, why, and what is still saved."""
-        reason = checkpoint.first_line(e) if isinstance(e, tf.errors.OpError) else (e.strerror or str(e))
+        reason = runs.first_line(e) if isinstance(e, tf.errors.OpError) else (e.strerror or str(e))
         reason = reason.replace(f"{self.run_dir}/", "")  # the folder is named once, below
         if not runs.is_run_dir(self.run_dir):  # removed (TensorBoard may remake it empty)
             return WriteError(f"could not write {what}: the run folder {self.run_dir} is gone ({reason})")
-        newest = checkpoint.read_state(self.run_dir)
+        newest = runs.read_state(self.run_dir)
         kept = (
             f"the newest complete checkpoint is still {os.path.basename(newest[-1])}"
             if newest

@@ -19,7 +19,7 @@ TRAIN_SCRIPT = os.path.join(HERE, "train.py")
 
 def newest_checkpoint_epochs(run_dir):
     """Epochs saved in the newest checkpoint (None if none), after reading every tensor in it."""
-    from bnmnist.checkpoint import verify_newest
+    from bnmnist.runs import verify_newest
 
     return verify_newest(run_dir, n_variables=18)
 

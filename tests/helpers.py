@@ -126,9 +126,9 @@ def final_variables(run_dir):
     """The newest checkpoint's variables, the run state left out: name -> array."""
     import tensorflow as tf
 
-    from bnmnist import checkpoint
+    from bnmnist import runs
 
-    prefix = checkpoint.read_state(run_dir)[-1]
+    prefix = runs.read_state(run_dir)[-1]
     reader = tf.train.load_checkpoint(prefix)
     return {n: reader.get_tensor(n) for n, _ in tf.train.list_variables(prefix) if n != "run_state"}
 

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 import bnmnist
-from bnmnist import checkpoint, data, network, runs
+from bnmnist import data, network, runs
 from bnmnist.config import PRESETS, Config
 from bnmnist.graph import build_graph
 from bnmnist.restored import InferenceModule, export_saved_model
@@ -111,7 +111,7 @@ def test_every_path_names_the_layers_alike(name, trained_runs):
     config = CONFIGS[name]
     names = network.variable_names(config)
     assert [v.op.name for v in build_graph(config).model_variables] == names
-    prefix = checkpoint.read_state(trained_runs[name])[-1]
+    prefix = runs.read_state(trained_runs[name])[-1]
     assert sorted(n for n, _ in tf.train.list_variables(prefix) if n != "run_state") == sorted(names)
     values = {n: np.zeros(s, np.float32) for n, s in tf.train.list_variables(prefix) if n != "run_state"}
     assert list(InferenceModule(config, values).weights) == sorted(names)

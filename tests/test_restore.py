@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 import bnmnist
-from bnmnist import checkpoint, data, runs
+from bnmnist import data, runs
 from bnmnist.atomic import read_json
 from bnmnist.config import PRESETS
 from bnmnist.errors import CheckpointError
@@ -31,7 +31,7 @@ def printed_test_accuracy(run_dir):
 def test_restore_run_folder_prefix_and_latest_give_the_accuracy_the_run_printed(tiny_run, tiny_mnist):
     m = data.load(tiny_mnist)
     logdir = os.path.dirname(tiny_run)
-    prefix = checkpoint.read_state(tiny_run)[-1]
+    prefix = runs.read_state(tiny_run)[-1]
     for path in (tiny_run, prefix, prefix + ".index", "latest"):  # .index: what tab completion gives
         with bnmnist.restore(path, logdir=logdir) as model:
             assert float(model.evaluate(m.x_test, m.y_test)) == printed_test_accuracy(tiny_run)
@@ -54,7 +54,7 @@ def test_restore_never_reads_a_meta_graph_file(tiny_run, tiny_mnist, tmp_path):
 def test_moving_statistics_are_restored(tiny_run):
     with bnmnist.restore(tiny_run) as model:
         values = model.variables()
-    saved = tf.train.load_checkpoint(checkpoint.read_state(tiny_run)[-1])
+    saved = tf.train.load_checkpoint(runs.read_state(tiny_run)[-1])
     for name in ("batch_normalization/moving_mean", "batch_normalization_2/moving_variance"):
         assert np.array_equal(values[name], saved.get_tensor(name))
         assert not np.all(values[name] == values[name].flat[0])  # really trained, not initial
@@ -152,7 +152,7 @@ def test_broken_or_foreign_checkpoints_give_one_clear_error(tiny_run, tmp_path):
 
 def test_the_books_import_meta_graph_recipe_evaluates_and_keeps_training(tiny_run, tiny_mnist):
     split = data.split(data.load(tiny_mnist))
-    prefix = checkpoint.read_state(tiny_run)[-1]
+    prefix = runs.read_state(tiny_run)[-1]
     graph = tf.Graph()
     with graph.as_default():
         saver = tf1.train.import_meta_graph(prefix + ".meta")
@@ -322,7 +322,7 @@ def test_exported_saved_model_matches_the_session_on_the_whole_test_set(mnist_di
     ],
 )
 def test_export_refuses_a_wrong_run_or_out_dir_in_one_line_before_tensorflow(case, tiny_run, tmp_path):
-    prefix = checkpoint.read_state(tiny_run)[-1]
+    prefix = runs.read_state(tiny_run)[-1]
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "notes.txt").write_text("a file, in a folder that is not a run\n")
     broken = tmp_path / "broken"

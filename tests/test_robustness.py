@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bnmnist import atomic, checkpoint, data, runs
+from bnmnist import atomic, data, runs
 from bnmnist.atomic import read_json
-from bnmnist.checkpoint import verify_newest
 from bnmnist.config import Config
 from bnmnist.errors import NumericalError, RunFolderError
+from bnmnist.runs import verify_newest
 from bnmnist.trainer import train
 
 from helpers import (
@@ -204,7 +204,7 @@ def test_a_corrupt_newest_checkpoint_names_the_older_one_and_a_resume_from_it_en
     os.remove(damaged / "results.json")  # so the table compared below is the resumed run's
     assert cli.main(["--resume", str(damaged / "model.ckpt-0")] + args) == 0  # epoch 1 again
     assert printed_table(str(damaged)) == printed_table(tiny_run)
-    assert [os.path.basename(p) for p in checkpoint.read_state(str(damaged))] == ["model.ckpt-0", "model.ckpt-1"]
+    assert [os.path.basename(p) for p in runs.read_state(str(damaged))] == ["model.ckpt-0", "model.ckpt-1"]
     a, b = final_variables(str(damaged)), final_variables(tiny_run)
     assert all(a[n].tobytes() == b[n].tobytes() for n in a)
 
@@ -406,9 +406,9 @@ def test_sigterm_to_a_helper_script_stops_its_runs_and_prints_each_resume_comman
     assert len(commands) == 2 and len(lines) == 3, err
     for command in commands:
         run_dir = shlex.split(command)[-1]
-        assert checkpoint.epochs_done(run_dir) >= 1
+        assert runs.epochs_done(run_dir) >= 1
     run_dir = shlex.split(commands[-1])[-1]
-    done = checkpoint.epochs_done(run_dir)
+    done = runs.epochs_done(run_dir)
     resumed = _run_printed_command(f"{commands[-1]} --epochs {done + 1}", env)  # not the 100,000 epochs
     assert resumed.returncode == 0, resumed.stderr
     assert len(runs.read_results(run_dir)["validation_accuracy"]) == done + 1
@@ -428,7 +428,7 @@ def test_seeds_under_timeout_stops_every_run_cleanly_and_prints_their_resume_com
     assert lines[0].startswith("seeds: stopped by SIGTERM after 0 finished") and "Traceback" not in p.stderr
     commands = [l.split("Resume with: ", 1)[1] for l in lines[1:]]
     assert len(commands) == 2 and len(lines) == 3, p.stderr
-    assert all(checkpoint.epochs_done(shlex.split(c)[-1]) >= 1 for c in commands)
+    assert all(runs.epochs_done(shlex.split(c)[-1]) >= 1 for c in commands)
 
 
 def _offline_env(tmp_path):
@@ -505,7 +505,7 @@ def test_nan_loss_stops_at_once_with_exit_3_and_no_checkpoint(tiny_mnist, tmp_pa
     p = run_train("--data", tiny_mnist, "--logdir", tmp_path, "--learning-rate", "1e11")
     assert p.returncode == 3
     assert "became nan at epoch 0, step" in p.stderr and "Traceback" not in p.stderr
-    assert checkpoint.read_state(run_dir_from(p.stdout)) == []
+    assert runs.read_state(run_dir_from(p.stdout)) == []
 
 
 def test_divergence_after_good_epochs_leaves_the_last_good_checkpoint_newest(tiny_mnist, tmp_path):
@@ -514,7 +514,7 @@ def test_divergence_after_good_epochs_leaves_the_last_good_checkpoint_newest(tin
     train(Config(epochs=2, batch_size=100), split, run_dir, out=None)
     with pytest.raises(NumericalError, match="epoch 2"):
         train(Config(epochs=4, batch_size=100, learning_rate=1e11), split, run_dir, resume=True, out=None)
-    assert os.path.basename(checkpoint.read_state(run_dir)[-1]) == "model.ckpt-1"
+    assert os.path.basename(runs.read_state(run_dir)[-1]) == "model.ckpt-1"
     assert newest_checkpoint_epochs(run_dir) == 2
 
 
@@ -553,7 +553,7 @@ def test_a_resume_while_the_run_still_trains_is_refused_before_tensorflow(tiny_m
     lines = attempts[0].stderr.strip().splitlines()
     assert len(lines) == 1 and "is being trained by another process" in lines[0], attempts[0].stderr
     assert attempts[0].stdout.split()[0] == "NO_TF"
-    assert len(checkpoint.read_state(run_dir)) == 2  # the run went on, undisturbed
+    assert len(runs.read_state(run_dir)) == 2  # the run went on, undisturbed
     assert runs.lock_run(run_dir)  # and let go of the run when it ended
     runs.unlock_run(run_dir)
 
@@ -589,14 +589,14 @@ def test_a_checkpoint_that_cannot_be_written_stops_with_exit_4_keeping_the_last_
 ):
     from bnmnist import cli
 
-    commit = checkpoint.commit_checkpoint
+    commit = runs.commit_checkpoint
 
     def disk_full_at_epoch_1(run_dir, prefix, keep):
         if prefix.endswith("model.ckpt-1"):
             raise OSError(errno.ENOSPC, "No space left on device")
         return commit(run_dir, prefix, keep)
 
-    monkeypatch.setattr(checkpoint, "commit_checkpoint", disk_full_at_epoch_1)
+    monkeypatch.setattr(runs, "commit_checkpoint", disk_full_at_epoch_1)
     args = ["--data", tiny_mnist, "--logdir", str(tmp_path), "--batch-size", "100", "--quiet"]
     assert cli.main(args + ["--epochs", "3"]) == 4
     out, err = capsys.readouterr()
@@ -605,10 +605,10 @@ def test_a_checkpoint_that_cannot_be_written_stops_with_exit_4_keeping_the_last_
     assert len(lines) == 1 and "could not write the checkpoint of epoch 1" in lines[0], err
     assert "No space left on device" in lines[0] and "still model.ckpt-0" in lines[0]
     assert f"--resume {run_dir}" in lines[0]
-    assert [os.path.basename(p) for p in checkpoint.read_state(run_dir)] == ["model.ckpt-0"]
-    monkeypatch.setattr(checkpoint, "commit_checkpoint", commit)  # room again: the run goes on
+    assert [os.path.basename(p) for p in runs.read_state(run_dir)] == ["model.ckpt-0"]
+    monkeypatch.setattr(runs, "commit_checkpoint", commit)  # room again: the run goes on
     assert cli.main(["--resume", run_dir, "--data", tiny_mnist, "--quiet"]) == 0
-    assert checkpoint.read_state(run_dir)[-1].endswith("model.ckpt-2")
+    assert runs.read_state(run_dir)[-1].endswith("model.ckpt-2")
     assert len(json.load(open(os.path.join(run_dir, "results.json")))["validation_accuracy"]) == 3
 
 
@@ -683,7 +683,7 @@ def test_a_real_full_disk_stops_with_exit_4_loses_nothing_and_the_printed_resume
     assert len(lines) == 1 and "No space left on device" in lines[0] and "Traceback" not in p.stderr, p.stderr
     run_dir = run_dir_from(p.stdout)
     # the newest checkpoint the state file names is complete and loads, and so is every other one
-    saved = checkpoint.read_state(run_dir)
+    saved = runs.read_state(run_dir)
     assert saved, "not even one checkpoint fitted: make the disk larger"
     epochs = newest_checkpoint_epochs(run_dir)
     assert epochs == len(saved) < 6
@@ -729,7 +729,7 @@ def test_a_full_disk_for_the_results_or_tensorboard_keeps_every_checkpoint_and_s
     assert len(lines) == 1 and f"could not write {what} in {run_dir} (" in lines[0], err
     assert "No space left on device" in lines[0] and "still model.ckpt-" in lines[0]
     assert f"then resume with: python scripts/train.py --resume {run_dir}" in lines[0]
-    saved = checkpoint.read_state(run_dir)
+    saved = runs.read_state(run_dir)
     assert saved and newest_checkpoint_epochs(run_dir) == len(saved)
     monkeypatch.undo()  # room again: the resume finishes the run
     assert cli.main(["--resume", run_dir, "--data", tiny_mnist, "--quiet"]) == 0

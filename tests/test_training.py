@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from bnmnist import checkpoint, data, runs, trainer
+from bnmnist import data, runs, trainer
 from bnmnist.config import Config
 from bnmnist.errors import RunFolderError
 from bnmnist.graph import build_graph
@@ -66,7 +66,7 @@ def test_run_folder_holds_config_checkpoints_and_events(book_runs):
     assert os.path.basename(run_dir).startswith("run-")
     cfg = json.load(open(os.path.join(run_dir, "config.json")))
     assert cfg["epochs"] == 20 and cfg["batch_size"] == 200 and cfg["seed"] == 42
-    prefixes = checkpoint.read_state(run_dir)
+    prefixes = runs.read_state(run_dir)
     assert [os.path.basename(p) for p in prefixes] == [f"model.ckpt-{e}" for e in range(15, 20)]
     for p in prefixes:
         assert os.path.exists(p + ".index") and os.path.exists(p + ".meta")
@@ -149,7 +149,7 @@ def test_dry_run_trains_a_couple_of_steps_and_saves_a_checkpoint(dry_runs_at_onc
     assert p.returncode == 0, p.stderr
     assert len(table_from(p.stdout)) == 1
     run_dir = run_dir_from(p.stdout)
-    assert len(checkpoint.read_state(run_dir)) == 1
+    assert len(runs.read_state(run_dir)) == 1
     assert "Training took" in p.stdout and "examples/s" in p.stdout
     assert "Start-up before the first step:" in p.stdout and "TensorFlow import" in p.stdout
     assert " s)" in table_lines(p.stdout)[0]  # each epoch says how long it took
@@ -244,7 +244,7 @@ def test_runs_started_in_the_same_second_get_their_own_folders(tmp_path):
     ]
     for f in folders:
         open(os.path.join(f, "config.json"), "w").write("{}")
-        checkpoint.write_state(f, [os.path.join(f, "model.ckpt-0")])
+        runs.write_state(f, [os.path.join(f, "model.ckpt-0")])
     assert runs.latest_run(str(tmp_path)) == folders[-1]
 
 
@@ -257,7 +257,7 @@ def test_latest_passes_over_run_folders_that_hold_no_checkpoint_yet(tmp_path):
         open(os.path.join(f, "config.json"), "w").write("{}")
     with pytest.raises(RunFolderError, match=r"none of the 2 run folder\(s\) under .* holds a checkpoint yet"):
         runs.latest_run(str(tmp_path))
-    checkpoint.write_state(older, [os.path.join(older, "model.ckpt-0")])
+    runs.write_state(older, [os.path.join(older, "model.ckpt-0")])
     assert runs.latest_run(str(tmp_path)) == older
 
 
@@ -276,9 +276,9 @@ def test_console_script_is_the_same_entry_point(tiny_mnist, tmp_path):
 
 def test_state_file_with_only_the_newest_path_still_names_it(tmp_path):
     (tmp_path / "checkpoint").write_text('model_checkpoint_path: "model.ckpt-3"\n')
-    assert checkpoint.read_state(str(tmp_path)) == [str(tmp_path / "model.ckpt-3")]
+    assert runs.read_state(str(tmp_path)) == [str(tmp_path / "model.ckpt-3")]
     (tmp_path / "checkpoint").write_text('all_model_checkpoint_paths: "model.ckpt-2"\n')
-    assert checkpoint.read_state(str(tmp_path)) == [str(tmp_path / "model.ckpt-2")]
+    assert runs.read_state(str(tmp_path)) == [str(tmp_path / "model.ckpt-2")]
 
 
 @pytest.mark.slow
