@@ -34,7 +34,7 @@ def main():
     tf1 = tf.compat.v1
     split = data.split(data.load(args.data))
     threads = tuple(int(t) for t in args.threads.split(","))
-    h = build_graph(Config(loop="feed_dict"))
+    h = build_graph(Config().replace(loop="feed_dict"))
     sess = tf1.Session(graph=h.graph, config=session_config(threads))
     sess.run(h.init)
     fetches = [h.training_op, h.extra_update_ops, h.loss]

@@ -74,7 +74,7 @@ def xla_loop(split, config, **options):
     from bnmnist.xla_loop import XlaEpochLoop
 
     h = build_graph(config)  # the XLA loop holds its own training set
-    sess = tf.compat.v1.Session(graph=h.graph, config=session_config(config.threads))
+    sess = tf.compat.v1.Session(graph=h.graph, config=session_config(config.run.threads))
     sess.run(h.init)
     loop = type("Loop", (XlaEpochLoop,), options)(sess, h, config, split.train_pixels, split.y_train)
     return loop, loop.compile(split.n_train, config.batch_size)
@@ -105,7 +105,7 @@ def main():
     from bnmnist.trainer import batch_indices
 
     split = data.split(data.load(args.data))
-    config = Config(threads=tuple(int(t) for t in args.threads.split(",")))
+    config = Config().replace(threads=tuple(int(t) for t in args.threads.split(",")))
     loop, compile_s = xla_loop(split, config)
     loop.start_epoch(batch_indices(split.n_train, config.batch_size, np.random.RandomState(42)))
     rows = loop.groups[0][1]
@@ -113,7 +113,7 @@ def main():
     n = min(args.steps, len(rows))
     step_s = _timed(loop.run, 5, n) / (n - 5)
     print(f"compile (a call that runs no step): {compile_s:.2f} s")
-    print(f"training step, XLA loop: {step_s * 1e3:.2f} ms ({n - 5} steps, threads {config.threads})")
+    print(f"training step, XLA loop: {step_s * 1e3:.2f} ms ({n - 5} steps, threads {config.run.threads})")
     n_inputs = len(loop.used_inputs)
     for threads in (1, 2):
         mm = float(

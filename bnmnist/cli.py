@@ -54,11 +54,11 @@ def _default(name):
     """ "default: 20; 40 for plain, selu": the bn preset's value, then each other value with the
     presets that have it."""
     show = (lambda v: ",".join(map(str, v))) if name in ("threads", "hidden") else str
-    base = getattr(PRESETS["bn"], name)
+    base = PRESETS["bn"].value(name)
     others = {}
     for preset, c in PRESETS.items():
-        if getattr(c, name) != base:
-            others.setdefault(show(getattr(c, name)), []).append(preset)
+        if c.value(name) != base:
+            others.setdefault(show(c.value(name)), []).append(preset)
     return "; ".join([f"default: {show(base)}", *(f"{v} for {', '.join(ps)}" for v, ps in others.items())])
 
 
@@ -370,7 +370,7 @@ def _train(t0, cfg, split, info, logdir, resume_dir, args, run):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TensorFlow's start-up chatter
     run_dir = resume_dir
     t_data = time.perf_counter()
-    if cfg.loop == "xla":  # TensorFlow reads where its compile cache is once, when imported
+    if cfg.run.loop == "xla":  # TensorFlow reads where its compile cache is once, when imported
         compile_cache.enable()
     startup = _StartupWithoutCollector()
     try:

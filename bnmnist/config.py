@@ -68,7 +68,28 @@ REUSE_FORMS = (
 
 
 @dataclass(frozen=True)
+class Run:
+    """How bnmnist runs a cell: its loop, threads and checkpoints, none of which the cell says."""
+
+    # "xla": whole epochs of the book's steps compiled by XLA (the book's table, in less time;
+    # the last bits of the variables differ from the per-step loop, see xla_loop.py);
+    # "feed_dict": the book's own loop, one Session call and one feed_dict per step.
+    loop: str = "xla"
+    # (intra-op, inter-op) threads of the Session; 0 = TensorFlow's default. The bn network's
+    # results are the same under any setting; some batch-50 cells' last bits are not.
+    threads: tuple = (1, 2)
+    # Saver's max_to_keep: the newest checkpoints kept in the run folder.
+    keep_checkpoints: int = 5
+
+
+RUN_FIELDS = tuple(f.name for f in dataclasses.fields(Run))
+
+
+@dataclass(frozen=True)
 class Config:
+    """A chapter cell (the network, its training and what it prints) and, in ``run``, how
+    bnmnist runs it. :meth:`replace` and :meth:`value` take either kind of field by name."""
+
     # Which of the chapter's networks these values came from ("bn" or "plain"); recorded in runs.
     preset: str = "bn"
     # 784 pixels in, 10 classes out; the book's two hidden layers in between.
@@ -136,15 +157,8 @@ class Config:
     # The layers from this index on are new and named "new_hidden4", "new_outputs", as the cell
     # that puts them on an imported graph names them (0: no such renaming).
     new_layers_from: int = 0
-    # "xla": whole epochs of the book's steps compiled by XLA (the book's table, in less time;
-    # the last bits of the variables differ from the per-step loop, see xla_loop.py);
-    # "feed_dict": the book's own loop, one Session call and one feed_dict per step.
-    loop: str = "xla"
-    # Saver's max_to_keep: the newest checkpoints kept in the run folder.
-    keep_checkpoints: int = 5
-    # (intra-op, inter-op) threads of the Session; 0 = TensorFlow's default. Speed only: the
-    # float results are the same under any setting.
-    threads: tuple = (1, 2)
+    # How bnmnist runs the cell, which the cell itself does not say.
+    run: Run = Run()
 
     @property
     def layer_sizes(self):
@@ -159,41 +173,51 @@ class Config:
     def to_json(self):
         d = dataclasses.asdict(self)
         d["hidden"] = list(self.hidden)
-        d["threads"] = list(self.threads)
+        d["run"]["threads"] = list(self.run.threads)
         return d
 
     @classmethod
     def from_json(cls, d):
         d = dict(d)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
+        run = dict(d.pop("run", {}))
+        run.update((k, d.pop(k)) for k in RUN_FIELDS if k in d)  # runs saved with one flat record
+        unknown = (set(d) - {f.name for f in dataclasses.fields(cls)}) | (set(run) - set(RUN_FIELDS))
         if unknown:
             raise ConfigError(f"unknown configuration keys {sorted(unknown)}")
-        for key in ("hidden", "threads"):
-            if key in d:
-                d[key] = tuple(d[key])
-        return cls(**d).validated()
+        if "hidden" in d:
+            d["hidden"] = tuple(d["hidden"])
+        if "threads" in run:
+            run["threads"] = tuple(run["threads"])
+        return cls(**d, run=Run(**run)).validated()
 
     def replace(self, **changes):
+        run = {k: changes.pop(k) for k in RUN_FIELDS if k in changes}
+        if run:
+            changes["run"] = dataclasses.replace(changes.get("run", self.run), **run)
         return dataclasses.replace(self, **changes)
+
+    def value(self, name):
+        """The field ``name``, of the cell or of its run."""
+        return getattr(self.run if name in RUN_FIELDS else self, name)
 
     def validated(self, n_train=None):
         """Return self, or raise ConfigError naming the first bad value and what would be valid.
         The only place a value is judged: the command line converts text and leaves the rest here."""
         for name, (_, valid, what) in RULES.items():
-            value = getattr(self, name)
+            value = self.value(name)
             if not valid(value):
                 raise ConfigError(f"{name.replace('_', ' ')} must be {what}, got {value!r}")
         for h in self.hidden:
             if not _positive_int(h):
                 raise ConfigError(f"each hidden layer size must be a positive integer, got {h!r}")
-        if len(self.threads) != 2 or not all(_int(t) and t >= 0 for t in self.threads):
-            raise ConfigError(f"threads must be two non-negative integers (intra, inter), got {self.threads!r}")
+        threads = self.run.threads
+        if len(threads) != 2 or not all(_int(t) and t >= 0 for t in threads):
+            raise ConfigError(f"threads must be two non-negative integers (intra, inter), got {threads!r}")
         for name, value, allowed in (
             ("activation", self.activation, ACTIVATIONS),
             ("initializer", self.initializer, INITIALIZERS),
             ("seeding", self.seeding, SEEDINGS),
-            ("loop", self.loop, LOOPS),
+            ("loop", self.run.loop, LOOPS),
             ("optimizer", self.optimizer, OPTIMIZERS),
             ("l1 form", self.l1_form, L1_FORMS),
             ("max norm form", self.max_norm_form, MAX_NORM_FORMS),
@@ -211,7 +235,7 @@ class Config:
             f"hidden{i}" for i in range(1, len(self.hidden) + 1)
         ]:
             raise ConfigError(f"stop_gradient_after must name a hidden layer, got {self.stop_gradient_after!r}")
-        if self.loop == "xla" and not self.xla_loop_runs_it():
+        if self.run.loop == "xla" and not self.xla_loop_runs_it():
             raise ConfigError(
                 f"the xla loop runs gradient descent without dropout, max-norm, a schedule or reused layers; "
                 f"the {self.preset} network needs --loop feed_dict"
@@ -241,8 +265,8 @@ BOOK_TABLE = [
 # the book's code did (at batch 50 Eigen splits some matmuls by thread, which moves the last bits).
 # gradient_clipping keeps the per-step loop too: the reuse cells start from its weights, and print
 # the book's chain only from the per-step loop's last bits (tests/test_reuse.py).
-_RELU = dict(batch_norm=False, activation="relu", initializer="glorot_uniform", loop="feed_dict", threads=(0, 0))
-_RELU_XLA = dict(_RELU, loop="xla", threads=Config.threads)
+_RELU = dict(batch_norm=False, activation="relu", initializer="glorot_uniform", run=Run("feed_dict", threads=(0, 0)))
+_RELU_XLA = dict(_RELU, run=Run())
 PRESETS = {
     "bn": Config(),
     "plain": Config(

@@ -164,8 +164,8 @@ class BookSteps:
 
 
 def make_steps(sess, h, config, split) -> Steps:
-    """The loop ``config.loop`` names, on the graph ``h`` in ``sess``."""
-    if config.loop == "xla":  # holds its own copy of the training set
+    """The loop ``config.run.loop`` names, on the graph ``h`` in ``sess``."""
+    if config.run.loop == "xla":  # holds its own copy of the training set
         from .xla_loop import XlaEpochLoop
 
         return XlaEpochLoop(sess, h, config, split.train_pixels, split.y_train)

@@ -75,9 +75,9 @@ class TrainingSession:
                 meta = self.saver.export_meta_graph().SerializeToString()
                 atomic.write_bytes_atomic(os.path.join(run_dir, runs.GRAPH_META), meta)
         self.rng = np.random.RandomState(config.seed)  # the book's np.random.seed(42)
-        self.sess = tf1.Session(graph=h.graph, config=session_config(config.threads))
+        self.sess = tf1.Session(graph=h.graph, config=session_config(config.run.threads))
         self.result = Result(run_dir)
-        self.epoch_end = EpochEnd(config, split, self.writer, out, session_config(config.threads))
+        self.epoch_end = EpochEnd(config, split, self.writer, out, session_config(config.run.threads))
         self.t_train = None
 
     def __enter__(self):
@@ -201,7 +201,7 @@ class TrainingSession:
         try:
             self.saver.save(self.sess, prefix, write_meta_graph=False, write_state=False)
             runs.link_meta(self.run_dir, prefix)
-            runs.commit_checkpoint(self.run_dir, prefix, self.config.keep_checkpoints)
+            runs.commit_checkpoint(self.run_dir, prefix, self.config.run.keep_checkpoints)
         except (tf.errors.OpError, OSError, ValueError) as e:
             raise self._write_error(f"the checkpoint of epoch {epoch}", e) from None
         result.checkpoint = prefix

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from bnmnist import cli
-from bnmnist.config import PRESETS, RULES, Config
+from bnmnist.config import PRESETS, RULES, RUN_FIELDS, Config, Run
 from bnmnist.errors import ConfigError
 
 from helpers import ROOT, bad_flag_cases
@@ -25,11 +25,25 @@ def test_every_bad_flag_is_refused_in_one_line_with_exit_2(tiny_mnist, tmp_path,
 
 def test_config_is_the_one_judge_of_values_and_the_flags_use_its_words():
     for name, (_, valid, _what) in RULES.items():
-        assert valid(getattr(Config(), name)), name
+        assert valid(Config().value(name)), name
     with pytest.raises(ConfigError, match=r"momentum must be a number in \[0, 1\), got 1.0"):
         Config(momentum=1.0).validated()
     with pytest.raises(ConfigError, match="learning rate must be a positive finite number"):
         Config(learning_rate=float("nan")).validated()
+
+
+def test_config_keeps_the_cell_apart_from_how_it_is_run():
+    cell = PRESETS["gradient_clipping"]
+    assert cell.run == Run(loop="feed_dict", threads=(0, 0)) and not set(RUN_FIELDS) & set(vars(cell))
+    changed = cell.replace(loop="xla", threads=(1, 1), epochs=3)
+    assert changed.run == Run(loop="xla", threads=(1, 1)) and changed.epochs == 3 and cell.run.loop == "feed_dict"
+    saved = changed.to_json()
+    assert saved["run"] == {"loop": "xla", "threads": [1, 1], "keep_checkpoints": 5} and "loop" not in saved
+    assert Config.from_json(saved) == changed
+    flat = {k: v for k, v in saved.items() if k != "run"} | saved["run"]  # a run folder from before the split
+    assert Config.from_json(flat) == changed
+    with pytest.raises(ConfigError, match="unknown configuration keys"):
+        Config.from_json(saved | {"run": saved["run"] | {"speed": 1}})
 
 
 def test_help_shows_each_default_and_every_preset_that_differs():
