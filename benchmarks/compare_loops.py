@@ -30,7 +30,7 @@ def main():
     logdir = tempfile.mkdtemp(prefix="bnmnist-loops-")
     tables, variables = {}, {}
     for loop in ("xla", "feed_dict"):
-        result = train(Config(epochs=args.epochs, loop=loop), split, runs.new_run_dir(logdir), out=None)
+        result = train(Config().replace(epochs=args.epochs, loop=loop), split, runs.new_run_dir(logdir), out=None)
         tables[loop] = [str(a) for a in result.accuracies]
         reader = tf.train.load_checkpoint(result.checkpoint)
         variables[loop] = {

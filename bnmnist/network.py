@@ -202,12 +202,18 @@ def l1_penalty(config, params):
         for kernel in kernels[1:]:
             total = total + tf.reduce_sum(tf.abs(kernel))
         return config.l1_scale * total
-    terms = []
-    for kernel in kernels:
-        with tf.name_scope("l1_regularizer"):
-            scale = tf.convert_to_tensor(config.l1_scale, dtype=kernel.dtype, name="scale")
-            terms.append(tf.multiply(scale, tf.reduce_sum(tf.abs(kernel))))
-    return terms
+    return [l1_regularizer(config.l1_scale)(kernel) for kernel in kernels]
+
+
+def l1_regularizer(scale, scope=None):
+    """TF 1.x's ``tf.contrib.layers.l1_regularizer``, op for op: ``scale * sum(|weights|)``."""
+
+    def l1(weights):
+        with tf1.name_scope(scope, "l1_regularizer", [weights]) as name:
+            my_scale = tf.convert_to_tensor(scale, dtype=weights.dtype.base_dtype, name="scale")
+            return tf.multiply(my_scale, tf.reduce_sum(tf.abs(weights)), name=name)
+
+    return l1
 
 
 def max_norm_layers(config):

@@ -8,12 +8,20 @@ and the run's whole-process time. ``--markdown docs/chapter11.md`` writes the sa
 
 The notebook is ``11_deep_learning.ipynb``: ``--notebook PATH``, or the one in
 ``$BNMNIST_REFERENCE``.
+
+``--notebook-run`` runs the notebook itself instead, under ``bnmnist.book`` in a checkout's
+layout (its chapter cells, up to the exercises), and sets each cell's values beside the published
+ones and the presets' that ``--markdown``'s file holds from a run of this command without it.
 """
 
 import concurrent.futures
 import os
+import shutil
 import sys
+import tempfile
 import threading
+
+import book_notebooks
 
 from bnmnist import data, runs
 from bnmnist.atomic import read_text
@@ -54,6 +62,12 @@ def main(argv=None):
         help="cap the CPU's instruction set (XLA_FLAGS and ONEDNN_MAX_CPU_ISA) for every run; --markdown "
         "then writes a section of its own, beside the uncapped run's values",
     )
+    ap.add_argument(
+        "--notebook-run",
+        action="store_true",
+        help="run the notebook itself under bnmnist.book (up to its exercises) instead of the presets, and "
+        "write its values beside the published ones and the presets' from --markdown's table",
+    )
     args = ap.parse_args(argv)
     if args.isa:  # the runs inherit it, as a user's would
         os.environ.update(tooling.isa_cap_env(args.isa))
@@ -78,9 +92,15 @@ def main(argv=None):
             folder = os.path.dirname(os.path.abspath(args.markdown))
             runs.make_writable(folder, "the folder of --markdown", "choose a file you can write")
         data.load(args.data)  # bad data is refused once, here
+        if args.notebook_run and not os.path.isfile(os.path.join(os.path.dirname(notebook), book_notebooks.HELPER)):
+            raise BnmnistError(
+                f"--notebook-run needs {book_notebooks.HELPER} beside {notebook}, as a handson-ml checkout has it"
+            )
     except BnmnistError as e:
         print(f"chapter: error: {e}", file=sys.stderr)
         return 2
+    if args.notebook_run:
+        return notebook_run(args, presets, book, notebook)
     print(f"Training {len(presets)} presets, {args.jobs} at a time, in {args.logdir}", flush=True)
     stop_runs_on_signals()  # Ctrl-C and SIGTERM stop every run cleanly
     results, stop = {}, threading.Event()
@@ -133,6 +153,55 @@ def main(argv=None):
                 file=sys.stderr,
             )
             return 4
+        print(f"\nTable written to {args.markdown}")
+    return 0
+
+
+def notebook_run(args, presets, book, notebook):
+    """The notebook, run under bnmnist.book: per preset's cell, the published values, the
+    notebook's own and the preset's (from the uncapped table of ``--markdown``, if any)."""
+    ours = uncapped_table(args.markdown) if args.markdown else {}
+    length = f"n_epochs at most {args.epochs}" if args.epochs else "at full length"
+    print(f"Running {os.path.basename(notebook)} under bnmnist.book ({length}, up to its exercises)", flush=True)
+    folder = tempfile.mkdtemp(prefix="bnmnist-book-")
+    try:
+        if args.data:  # the notebook's load_data() reads the same copy
+            os.environ[data.ENV_VAR] = os.path.abspath(args.data)
+        outcomes, seconds = book_notebooks.run_notebook(notebook, args.epochs, keep=folder, until="# Exercise")
+        ran = os.path.join(folder, os.path.basename(notebook))
+        raised = {r["cell"]: r["error"] for r in outcomes if r["error"]}
+        rows = []
+        for p in presets:
+            cell = tooling.NOTEBOOK_CELLS[p][0]
+            own = {} if cell in raised else tooling.notebook_values(ran, cell + 1)  # after the load_ext cell
+            rows.append((p, cell, book[p], own, ours.get(p, {})))
+    except KeyboardInterrupt as e:
+        print("chapter: stopped; the notebook's run is discarded", file=sys.stderr)
+        return 128 + getattr(e, "signum", 2)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    lines = [
+        f"Measured {tooling.measured_on()}, by `{this_command()}`: the notebook with `%load_ext bnmnist.book` "
+        f"as its first line, {length}, in {seconds:.0f} s; {len(outcomes)} code cells ran, {len(raised)} raised"
+        f"{': ' + ', '.join(f'cell {c} ({e})' for c, e in raised.items()) if raised else ''}. The presets' "
+        "values are the uncapped table's above.",
+    ]
+    for p, cell, published, own, preset in rows:
+        epochs = sorted(set(published) | set(own))
+        same = sum(own.get(e) == published.get(e) for e in epochs if e in own)
+        lines += [
+            "",
+            f"#### {p} (cell {cell}): {same}/{len(own)} of the notebook's own values are the published ones",
+            "",
+        ]
+        lines += ["| epoch | published | notebook, bnmnist.book | preset |", "| --- | --- | --- | --- |"]
+        lines += [f"| {e} | {published.get(e, '')} | {own.get(e, '')} | {preset.get(e, '')} |" for e in epochs]
+    text = "\n".join(lines)
+    print(text)
+    if args.markdown:
+        tooling.write_markdown_section(
+            args.markdown, "chapter-notebook", "### The notebook itself, under bnmnist.book\n\n" + text
+        )
         print(f"\nTable written to {args.markdown}")
     return 0
 
@@ -218,6 +287,11 @@ def write_capped_markdown(args, rows):
 
 def uncapped_values(path):
     """preset -> the values bnmnist printed, from the uncapped section of ``path`` (if any)."""
+    return {preset: list(values.values()) for preset, values in uncapped_table(path).items()}
+
+
+def uncapped_table(path):
+    """preset -> {epoch: the value bnmnist printed}, from the uncapped section of ``path``."""
     text = read_text(path) if os.path.exists(path) else ""
     if "<!-- chapter -->" not in text:
         return {}
@@ -226,7 +300,7 @@ def uncapped_values(path):
         if line.startswith("### "):
             preset = line[4:].strip()
         elif preset and line.startswith("| ") and line.split("|")[1].strip().isdigit():
-            values.setdefault(preset, []).append(line.split("|")[3].strip().rstrip(" *"))
+            values.setdefault(preset, {})[int(line.split("|")[1])] = line.split("|")[3].strip().rstrip(" *")
     return values
 
 

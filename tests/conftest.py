@@ -10,7 +10,7 @@ import pytest
 # the helper scripts' shared module (scripts/tooling.py), which the tests check too
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts"))
 
-from helpers import run_dir_from, run_train, run_train_at_once, synthetic_mnist, write_idx
+from helpers import ROOT, run_dir_from, run_train, run_train_at_once, synthetic_mnist, write_idx
 
 
 def pytest_configure(config):
@@ -147,3 +147,24 @@ def six_epoch_run(tiny_mnist, tmp_path_factory):
     )
     assert p.returncode == 0, p.stderr
     return p
+
+
+@pytest.fixture(scope="session")
+def chapter_first_epoch(mnist_dir, book_notebook, tmp_path_factory):
+    """``scripts/chapter.py --epochs 1`` over every chapter preset but bn (the reuse cells from a
+    one-epoch gradient_clipping run): its stdout and its Markdown."""
+    import subprocess
+
+    import tooling
+
+    folder = tmp_path_factory.mktemp("chapter")
+    markdown = folder / "chapter11.md"
+    presets = [p for p in tooling.NOTEBOOK_CELLS if p != "bn"]
+    p = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "scripts", "chapter.py"), "--data", mnist_dir, "--epochs", "1",
+         "--presets", ",".join(presets), "--logdir", str(folder / "logs"), "--notebook", book_notebook,
+         "--markdown", str(markdown)],
+        capture_output=True, text=True, timeout=1800,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr[-2000:]
+    return p.stdout, markdown.read_text()

@@ -297,3 +297,11 @@ def op_seeds(graph):
                 if node.op == "RandomUniform":
                     seeds[op.name.rsplit("/", 2)[-2]] = node.attr["seed2"].i
     return dict(sorted(seeds.items(), key=lambda item: item[1]))
+
+
+def chapter_epoch_0(stdout, preset):
+    """The epoch-0 value bnmnist printed for ``preset`` in ``scripts/chapter.py``'s table."""
+    import tooling
+
+    cell = tooling.NOTEBOOK_CELLS[preset][0]
+    return re.search(rf"^{preset} \(cell {cell}, .*\n.*\n.*\n  bnmnist +([0-9.]+)", stdout, re.M).group(1)

@@ -21,7 +21,7 @@ from bnmnist.graph import build_graph, set_input_statistics
 from bnmnist.trainer import train
 
 import tooling
-from helpers import ROOT, assert_full_disk_said_in_one_line, fill_disk, tmpfs
+from helpers import ROOT, assert_full_disk_said_in_one_line, chapter_epoch_0, fill_disk, tmpfs
 
 tf1 = tf.compat.v1
 CHAPTER = [p for p in tooling.NOTEBOOK_CELLS if p not in ("bn", "plain") and not PRESETS[p].reuse]
@@ -293,21 +293,6 @@ def book_code_first_epoch(mnist_dir, book_notebook, notebook_cells, tmp_path_fac
         return dict(pool.map(run, sorted({section for section, _ in BOOK_CODE.values()})))
 
 
-@pytest.fixture(scope="module")
-def chapter_first_epoch(mnist_dir, book_notebook, tmp_path_factory):
-    """scripts/chapter.py --epochs 1 over the chapter presets: its stdout and its Markdown."""
-    folder = tmp_path_factory.mktemp("chapter")
-    markdown = folder / "chapter11.md"
-    p = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "scripts", "chapter.py"), "--data", mnist_dir, "--epochs", "1",
-         "--presets", ",".join(CHAPTER), "--logdir", str(folder / "logs"), "--notebook", book_notebook,
-         "--markdown", str(markdown)],
-        capture_output=True, text=True, timeout=1200,
-    )  # fmt: skip
-    assert p.returncode == 0, p.stderr[-2000:]
-    return p.stdout, markdown.read_text()
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("preset", CHAPTER)
 def test_initial_variables_equal_the_book_codes_under_tf1_seeds_bit_for_bit(preset, book_code_first_epoch):
@@ -332,10 +317,7 @@ def test_each_preset_prints_what_the_books_own_code_prints_at_epoch_0(
     section, _ = BOOK_CODE[preset]
     cell = tooling.NOTEBOOK_CELLS[preset][0]
     book = re.search(rf"^cell {cell}: 0:([0-9.]+)/", book_code_first_epoch[section][0], re.M).group(1)
-    ours = re.search(rf"^{preset} \(cell {cell}, .*\n.*\n.*\n  bnmnist +([0-9.]+)", chapter_first_epoch[0], re.M).group(
-        1
-    )
-    assert ours == book
+    assert chapter_epoch_0(chapter_first_epoch[0], preset) == book
 
 
 def test_the_measured_on_line_names_the_instruction_set_its_caps_and_whether_onednn_is_on(monkeypatch):

@@ -83,9 +83,11 @@ def test_every_shell_and_python_example_runs_as_written(project, tmp_path):
             ran.append((heading, p.stdout))
     commands = [what for what, _ in ran]
     assert "python scripts/train.py --data ../shared/data/mnist" in commands
-    assert sum(c.startswith("export BNMNIST_") for c in commands) == 2
+    assert sum(c.startswith("export BNMNIST_") for c in commands) == 3  # the test section's two, the book's one
     assert any(c.startswith("jupyter nbconvert --to notebook --execute") for c in commands)
-    assert {"Restore", "The book's recipe", "Export"} <= set(commands)
+    assert {"Restore", "The book's recipe", "Export", "The book's notebooks, Run All"} <= set(commands)
+    book = next(out for what, out in ran if what == "The book's notebooks, Run All")
+    assert book.splitlines() == ["keras.datasets.mnist.load_data() reads ../shared/data/mnist", "[]"]
     assert (project / "notebooks" / "restore_checkpoint.executed.ipynb").exists()
     # the README's sample output has the shape of what the current code prints
     train_output = next(out for what, out in ran if what.startswith("python scripts/train.py"))

@@ -91,7 +91,7 @@ def test_xla_loop_and_per_step_loops_print_the_same_table(mnist_dir, tmp_path):
         trainer.STEPS_PER_CALL = kwargs.pop("steps_per_call", None)
         run_dir = runs.new_run_dir(str(tmp_path))
         try:
-            result = train(Config(epochs=2, **kwargs), split, run_dir, out=None)
+            result = train(Config().replace(epochs=2, **kwargs), split, run_dir, out=None)
         finally:
             trainer.STEPS_PER_CALL = None
         return [str(a) for a in result.accuracies], final_variables(run_dir)
