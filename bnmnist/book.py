@@ -23,7 +23,8 @@ from .data import ENV_VAR
 from .errors import BnmnistError
 
 SUPPORTED_TF = ((2, 20), (2, 21))  # the versions pyproject.toml allows and the suite runs on
-PIECES = ("tf1_seeds", "tf1_import", "contrib", "numpy_names", "mnist")
+PIECES = ("tf1_seeds", "tf1_import", "contrib", "input_data", "numpy_names", "mnist")
+INPUT_DATA = "tensorflow.examples.tutorials.mnist"  # TF 1.x's MNIST reader, which chapters 13-16 use
 # Aliases NumPy removed (in 2.0; np.int and the other builtins in 1.24), each the very object it
 # named: a NumPy name, or a Python builtin.
 NUMPY_NAMES = {
@@ -151,6 +152,106 @@ def _variance_scaling_initializer(tf1):
     return variance_scaling_initializer
 
 
+class DataSet:
+    """TF 1.x's ``input_data`` data set, its NumPy calls in its order: images scaled by
+    ``1.0 / 255.0`` and flattened, shuffled by ``numpy.random`` at each epoch's start."""
+
+    def __init__(self, images, labels, dtype=None, reshape=True, seed=None):
+        import numpy as np
+        from tensorflow.python.framework import random_seed
+
+        seed1, seed2 = random_seed.get_seed(seed)
+        np.random.seed(seed1 if seed is None else seed2)
+        self._num_examples = images.shape[0]
+        if reshape:
+            images = images.reshape(images.shape[0], images.shape[1] * images.shape[2])
+        if dtype is None or getattr(dtype, "name", dtype) == "float32":
+            images = np.multiply(images.astype(np.float32), 1.0 / 255.0)
+        self._images, self._labels = images, labels
+        self._epochs_completed = self._index_in_epoch = 0
+
+    images = property(lambda self: self._images)
+    labels = property(lambda self: self._labels)
+    num_examples = property(lambda self: self._num_examples)
+    epochs_completed = property(lambda self: self._epochs_completed)
+
+    def next_batch(self, batch_size, fake_data=False, shuffle=True):  # noqa: ARG002 (TF1's signature)
+        import numpy as np
+
+        start = self._index_in_epoch
+        if self._epochs_completed == 0 and start == 0 and shuffle:
+            self._shuffle(np)
+        if start + batch_size <= self._num_examples:
+            self._index_in_epoch += batch_size
+            return self._images[start : self._index_in_epoch], self._labels[start : self._index_in_epoch]
+        self._epochs_completed += 1
+        rest = self._images[start:], self._labels[start:]
+        if shuffle:
+            self._shuffle(np)
+        self._index_in_epoch = end = batch_size - len(rest[0])
+        return np.concatenate((rest[0], self._images[:end])), np.concatenate((rest[1], self._labels[:end]))
+
+    def _shuffle(self, np):
+        perm = np.arange(self._num_examples)
+        np.random.shuffle(perm)
+        self._images, self._labels = self._images[perm], self._labels[perm]
+
+
+def _read_data_sets(path):
+    def read_data_sets(  # TF1's signature; fake data and downloads from source_url are not offered
+        train_dir,
+        fake_data=False,  # noqa: ARG001
+        one_hot=False,
+        dtype=None,
+        reshape=True,
+        validation_size=5000,
+        seed=None,
+        source_url=None,  # noqa: ARG001
+    ):
+        """TF 1.x's ``input_data.read_data_sets``, from the book's MNIST copy (bnmnist.book): the
+        local path enable() was given, else ``train_dir`` if it holds the four files, else
+        bnmnist's sources (``BNMNIST_DATA``, the Keras cache, a download)."""
+        import numpy as np
+
+        from . import data
+
+        local = path or (train_dir if _has_idx(train_dir) else None)
+        mnist = data.load(local)
+        x_train, y_train = mnist.x_train[..., None], mnist.y_train
+        if not 0 <= validation_size <= len(x_train):
+            raise ValueError(f"Validation size should be between 0 and {len(x_train)}. Received: {validation_size}.")
+
+        def labels(y):
+            return np.eye(10)[y] if one_hot else y
+
+        options = dict(dtype=dtype, reshape=reshape, seed=seed)
+        return types.SimpleNamespace(
+            train=DataSet(x_train[validation_size:], labels(y_train[validation_size:]), **options),
+            validation=DataSet(x_train[:validation_size], labels(y_train[:validation_size]), **options),
+            test=DataSet(mnist.x_test[..., None], labels(mnist.y_test), **options),
+        )
+
+    return read_data_sets
+
+
+def _has_idx(folder):
+    from .data import IDX_FILES
+
+    return all(os.path.exists(os.path.join(folder, name + ".gz")) for name in IDX_FILES.values())
+
+
+def _input_data_modules(path):
+    """``tensorflow.examples.tutorials.mnist`` and its ``input_data``, as importable modules."""
+    names = ["tensorflow.examples", "tensorflow.examples.tutorials", INPUT_DATA, INPUT_DATA + ".input_data"]
+    modules = {name: types.ModuleType(name, "TF 1.x's MNIST reader (bnmnist.book)") for name in names}
+    for parent, child in zip(names, names[1:]):
+        modules[parent].__path__ = []
+        setattr(modules[parent], child.rsplit(".", 1)[1], modules[child])
+    modules[names[-1]].read_data_sets = _read_data_sets(path)
+    modules[names[-1]].DataSet = DataSet
+    return modules
+
+
 def _mnist_modules():
     """Keras's ``datasets.mnist`` modules whose ``load_data`` the notebooks can reach."""
     import tensorflow as tf
@@ -178,6 +279,7 @@ def enable(
     tf1_seeds: bool = True,
     tf1_import: bool = True,
     contrib: bool = True,
+    input_data: bool = True,
     numpy_names: bool = True,
     mnist: bool = True,
     ipython=None,
@@ -214,6 +316,13 @@ def enable(
         tf1.contrib = _contrib(tf1)
         names = [f"layers.{n}" for n in vars(tf1.contrib.layers)]
         _on["contrib"] = f"tf.contrib.{', '.join(names)}, as TF 1.x built them"
+    if input_data and "input_data" not in _on:
+        modules = _input_data_modules(path)
+        sys.modules.update(modules)
+        _on["input_data"] = (
+            f"{INPUT_DATA}.input_data, TF 1.x's MNIST reader, reading {path or 'bnmnist.data.load()'}",
+            modules,
+        )
     if numpy_names and "numpy_names" not in _on:
         import numpy as np
 
@@ -268,7 +377,10 @@ def disable(*pieces: str) -> list[str]:
                 ipython.input_transformers_cleanup.remove(_tf1_cell)
             import tensorflow as tf
 
-            tf.compat.v1.enable_v2_behavior()
+            try:
+                tf.compat.v1.enable_v2_behavior()
+            except ValueError:  # TensorFlow goes back to eager execution only before any graph ran
+                kept.append("graph mode stays on: a graph has been used (restart the kernel for TF 2's eager mode)")
             kept.append(
                 "names already bound by `import tensorflow as tf` stay tensorflow.compat.v1, in the "
                 "notebook and in modules imported from its folder (restart the kernel to drop them)"
@@ -277,6 +389,9 @@ def disable(*pieces: str) -> list[str]:
             import tensorflow as tf
 
             del tf.compat.v1.contrib
+        elif piece == "input_data":
+            for name in done[1]:
+                sys.modules.pop(name, None)
         elif piece == "numpy_names":
             import numpy as np
 

@@ -103,7 +103,9 @@ def execute(path: str, epochs: int | None = None, until: str | None = None, time
 
 
 def stream(cell):
-    return "".join("".join(o.get("text", "")) for o in cell.get("outputs", []) if o.get("output_type") == "stream")
+    """The cell's printed text as a reader sees it: a line ends at its last carriage return."""
+    text = "".join("".join(o.get("text", "")) for o in cell.get("outputs", []) if o.get("output_type") == "stream")
+    return "\n".join(line.rsplit("\r", 1)[-1] for line in text.split("\n"))
 
 
 def epoch_0(cell):

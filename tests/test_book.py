@@ -107,9 +107,25 @@ def test_every_piece_is_on_after_enable_and_off_after_disable(tiny_mnist, tmp_pa
         mnist = data.load()
         for ours, theirs in ((x_train, mnist.x_train), (y_train, mnist.y_train), (x_test, mnist.x_test)):
             assert ours.dtype == theirs.dtype == np.uint8 and (ours == theirs).all()
+        from tensorflow.examples.tutorials.mnist import input_data  # TF 1.x's reader, gone from TF 2
+        sets = input_data.read_data_sets("/tmp/no-such-folder/")
+        assert [len(sets.train.images), len(sets.validation.images), len(sets.test.labels)] == [1000, 5000, 1000]
+        assert sets.train.images.dtype == np.float32 and sets.train.images.shape[1] == 784
+        expected = mnist.x_train[5000:].reshape(-1, 784).astype(np.float32) * np.float32(1 / 255)
+        np.testing.assert_array_equal(sets.train.images, expected)
+        np.random.seed(7)
+        perm = np.arange(1000)
+        np.random.shuffle(perm)  # the first epoch's order, then the next epoch's for the wrap-around
+        np.random.seed(7)
+        first = [sets.train.next_batch(300)[1] for _ in range(3)]
+        np.testing.assert_array_equal(np.concatenate(first), mnist.y_train[5000:][perm[:900]])
+        wrapped = sets.train.next_batch(300)[1]
+        assert len(wrapped) == 300 and (wrapped[:100] == mnist.y_train[5000:][perm[900:]]).all()
+        assert sets.train.epochs_completed == 1
         kept = book.disable()
         assert all(state == "off" for state in book.status().values()), book.status()
-        assert not hasattr(np, "infty") and not hasattr(tf1, "contrib") and tf1.executing_eagerly()
+        assert not hasattr(np, "infty") and not hasattr(tf1, "contrib")
+        assert "tensorflow.examples.tutorials.mnist" not in sys.modules
         assert tf1.keras.datasets.mnist.load_data.__module__.endswith("datasets.mnist")
         assert not any(type(f).__name__ == "_TF1Finder" for f in sys.meta_path)
         print(len(kept))
@@ -118,10 +134,28 @@ def test_every_piece_is_on_after_enable_and_off_after_disable(tiny_mnist, tmp_pa
         env={"BNMNIST_DATA": tiny_mnist},
     )
     assert p.returncode == 0, p.stderr[-3000:]
-    assert p.stdout.strip() == "2"
+    assert p.stdout.strip() == "3"
     said = [line for line in p.stderr.splitlines() if line.startswith("bnmnist.book: ")]
-    assert len(said) == 2 and "stay tensorflow.compat.v1" in said[1], p.stderr[-2000:]
+    assert len(said) == 3 and "graph mode stays on" in said[1] and "stay tensorflow.compat.v1" in said[2], p.stderr
+
     assert not os.path.exists(tmp_path / "__pycache__"), "the rewritten module must not be cached"
+
+
+@pytest.mark.slow
+def test_disable_before_any_graph_ran_gives_back_tf2s_eager_mode(tmp_path):
+    p = python(
+        """
+        import bnmnist.book as book
+        book.enable(mnist=False)
+        import tensorflow as tf
+        assert not tf.executing_eagerly() and book.status()["mnist"] == "off"
+        book.disable()
+        print(tf.executing_eagerly())
+        """,
+        cwd=tmp_path,
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.stdout.strip() == "True" and "graph mode stays on" not in p.stderr
 
 
 @pytest.mark.slow
