@@ -21,14 +21,13 @@ import sys
 import tempfile
 import threading
 
-import book_notebooks
-
 from bnmnist import data, runs
 from bnmnist.atomic import read_text
 from bnmnist.cli import path_arg
 from bnmnist.config import PRESETS
 from bnmnist.errors import BnmnistError
 
+import book_notebooks
 import tooling
 from child_runs import report_interrupted, stop_runs_on_signals, train_run
 from tooling import ScriptParser, positive_int

@@ -3,16 +3,17 @@ change TensorFlow's and NumPy's global state), the refusals in one line, and cha
 notebook, Run All, against the published values and bnmnist's presets (slow)."""
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
 
-import book_notebooks
 import pytest
 
 from bnmnist import book
 from bnmnist.config import PRESETS
 
+import book_notebooks
 import tooling
 from helpers import ROOT, chapter_epoch_0, run_train, table_from
 
@@ -34,6 +35,16 @@ def test_only_import_tensorflow_as_tf_lines_are_rebound():
         "import tensorflow\nimport tensorflow as tfx\n"
     )
     assert book.tf1_source("x = 'import tensorflow as tf'\n") == "x = 'import tensorflow as tf'\n"
+
+
+def test_the_book_extra_installs_what_the_chapters_import():
+    import tomllib
+
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        extras = tomllib.load(f)["project"]["optional-dependencies"]
+    names = {re.split(r"[<>=\[ ]", spec)[0] for spec in extras["book"] + extras["notebook"]}
+    assert {"tf-keras", "scipy", "scikit-learn", "matplotlib", "jupyterlab", "nbclient", "ipykernel"} <= names
+    assert "bnmnist[notebook]" in extras["book"] and "bnmnist[book,progress]" in extras["dev"]
 
 
 def test_importing_the_module_changes_nothing():

@@ -432,3 +432,28 @@ def test_a_capped_chapter_run_is_written_beside_the_uncapped_values_it_is_compar
     assert "<!-- chapter -->" in text and "<!-- chapter-SSE4_2 -->" in text  # the uncapped values stay
     assert "| `bn` | 2/2 | 0.0002 | 2/2 |" in text and "| `plain` | 1/2 | 0.0002 | 1/2 |" in text
     assert "`ONEDNN_MAX_CPU_ISA=SSE41`" in text
+
+
+@pytest.mark.slow
+def test_notebook_run_sets_the_notebooks_own_values_beside_the_published_and_the_presets(
+    mnist_dir, book_notebook, tmp_path
+):
+    markdown = tmp_path / "chapter11.md"
+    shutil.copy(os.path.join(ROOT, "docs", "chapter11.md"), markdown)  # with the presets' table
+    before = markdown.read_text()
+    p = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "scripts", "chapter.py"), "--notebook-run", "--epochs", "1",
+         "--data", mnist_dir, "--notebook", book_notebook, "--markdown", str(markdown)],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr[-2000:]
+    text = markdown.read_text()
+    start, end = "<!-- chapter-notebook -->", "<!-- /chapter-notebook -->"
+    section = text.split(start)[1].split(end)[0]
+    outside = text.split(start)[0] + text.split(end)[1]
+    assert outside.strip() == re.sub(rf"{start}.*{end}\n?", "", before, flags=re.S).strip()  # the rest is kept
+    assert ", 0 raised." in section and "%load_ext bnmnist.book" in section
+    for preset, (cell, _) in tooling.NOTEBOOK_CELLS.items():
+        assert f"#### {preset} (cell {cell}): " in section
+    # bn and l1 are exact on every CPU: published, the notebook's own run and the preset agree
+    assert "| 0 | 0.8952 | 0.8952 | 0.8952 |" in section and "| 0 | 0.831 | 0.831 | 0.831 |" in section
