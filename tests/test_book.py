@@ -47,6 +47,33 @@ def test_the_book_extra_installs_what_the_chapters_import():
     assert "bnmnist[notebook]" in extras["book"] and "bnmnist[book,progress]" in extras["dev"]
 
 
+def test_a_printed_line_matches_the_published_one_to_the_digits_published():
+    same = book_notebooks.same_values
+    assert same(
+        "0 Train accuracy: 0.973333 Test accuracy: 0.9334", "0 Train accuracy: 0.97333336 Test accuracy: 0.9334"
+    )
+    assert not same("0\tValidation loss: 0.674618\tAccuracy: 80.67%", "0\tValidation loss: 0.674608\tAccuracy: 80.67%")
+    assert not same("0 Validation accuracy: 0.8952", None) and not same("0 MSE: 1.5", "0 MSE: 1.5 2")
+
+
+def test_the_notebook_copy_gets_the_one_line_and_only_the_shortening_asked_for():
+    nb = {
+        "cells": [
+            {"cell_type": "code", "source": "n_epochs = 20\nfit(n_epochs=1000, n_iter=50)", "outputs": [1]},
+            {"cell_type": "markdown", "source": "# Exercise solutions"},
+            {"cell_type": "code", "source": "n_epochs = 1000", "outputs": []},
+        ]
+    }
+    full = book_notebooks.prepared(nb)
+    assert full["cells"][0]["source"] == "%load_ext bnmnist.book" and full["cells"][1]["outputs"] == []
+    assert full["cells"][1]["source"] == nb["cells"][0]["source"] and len(full["cells"]) == 4
+    short = book_notebooks.prepared(nb, epochs=1, until="# Exercise")
+    assert [c["source"] for c in short["cells"]] == [
+        "%load_ext bnmnist.book",
+        "n_epochs = 1\nfit(n_epochs=1, n_iter=1)",
+    ]
+
+
 def test_importing_the_module_changes_nothing():
     p = python(
         """
