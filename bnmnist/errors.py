@@ -2,12 +2,16 @@
 
 The command line turns any of them into that line on stderr and an exit code (2 for bad input,
 3 for divergence, 4 when a run's files could not be written), with no traceback;
-notebook users see them as ordinary exceptions (``ValueError`` subclasses where the input is bad).
+in a notebook they are ordinary exceptions (``ValueError`` subclasses where the input is bad) that
+Jupyter shows as that one line.
 """
 
 
 class BnmnistError(Exception):
     """Base class: a problem the user can fix; ``str(err)`` is the whole message."""
+
+    def _render_traceback_(self):  # IPython and Jupyter show this line instead of a traceback
+        return [f"{type(self).__name__}: {self}"]
 
 
 class ConfigError(BnmnistError, ValueError):

@@ -211,6 +211,16 @@ def test_load_ext_in_ipython_rebinds_cells_and_refuses_a_late_load_in_one_line(t
     assert p.returncode == 0, p.stderr[-3000:]
     assert "WARNING:tensorflow" not in p.stdout + p.stderr  # nothing a reader would take for a fault
     assert "bound tensorflow.compat.v1 False" in p.stdout and "placeholder Placeholder" in p.stdout
+    bad = python(
+        """
+        from IPython.core.interactiveshell import InteractiveShell
+        ip = InteractiveShell.instance()
+        ip.run_cell("import bnmnist; bnmnist.data.load('no/such/mnist')")
+        """,
+        cwd=tmp_path,
+    )
+    assert bad.returncode == 0 and "Traceback" not in bad.stdout + bad.stderr, bad.stdout
+    assert "DataError: no/such/mnist: no such file or folder; " in bad.stdout  # one line, as Jupyter shows it
     late = python(
         """
         from IPython.core.interactiveshell import InteractiveShell
