@@ -3,9 +3,10 @@
 It gives the book's TF1 code what TF 1.x gave it, piece by piece (:data:`PIECES`), each exact:
 TF1's op seeds (:mod:`bnmnist.seeds`); ``import tensorflow as tf`` in the notebook's cells and in
 the modules of its folder bound to ``tensorflow.compat.v1`` in graph mode; the ``tf.contrib``
-names the chapters use, built op for op as TF 1.x built them; the NumPy names NumPy 2 removed; and
-``keras.datasets.mnist.load_data()`` served from ``BNMNIST_DATA`` for offline readers. Importing
-this module changes nothing; :func:`enable` does, and :func:`disable` undoes what it can.
+names the chapters use, built op for op as TF 1.x built them; TF 1.x's ``input_data`` MNIST
+reader; the NumPy names NumPy removed; and ``keras.datasets.mnist.load_data()`` served from
+``BNMNIST_DATA`` for offline readers. Importing this module changes nothing; :func:`enable` does,
+and :func:`disable` undoes what it can. docs/book.md lists what the notebooks need beyond it.
 """
 
 from __future__ import annotations
@@ -32,8 +33,6 @@ NUMPY_NAMES = {
     "float_": "float64", "complex_": "complex128", "unicode_": "str_", "string_": "bytes_",
     "int": int, "float": float, "bool": bool, "object": object, "str": str, "complex": complex,
 }  # fmt: skip
-# tf.contrib names of the first edition's notebooks that bnmnist.book does not provide (docs/book.md)
-CONTRIB_MISSING = ("rnn.OutputProjectionWrapper", "legacy_seq2seq.embedding_rnn_seq2seq")
 _TF1_IMPORT = re.compile(r"^(\s*)import\s+tensorflow\s+as\s+tf\b(?!\.)")
 _on = {}  # piece -> what enable() did, for status() and disable()
 
@@ -69,12 +68,16 @@ class _TF1Finder:
         self.folder = os.path.realpath(folder)
 
     def find_spec(self, fullname, path=None, target=None):  # noqa: ARG002 (the finder protocol)
-        where = [self.folder] if path is None else [p for p in path if os.path.realpath(p).startswith(self.folder)]
+        where = [self.folder] if path is None else [p for p in path if _inside(os.path.realpath(p), self.folder)]
         spec = importlib.machinery.PathFinder.find_spec(fullname, where) if where else None
         if spec is None or not (spec.origin or "").endswith(".py"):
             return None
         spec.loader = _TF1Loader(fullname, spec.origin)
         return spec
+
+
+def _inside(path, folder):
+    return path == folder or path.startswith(folder + os.sep)
 
 
 def _check_tensorflow(namespace):

@@ -119,6 +119,9 @@ def test_a_missing_data_copy_and_an_unknown_piece_are_refused_in_one_line(tmp_pa
 @pytest.mark.slow
 def test_every_piece_is_on_after_enable_and_off_after_disable(tiny_mnist, tmp_path):
     (tmp_path / "helper.py").write_text("import tensorflow as tf\n")
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    (tmp_path / "pkg" / "mod.py").write_text("import tensorflow as tf\n")
     p = python(
         """
         import sys, numpy as np
@@ -127,8 +130,9 @@ def test_every_piece_is_on_after_enable_and_off_after_disable(tiny_mnist, tmp_pa
         book.enable()
         import tensorflow as tf1  # what the book's `import tensorflow as tf` gets
         tf1 = tf1.compat.v1
-        import helper
-        assert helper.tf is tf1 and not tf1.executing_eagerly()
+        import helper, pkg.mod, colorsys  # the folder's modules, and one from elsewhere
+        assert helper.tf is tf1 and pkg.mod.tf is tf1 and not tf1.executing_eagerly()
+        assert type(colorsys.__spec__.loader).__name__ == "SourceFileLoader"
         assert all(state != "off" for state in book.status().values()), book.status()
         assert np.infty is np.inf and np.NaN is np.nan and np.float_ is np.float64 and np.int is int
         with tf1.Graph().as_default() as g:
