@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import json
 import os
 import re
 import tempfile
-
-import numpy as np
 
 from .atomic import link_or_copy, read_json, write_bytes_atomic, write_json_atomic
 from .config import load_config
@@ -448,32 +445,3 @@ def first_line(e):
         if line.strip() and not line[0].isspace() and not line.startswith(_TF_NOISE)
     ]
     return (causes or lines or [type(e).__name__])[0][:300]
-
-
-def verify_newest(run_dir, n_variables=None):
-    """Epochs saved in the newest checkpoint the run's state file names (None when it names
-    none), after reading every tensor in it. Raises :class:`CheckpointError` if that checkpoint
-    is incomplete, unreadable, not finite, or not the epoch its run state says: what a crash must
-    never leave behind."""
-    import tensorflow as tf
-
-    prefixes = read_state(run_dir)
-    if not prefixes:
-        return None
-    prefix = prefixes[-1]
-    try:
-        reader = tf.train.load_checkpoint(prefix)
-        values = {n: reader.get_tensor(n) for n, _ in tf.train.list_variables(prefix)}
-        state = json.loads(values.pop("run_state"))
-    except (tf.errors.OpError, ValueError, KeyError) as e:
-        raise CheckpointError(f"{prefix}: unreadable checkpoint ({first_line(e)})") from None
-    problems = [n for n, v in values.items() if not np.all(np.isfinite(v))]
-    if n_variables is not None and len(values) != n_variables:
-        problems.append(f"{len(values)} variables, expected {n_variables}")
-    if checkpoint_epoch(prefix) != state["epoch"] - 1:
-        problems.append(f"its run state says epoch {state['epoch'] - 1}")
-    if not os.path.exists(prefix + ".meta"):
-        problems.append("no .meta file")
-    if problems:
-        raise CheckpointError(f"{prefix}: {'; '.join(problems)}")
-    return state["epoch"]

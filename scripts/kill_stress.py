@@ -7,6 +7,7 @@ runs 20 kills; run more by hand:
     python scripts/kill_stress.py --data ../shared/data/mnist --kills 200
 """
 
+import json
 import os
 import random
 import subprocess
@@ -17,11 +18,37 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 TRAIN_SCRIPT = os.path.join(HERE, "train.py")
 
 
-def newest_checkpoint_epochs(run_dir):
-    """Epochs saved in the newest checkpoint (None if none), after reading every tensor in it."""
-    from bnmnist.runs import verify_newest
+def newest_checkpoint_epochs(run_dir, n_variables=18):
+    """Epochs saved in the newest checkpoint the run's state file names (None when it names none),
+    after reading every tensor in it (the book's network has 18 variables). Raises
+    :class:`CheckpointError` if that checkpoint is incomplete, unreadable, not finite, or not the
+    epoch its run state says: what a crash must never leave behind."""
+    import numpy as np
+    import tensorflow as tf
 
-    return verify_newest(run_dir, n_variables=18)
+    from bnmnist.errors import CheckpointError
+    from bnmnist.runs import checkpoint_epoch, first_line, read_state
+
+    prefixes = read_state(run_dir)
+    if not prefixes:
+        return None
+    prefix = prefixes[-1]
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        values = {n: reader.get_tensor(n) for n, _ in tf.train.list_variables(prefix)}
+        state = json.loads(values.pop("run_state"))
+    except (tf.errors.OpError, ValueError, KeyError) as e:
+        raise CheckpointError(f"{prefix}: unreadable checkpoint ({first_line(e)})") from None
+    problems = [n for n, v in values.items() if not np.all(np.isfinite(v))]
+    if n_variables is not None and len(values) != n_variables:
+        problems.append(f"{len(values)} variables, expected {n_variables}")
+    if checkpoint_epoch(prefix) != state["epoch"] - 1:
+        problems.append(f"its run state says epoch {state['epoch'] - 1}")
+    if not os.path.exists(prefix + ".meta"):
+        problems.append("no .meta file")
+    if problems:
+        raise CheckpointError(f"{prefix}: {'; '.join(problems)}")
+    return state["epoch"]
 
 
 def kill_at_random_moments(data, logdir, n_kills, seed=0, max_delay=0.8, log=None):

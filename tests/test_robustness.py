@@ -21,7 +21,6 @@ from bnmnist import atomic, data, runs
 from bnmnist.atomic import read_json
 from bnmnist.config import Config
 from bnmnist.errors import NumericalError, RunFolderError
-from bnmnist.runs import verify_newest
 from bnmnist.trainer import train
 
 from helpers import (
@@ -39,11 +38,7 @@ from helpers import (
     tmpfs,
     train_env,
 )
-
-
-def newest_checkpoint_epochs(run_dir):
-    return verify_newest(run_dir, n_variables=18)  # the book's network
-
+from kill_stress import newest_checkpoint_epochs
 
 pytestmark = pytest.mark.slow  # whole runs killed, resumed and refused, in processes
 
