@@ -103,14 +103,8 @@ def execute(path: str, epochs: int | None = None, until: str | None = None, time
     return json.loads(nbformat.writes(nb))
 
 
-def stream(cell):
-    """The cell's printed text as a reader sees it: a line ends at its last carriage return."""
-    text = "".join("".join(o.get("text", "")) for o in cell.get("outputs", []) if o.get("output_type") == "stream")
-    return "\n".join(line.rsplit("\r", 1)[-1] for line in text.split("\n"))
-
-
 def epoch_0(cell):
-    m = EPOCH_0.search(stream(cell))
+    m = EPOCH_0.search(tooling.printed_text(cell))
     return m.group(0).strip() if m else None
 
 

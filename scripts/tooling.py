@@ -77,15 +77,20 @@ def positive_int(text):
 _PRINTED = re.compile(r"^(\d+) .*?Validation accuracy: ([0-9.]+)", re.M)
 
 
+def printed_text(cell):
+    """A notebook cell's printed text as a reader sees it: a line ends at its last carriage return."""
+    text = "".join("".join(o.get("text", "")) for o in cell.get("outputs", []) if o.get("output_type") == "stream")
+    return "\n".join(line.rsplit("\r", 1)[-1] for line in text.split("\n"))
+
+
 def notebook_values(notebook, cell):
     """Epoch -> the validation accuracy the notebook's ``cell`` printed, as printed (a string)."""
     try:
         with open(notebook, encoding="utf-8") as f:
             cells = json.load(f)["cells"]
-        outputs = cells[cell].get("outputs", [])
+        printed = printed_text(cells[cell])
     except (OSError, ValueError, KeyError, IndexError) as e:
         raise RunFolderError(f"{notebook} is not the chapter's notebook ({e}); pass 11_deep_learning.ipynb") from None
-    printed = "".join("".join(o.get("text", "")) for o in outputs if o.get("output_type") == "stream")
     values = {int(epoch): value for epoch, value in _PRINTED.findall(printed)}
     if not values:
         raise RunFolderError(f"cell {cell} of {notebook} printed no validation accuracy; is it chapter 11's notebook?")
