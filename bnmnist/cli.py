@@ -1,12 +1,8 @@
 """``bnmnist-train`` / ``python scripts/train.py``: parse flags, check every input, train.
 
-Everything that can be wrong with the flags, the data or the log folder is found before
-TensorFlow is imported, reported in one line on stderr, and exits with code 2. Exit codes:
-0 done, 2 bad input (nothing trained, nothing saved changed), 3 the loss became NaN or infinite
-(the last good checkpoint stays the newest), 4 a checkpoint or the results could not be written
-during training (disk full, folder removed; the last complete checkpoint stays the newest),
-130 stopped by Ctrl-C and 143 by SIGTERM (resume with ``--resume``), 141 stopped because standard
-output was closed (piped into ``head``, say; resume with ``--resume``).
+Bad flags, data or folders are found before TensorFlow loads and reported in one line. Exit codes:
+0 done, 2 bad input, 3 the loss diverged, 4 a file could not be written while training; 130, 143
+and 141 when Ctrl-C, SIGTERM or a closed standard output stopped it (resume with ``--resume``).
 """
 
 from __future__ import annotations
@@ -37,8 +33,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def field_type(name):
-    """An argparse type for a Config field: converts the text, saying what is wanted when it
-    cannot; whether the value is valid is for :meth:`Config.validated` to judge."""
+    """An argparse type for a Config field; whether the value is valid is Config.validated's call."""
     convert, _, what = RULES[name]
 
     def parse(text):
@@ -51,8 +46,7 @@ def field_type(name):
 
 
 def _default(name):
-    """ "default: 20; 40 for plain, selu": the bn preset's value, then each other value with the
-    presets that have it."""
+    """ "default: 20; 40 for plain, selu": the bn preset's value, then the presets' others."""
     show = (lambda v: ",".join(map(str, v))) if name in ("threads", "hidden") else str
     base = PRESETS["bn"].value(name)
     others = {}
@@ -69,20 +63,19 @@ def path_arg(text):
     return text
 
 
-def _threads(text):
-    try:
-        intra, inter = (int(t) for t in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be INTRA,INTER (two integers), got {text!r}") from None
-    return intra, inter
+def _integers(what, count=None):
+    """An argparse type for comma-separated integers (``count`` of them, when given)."""
 
+    def parse(text):
+        try:
+            values = tuple(int(t) for t in text.split(","))
+        except ValueError:
+            values = ()
+        if not values or len(values) != (count or len(values)):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+        return values
 
-def _hidden(text):
-    try:
-        sizes = tuple(int(t) for t in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be layer sizes like 300,100 (integers), got {text!r}") from None
-    return sizes
+    return parse
 
 
 def build_parser():
@@ -112,7 +105,7 @@ def build_parser():
         p.add_argument(flag, type=field_type(name), help=f"{what} ({_default(name)})")
     p.add_argument(
         "--hidden",
-        type=_hidden,
+        type=_integers("layer sizes like 300,100 (integers)"),
         metavar="N1,N2,...",
         help=f"the hidden layers' sizes ({_default('hidden')})",
     )
@@ -131,7 +124,7 @@ def build_parser():
     p.add_argument("--feed-dict", action="store_true", help="the same as --loop feed_dict")
     p.add_argument(
         "--threads",
-        type=_threads,
+        type=_integers("INTRA,INTER (two integers)", 2),
         metavar="INTRA,INTER",
         help=f"Session thread pools, 0 = one per core ({_default('threads')}); the bn network's "
         "results do not depend on them, some batch-50 networks' last bits do",
@@ -171,20 +164,8 @@ def build_parser():
 
 def config_from_args(args):
     cfg = PRESETS[args.preset]
-    changes = {
-        k: v
-        for k, v in (
-            ("epochs", args.epochs),
-            ("batch_size", args.batch_size),
-            ("learning_rate", args.learning_rate),
-            ("momentum", args.momentum),
-            ("seed", args.seed),
-            ("seeding", args.seeding),
-            ("threads", args.threads),
-            ("hidden", args.hidden),
-        )
-        if v is not None
-    }
+    flags = ("epochs", "batch_size", "learning_rate", "momentum", "seed", "seeding", "threads", "hidden")
+    changes = {k: getattr(args, k) for k in flags if getattr(args, k) is not None}
     if args.feed_dict and args.loop not in (None, "feed_dict"):
         raise BnmnistError(f"--feed-dict and --loop {args.loop} contradict each other; pass one")
     if args.loop or args.feed_dict:
@@ -198,11 +179,7 @@ def config_from_args(args):
 
 
 def _explicit_flags(argv):
-    names = set()
-    for a in argv:
-        if a.startswith("--"):
-            names.add(a[2:].split("=", 1)[0].replace("-", "_"))
-    return names
+    return {a[2:].split("=", 1)[0].replace("-", "_") for a in argv if a.startswith("--")}
 
 
 def prepare(argv):
@@ -217,10 +194,7 @@ def prepare(argv):
                 f"--{', --'.join(r.replace('_', '-') for r in refused)}"
             )
         run_dir, args.resume_from, cfg = runs.resolve(args.resume, newest=False)
-        if args.epochs is not None:
-            cfg = cfg.replace(epochs=args.epochs)
-        if args.threads is not None:
-            cfg = cfg.replace(threads=args.threads)
+        cfg = cfg.replace(**{k: getattr(args, k) for k in ("epochs", "threads") if getattr(args, k) is not None})
         _check_resumable(run_dir, cfg, args.epochs, args.resume_from)
         runs.check_logdir(run_dir)
     else:
@@ -277,11 +251,8 @@ def _check_resumable(run_dir, cfg, epochs_flag, start):
 
 
 def run():
-    """The command (``bnmnist-train``, ``scripts/train.py``): :func:`main`, then the exit.
-
-    Once :func:`main` returns every file it wrote is closed and every thread it started has
-    ended, so the process flushes its output and ends without the interpreter's teardown, which
-    would only free, object by object, TensorFlow's modules and graphs that the OS frees at once."""
+    """The command: :func:`main`, then the exit. Every file is closed by then, so the process skips
+    the interpreter's teardown, which would free TensorFlow object by object for nothing."""
     rc = main()
     with contextlib.suppress(BrokenPipeError):
         sys.stdout.flush()
@@ -291,9 +262,7 @@ def run():
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM (``timeout``, ``kill``, a container or job scheduler stopping the command) outside
-    the training loop, which turns it into a flag between steps: the command stops as Ctrl-C stops
-    it, with its message and nothing half-written."""
+    """SIGTERM outside the training loop (which checks a flag between steps): stop as Ctrl-C does."""
 
     signum = signal.SIGTERM
 
@@ -306,8 +275,7 @@ def _raise_terminated(_signum, _frame):
 
 
 def exit_code(interrupt):
-    """128 + the signal's number, as a shell reports a process the signal ended: 130 for Ctrl-C,
-    143 for SIGTERM."""
+    """128 + the signal's number, as a shell reports it: 130 for Ctrl-C, 143 for SIGTERM."""
     return 128 + getattr(interrupt, "signum", signal.SIGINT)
 
 
@@ -316,9 +284,8 @@ def stopped_by(signum):
     return "stopped by SIGTERM" if signum == signal.SIGTERM else "interrupted"
 
 
-def _stopped_by(interrupt, start=False):
-    said = stopped_by(exit_code(interrupt) - 128)
-    return said[0].upper() + said[1:] if start else said
+def _stopped_by(interrupt):
+    return stopped_by(exit_code(interrupt) - 128)
 
 
 def main(argv=None):
@@ -327,14 +294,6 @@ def main(argv=None):
         previous = signal.signal(signal.SIGTERM, _raise_terminated)
     except ValueError:  # not the main thread: SIGTERM keeps its handler
         previous = None
-    try:
-        return _main_closing_stdout(argv)
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-
-
-def _main_closing_stdout(argv):
     run = {}  # the run folder, once there is one
     try:
         return _main(argv, run)
@@ -348,6 +307,9 @@ def _main_closing_stdout(argv):
         )
         print(f"bnmnist-train: stopped: standard output was closed{resume}", file=sys.stderr)
         return EXIT_PIPE
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _main(argv, run):
@@ -400,8 +362,9 @@ def _train(t0, cfg, split, info, logdir, resume_dir, args, run):
         if not e.epochs_done:  # a resume command would be refused: there is nothing to go on from
             print(f"\nbnmnist-train: {_stopped_by(e)} before the first epoch finished ({run_dir})", file=sys.stderr)
             return exit_code(e)
+        said = _stopped_by(e)
         print(
-            f"\n{_stopped_by(e, start=True)}: {e.epochs_done} completed epoch(s) are saved in {e.run_dir}.\n"
+            f"\n{said[0].upper()}{said[1:]}: {e.epochs_done} completed epoch(s) are saved in {e.run_dir}.\n"
             f"Resume with: python scripts/train.py --resume {e.run_dir}",
             file=sys.stderr,
         )
@@ -444,14 +407,9 @@ def _train(t0, cfg, split, info, logdir, resume_dir, args, run):
 
 
 class _StartupWithoutCollector:
-    """Python's cyclic garbage collector, off from TensorFlow's import to the first step.
-
-    The import and the graphs built at start-up make hundreds of thousands of objects that live as
-    long as the process, and almost no cyclic garbage; the collector would scan them over and over
-    while they are made, and find next to nothing. At the first step they are frozen
-    (``gc.freeze``: never scanned again) and collection resumes for the rest of the run. A process
-    that never gets to its first step, or a caller that had the collector off, gets back the state
-    it had."""
+    """Python's cyclic garbage collector, off from TensorFlow's import to the first step: start-up
+    makes many long-lived objects and almost no cyclic garbage. At the first step they are frozen
+    (``gc.freeze``) and collection resumes; a caller that had it off gets that state back."""
 
     def __init__(self):
         self.was_enabled = gc.isenabled()
@@ -465,11 +423,9 @@ class _StartupWithoutCollector:
 
 
 def _import_tensorflow_without_keras():
-    """TensorFlow's ``__init__`` imports Keras's optimizers eagerly, for the SavedModel registry,
-    and catches an ImportError there. Training never touches Keras, so this process has that
-    import fail and skips it (``benchmarks/import_time.py`` measures what it saves); Keras imports
-    normally afterwards, and one already imported, by a download through Keras's ``get_file``,
-    is left as it is."""
+    """TensorFlow's ``__init__`` imports Keras's optimizers, for the SavedModel registry, and
+    catches an ImportError there. Training never touches Keras, so that import is made to fail;
+    Keras imports normally afterwards, and one already imported is left as it is."""
     blocked = [name for name in ("keras", "tf_keras") if name not in sys.modules]
     for name in blocked:
         sys.modules[name] = None  # "import keras" raises ImportError while this is here
@@ -482,8 +438,7 @@ def _import_tensorflow_without_keras():
 
 
 def _quiet_event_writer_thread():
-    """When TensorBoard's event file cannot be written (a full disk), TensorFlow's writer thread
-    prints a traceback and a log line; the trainer reports the failure itself, in one line."""
+    """No traceback from TensorBoard's writer thread on a full disk: the trainer says it in one line."""
     default_hook = threading.excepthook
 
     def hook(args):
@@ -505,9 +460,7 @@ def _no_tqdm_note():
 def _resumed_epochs(result):
     """For a resumed run, which epochs this process trained (the time covers only those)."""
     first, last = result.first_epoch, len(result.accuracies) - 1
-    if not first:
-        return ""
-    return f" for epoch {first} (resumed)" if first == last else f" for epochs {first}-{last} (resumed)"
+    return "" if not first else f" for epoch{f' {first}' if first == last else f's {first}-{last}'} (resumed)"
 
 
 if __name__ == "__main__":

@@ -1,9 +1,7 @@
-"""XLA's compile of the epoch loop kept between runs, through TensorFlow's persistent cache
-(``--tf_xla_persistent_cache_directory``), made safe: entries live in a :class:`CacheFolder`
-keyed by the TensorFlow build, the CPU and the code-generation settings; each run gives
-TensorFlow a private folder of links to the whole entries its CPU can run (every instruction
-set an entry records); what TensorFlow writes is published only once complete. A full disk or an
-entry XLA refuses costs one line. ``BNMNIST_COMPILE_CACHE``: another folder, or ``off``.
+"""XLA's compile of the epoch loop kept between runs by TensorFlow's persistent cache, made safe:
+entries live in a :class:`CacheFolder` keyed by TensorFlow's build, the CPU and the codegen
+settings; each run gets a private folder of links to the whole entries its CPU can run, and what
+it writes is published once complete. ``BNMNIST_COMPILE_CACHE``: another folder, or ``off``.
 """
 
 from __future__ import annotations
@@ -67,8 +65,7 @@ def _changes_codegen(name):
 
 
 def _tensorflow_build():
-    """The installed TensorFlow's compiled libraries (path, size, modification time), found
-    without importing it."""
+    """The installed TensorFlow's compiled libraries (path, size, mtime), without importing it."""
     import importlib.util
 
     spec = importlib.util.find_spec("tensorflow")
@@ -112,8 +109,7 @@ def host_features():
 
 
 def missing_instruction_sets(entry, host):
-    """The instruction set extensions the entry's bytes say it was compiled for and ``host`` lacks;
-    ``["(none recorded)"]`` when the entry records no target features at all."""
+    """The instruction sets the entry was compiled for and ``host`` lacks (``["(none recorded)"]``)."""
     lists = _FEATURE_LIST.findall(entry)
     if not lists:
         return ["(none recorded)"]
@@ -128,11 +124,9 @@ def _loader_hint_warning(line):
 
 
 def enable():
-    """Point TensorFlow's persistent compile cache at a private folder of this process, filled
-    from the shared entries for this machine. Call before TensorFlow is imported. Returns the
-    shared folder, or None when the cache stays off (TensorFlow already imported, the flag
-    already set by the user, ``BNMNIST_COMPILE_CACHE=off``, a folder that cannot be written or
-    a disk short of room): then XLA compiles as it always does."""
+    """Point TensorFlow's compile cache at a private folder filled from this machine's entries;
+    call before TensorFlow is imported. Returns the shared folder, or None when the cache stays
+    off (TensorFlow imported, the flag set, ``off``, an unwritable folder, a disk short of room)."""
     global _active
     root = atomic.cache_folder(ENV, "xla")
     if _active or root is None or "tensorflow" in sys.modules:
@@ -193,10 +187,8 @@ class _Cache:
 
 @contextlib.contextmanager
 def compiling():
-    """Around the Session calls that compile the XLA loop: the entries they write are published
-    when they succeed. When they fail because of the cache, the error is one line: a full disk
-    is a :class:`WriteError`; an entry XLA cannot load is removed and the command is to be run
-    again."""
+    """Around the calls that compile the XLA loop: their entries are published when they succeed;
+    a full disk is a :class:`WriteError`; an entry XLA cannot load is removed, in one line."""
     import tensorflow as tf
 
     from .runs import first_line
@@ -240,9 +232,8 @@ def finish():
 
 @contextlib.contextmanager
 def _without_read_noise():
-    """Standard error, file descriptor 2, goes to a temporary file meanwhile; afterwards its lines
-    are written back, except the one TensorFlow logs when it tries an entry as text and the
-    loader's warnings about tuning hints."""
+    """Standard error (fd 2), meanwhile, without the line TensorFlow logs when it tries an entry as
+    text and the loader's warnings about tuning hints."""
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as captured:

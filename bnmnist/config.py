@@ -1,16 +1,14 @@
 """One configuration object for a run: the book's values as defaults, validated without TensorFlow.
-
-The command-line flags mirror these fields; each run folder keeps a copy as ``config.json`` so a
-run can be resumed or restored without guessing (the architecture fields rebuild the same graph).
+The command-line flags mirror its fields; each run folder keeps it as ``config.json``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import dataclass
 
+from .atomic import read_json
 from .errors import ConfigError
 
 ACTIVATIONS = ("elu", "leaky_relu", "relu", "selu")
@@ -22,16 +20,9 @@ SEEDINGS = ("tf1", "tf2")
 LOOPS = ("xla", "feed_dict")
 
 
-def _int(v):
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _number(v):
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _positive_int(v):
-    return _int(v) and v >= 1
+_int = lambda v: isinstance(v, int) and not isinstance(v, bool)
+_number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+_positive_int = lambda v: _int(v) and v >= 1
 
 
 # field -> (how the command line converts its text, the rule, the rule in words)
@@ -71,12 +62,11 @@ REUSE_FORMS = (
 class Run:
     """How bnmnist runs a cell: its loop, threads and checkpoints, none of which the cell says."""
 
-    # "xla": whole epochs of the book's steps compiled by XLA (the book's table, in less time;
-    # the last bits of the variables differ from the per-step loop, see xla_loop.py);
+    # "xla": whole epochs of the book's steps compiled by XLA (the book's table, in less time);
     # "feed_dict": the book's own loop, one Session call and one feed_dict per step.
     loop: str = "xla"
     # (intra-op, inter-op) threads of the Session; 0 = TensorFlow's default. The bn network's
-    # results are the same under any setting; some batch-50 cells' last bits are not.
+    # results do not depend on them; some batch-50 cells' last bits do.
     threads: tuple = (1, 2)
     # Saver's max_to_keep: the newest checkpoints kept in the run folder.
     keep_checkpoints: int = 5
@@ -98,11 +88,9 @@ class Config:
     n_outputs: int = 10
     # Batch norm after every dense layer, the logits included (the book's chapter 11 cell).
     batch_norm: bool = True
-    # "elu" for the bn network; "leaky_relu" is tf.maximum(0.01 * z, z) of the plain network;
-    # "relu"; "selu" is the chapter's own selu() (see network.selu).
+    # "elu" (bn), "leaky_relu" (plain), "relu", "selu" (the chapter's own selu()).
     activation: str = "elu"
-    # "he" = tf.variance_scaling_initializer() (TF1 defaults); "glorot_uniform" = tf.layers'
-    # default kernel initializer.
+    # "he": tf.variance_scaling_initializer(); "glorot_uniform": tf.layers' default.
     initializer: str = "he"
     # Moving averages: moving -= (moving - batch_stat) * (1 - momentum); TF1's convention.
     momentum: float = 0.9
@@ -112,10 +100,10 @@ class Config:
     batch_size: int = 200
     # Graph-level seed for tf.set_random_seed and np.random.seed, as the book's reset_graph(42).
     seed: int = 42
-    # "tf1": each initializer gets the op seed TF1 derived for the book's graph (see seeds.py),
-    # which reproduces the published table; "tf2": TF 2.x's own per-graph counter.
+    # "tf1": the op seeds TF1 gave the book's graph (seeds.py), hence the published table;
+    # "tf2": TF 2.x's own.
     seeding: str = "tf1"
-    # The chapter's other constructs, each off by default (see PRESETS for the cells using them).
+    # The chapter's other constructs, each off by default (PRESETS has the cells using them).
     # Inputs standardised with the training set's per-pixel mean and std + 1e-10 (SELU cell).
     standardize_inputs: bool = False
     # tf.layers.dropout on the inputs and after each hidden layer, while training (Dropout cell).
@@ -128,25 +116,21 @@ class Config:
     # exponential_decay(learning_rate, global_step, decay_steps, decay_rate); 0 steps = off.
     decay_steps: int = 0
     decay_rate: float = 1.0
-    # l1 penalty scale; "loss": the cell's hand-written sum over every kernel added to the loss,
+    # l1 penalty scale; "loss": the cell's hand-written sum over the kernels added to the loss,
     # "regularizer": tf.layers' kernel_regularizer, one term per layer through add_n.
     l1_scale: float = 0.0
     l1_form: str = "loss"
-    # Max-norm threshold for the hidden layers' kernels, applied after each training step;
-    # "assign": the cell's explicit clip ops, "regularizer": its max_norm_regularizer() inside
-    # each hidden layer (which moves later layers' seeds). 0 = off.
+    # Hidden kernels' max norm after each step (0 = off), by the cell's explicit clip ops
+    # ("assign") or its max_norm_regularizer() in each layer, which moves later layers' seeds.
     max_norm: float = 0.0
     max_norm_form: str = "assign"
-    # Print every print_every-th epoch's line (the SELU cell prints every 5th, with the accuracy
-    # on the epoch's last batch before it when batch_accuracy).
+    # Print every print_every-th epoch (the SELU cell: every 5th, with the last batch's accuracy).
     print_every: int = 1
     batch_accuracy: bool = False
-    # Reusing a trained run ("Reusing Pretrained Layers"): the form (REUSE_FORMS; "" = none), the
-    # source checkpoint and its data file's SHA-256 (recorded so that the run says what it grew
-    # from), the variables restored from it (a regular expression matched against their names,
-    # as the book's scope="hidden[123]"; "" = every variable of the network), the variables the
-    # optimizer trains ("" = all trainable), the layer after which tf.stop_gradient cuts the
-    # gradients, and whether the layers up to it are computed once and cached.
+    # "Reusing Pretrained Layers": the form (REUSE_FORMS; "" = none), the source checkpoint and its
+    # data file's SHA-256, the variables restored (a pattern, as the book's scope="hidden[123]";
+    # "" = all), those trained ("" = all trainable), the layer tf.stop_gradient follows, and
+    # whether the layers up to it are computed once and cached.
     reuse: str = ""
     reuse_from: str = ""
     reuse_sha256: str = ""
@@ -154,8 +138,8 @@ class Config:
     train_scope: str = ""
     stop_gradient_after: str = ""
     cache_frozen: bool = False
-    # The layers from this index on are new and named "new_hidden4", "new_outputs", as the cell
-    # that puts them on an imported graph names them (0: no such renaming).
+    # The layers from this index on are named "new_hidden4", "new_outputs", as the cell that puts
+    # them on an imported graph names them (0: no such renaming).
     new_layers_from: int = 0
     # How bnmnist runs the cell, which the cell itself does not say.
     run: Run = Run()
@@ -165,8 +149,7 @@ class Config:
         return (self.n_inputs, *self.hidden, self.n_outputs)
 
     def xla_loop_runs_it(self):
-        """True when the XLA loop's step is this network's: plain gradient descent, with input
-        scaling, gradient clipping or an l1 penalty at most (xla_loop.py)."""
+        """True when the XLA loop's step is this network's (gradient descent, XLA_CONSTRUCTS at most)."""
         default = Config()
         return all(getattr(self, k) == getattr(default, k) for k in CHAPTER_FIELDS if k not in XLA_CONSTRUCTS)
 
@@ -201,8 +184,7 @@ class Config:
         return getattr(self.run if name in RUN_FIELDS else self, name)
 
     def validated(self, n_train=None):
-        """Return self, or raise ConfigError naming the first bad value and what would be valid.
-        The only place a value is judged: the command line converts text and leaves the rest here."""
+        """Return self, or raise ConfigError naming the first bad value and what would be valid."""
         for name, (_, valid, what) in RULES.items():
             value = self.value(name)
             if not valid(value):
@@ -256,15 +238,12 @@ BOOK_TABLE = [
 ]  # fmt: skip
 
 
-# The chapter's training cells, as data; the name of each is the preset's (--preset NAME). "bn" is
-# the batch-norm cell; "plain" is the Leaky ReLU network that batch norm is compared with. The
-# others are the cells of their sections of the chapter's notebook, with tf.layers' default
-# (Glorot uniform) kernels. Each runs the fastest loop that prints the notebook's values within the
-# bound its per-step loop keeps, on every instruction set measured (docs/chapter11.md): the XLA loop
-# for plain gradient descent; the per-step loop for the rest, with TensorFlow's default threads, as
-# the book's code did (at batch 50 Eigen splits some matmuls by thread, which moves the last bits).
-# gradient_clipping keeps the per-step loop too: the reuse cells start from its weights, and print
-# the book's chain only from the per-step loop's last bits (tests/test_reuse.py).
+# The chapter's training cells, by section (--preset NAME): "bn" the batch-norm cell, "plain" the
+# Leaky ReLU network it is compared with, the others with tf.layers' Glorot kernels. Each runs the
+# fastest loop that prints the notebook's values within the per-step loop's bound on every
+# instruction set measured (docs/chapter11.md): XLA for plain gradient descent, else the per-step
+# loop with TensorFlow's default threads, as the book (at batch 50 they move the last bits);
+# gradient_clipping too, as the reuse cells print the book's chain only from its last bits.
 _RELU = dict(batch_norm=False, activation="relu", initializer="glorot_uniform", run=Run("feed_dict", threads=(0, 0)))
 _RELU_XLA = dict(_RELU, run=Run())
 PRESETS = {
@@ -310,13 +289,12 @@ PRESETS = {
     "l1_regularizer": Config(
         preset="l1_regularizer", **_RELU_XLA, hidden=(300, 50), l1_scale=0.001, l1_form="regularizer"
     ),
-    # "Dropout": rate 0.5 on the inputs and both hidden layers, momentum 0.9. The cell sizes its
-    # layers with n_hidden1 and n_hidden2 from earlier cells. Its execution counts run on from the l1
-    # cells' (97, then 98-101), so the notebook ran it right after cell 163 set n_hidden2 = 50: 300-50.
-    # 300-100 prints the published epoch 0 (0.9264) natively on AVX-512 machines, but that value
-    # moves with float order (0.9272 with oneDNN off, 0.9294 capped at AVX2), and from epoch 1 on
-    # it sits about 0.006 above the table on every setting measured, while 300-50 falls on both
-    # sides of it, within about 0.004, epoch 0 included. --hidden 300,100 runs the other size.
+    # "Dropout": rate 0.5 on the inputs and both hidden layers, momentum 0.9, sized by n_hidden1 and
+    # n_hidden2 from earlier cells. Its execution counts follow the l1 cells' (97, then 98-101), so
+    # it ran right after cell 163 set n_hidden2 = 50: 300-50. 300-100 prints the published epoch 0
+    # (0.9264) natively on AVX-512, but that moves with float order (0.9272 oneDNN off, 0.9294 at
+    # AVX2) and from epoch 1 sits about 0.006 above the table on every setting measured; 300-50
+    # falls on both sides of it, within about 0.004. --hidden 300,100 runs the other size.
     "dropout": Config(
         preset="dropout",
         **_RELU,
@@ -376,8 +354,7 @@ PRESETS.update(
 
 def load_config(path):
     try:
-        with open(path, encoding="utf-8") as f:
-            return Config.from_json(json.load(f))
+        return Config.from_json(read_json(path))
     except (OSError, ValueError, TypeError) as e:
         if isinstance(e, ConfigError):
             raise ConfigError(f"{path}: {e}") from None

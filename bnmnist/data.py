@@ -59,15 +59,18 @@ class Mnist:
         return self._sha256
 
 
+@dataclass(eq=False)  # arrays: compared by identity
 class Split:
     """The book's arrays: float32 pixels / 255 flattened to 784, int32 labels, the first
-    ``n_valid`` training images held out for validation. ``train_pixels`` are the training
-    images' raw uint8 pixels, flattened; ``X_train``, their scaled float32 copy, is made on first
-    use, so a loop that scales in its own graph (the XLA loop) never holds it."""
+    ``n_valid`` training images held out for validation. The training images are kept as raw
+    uint8 ``train_pixels``; ``X_train`` is scaled on first use (the XLA loop scales in its graph)."""
 
-    def __init__(self, train_pixels, y_train, X_valid, y_valid, X_test, y_test):
-        self.train_pixels, self.y_train = train_pixels, y_train
-        self.X_valid, self.y_valid, self.X_test, self.y_test = X_valid, y_valid, X_test, y_test
+    train_pixels: np.ndarray
+    y_train: np.ndarray
+    X_valid: np.ndarray
+    y_valid: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
 
     @functools.cached_property
     def X_train(self):
@@ -84,8 +87,7 @@ def scale_images(images: np.ndarray) -> np.ndarray:
 
 
 def n_train(mnist: Mnist, n_valid: int = 5000) -> int:
-    """How many training images :func:`split` leaves after holding out ``n_valid``, without
-    converting anything, so flags can be checked against it quickly."""
+    """How many training images :func:`split` leaves after holding out ``n_valid``, at no cost."""
     if not 0 < n_valid < len(mnist.x_train):
         raise DataError(
             f"{mnist.source}: {len(mnist.x_train)} training images are too few to hold "
@@ -137,10 +139,8 @@ def load(path: str | None = None, download: bool = True) -> Mnist:
 
 def load_recorded(record: dict, path: str | None = None, owner: str = "the run") -> Mnist:
     """The MNIST ``owner`` was trained on, from its ``data.json`` ``record`` (source and SHA-256),
-    so a run folder carried with its data needs no other setting and no network. An explicit
-    ``path`` wins, but must hold the same data; then the recorded copy; then ``BNMNIST_DATA``,
-    when it holds the same data (a resume command printed for one copy must not stop working
-    because the variable names another). Nothing is downloaded."""
+    never downloaded: ``path``, which must hold the same data; else the recorded copy; else
+    ``BNMNIST_DATA`` when it holds the same data (so a printed resume command keeps working)."""
     sha, source = record.get("sha256"), record.get("source")
 
     def same_data(where):
@@ -156,26 +156,25 @@ def load_recorded(record: dict, path: str | None = None, owner: str = "the run")
         return same_data(path)
     if not source and not os.environ.get(ENV_VAR):
         raise DataError(f"{owner} records no MNIST copy; {HOW_TO_PASS}")
+    problem = (
+        f"the MNIST copy at {source} has changed since {owner} was trained on it; "
+        f"pass the copy it was trained on with --data PATH or {ENV_VAR}"
+    )
     try:
         mnist = load(source, download=False) if source else None
     except DataError as e:
         mnist, problem = (
             None,
-            DataError(
+            (
                 f"{owner} was trained on the MNIST copy at {source}, which cannot be read "
                 f"now ({e}); pass that copy with --data PATH or {ENV_VAR}"
             ),
-        )
-    else:
-        problem = DataError(
-            f"the MNIST copy at {source} has changed since {owner} was trained on it; "
-            f"pass the copy it was trained on with --data PATH or {ENV_VAR}"
         )
     if mnist is not None and mnist.fingerprint() == sha:
         return mnist
     if os.environ.get(ENV_VAR):
         return same_data(os.environ[ENV_VAR])
-    raise problem
+    raise DataError(problem)
 
 
 @functools.lru_cache(maxsize=4)
@@ -197,8 +196,7 @@ def _load_cached(path, _mtime_ns, _size):
 
 
 class _DecodedCache:
-    """The on-disk entry for one set of source files (see the module docstring): ``KEY.npy`` in
-    a :class:`~bnmnist.atomic.CacheFolder`, recorded with the arrays' fingerprint."""
+    """The decoded arrays of one set of source files: ``KEY.npy`` in a :class:`atomic.CacheFolder`."""
 
     def __init__(self, cache, key):
         self.cache, self.name = cache, key + ".npy"
@@ -226,21 +224,15 @@ class _DecodedCache:
         if flat.dtype != np.uint8 or flat.shape != ((n_train + n_test) * 785,):
             return None
         x_train, y_train, x_test, y_test = np.split(flat, np.cumsum([n_train * 784, n_train, n_test * 784]))
-        arrays = {
-            "x_train": x_train.reshape(n_train, 28, 28),
-            "y_train": y_train,
-            "x_test": x_test.reshape(n_test, 28, 28),
-            "y_test": y_test,
-        }
+        arrays = dict(x_train=x_train.reshape(n_train, 28, 28), y_train=y_train, x_test=x_test.reshape(n_test, 28, 28))
         try:
-            mnist = _checked(arrays, source)
+            mnist = _checked({**arrays, "y_test": y_test}, source)
         except DataError:
             return None
         return mnist if mnist.fingerprint() == record["sha256"] else None
 
     def write(self, mnist):
-        """Keep ``mnist``'s arrays for the next run; any failure leaves the cache without them."""
-        # uint8 throughout, as _checked() left them
+        """Keep ``mnist``'s (uint8) arrays for the next run; a failure leaves the cache without them."""
         arrays = [np.ascontiguousarray(a) for a in (mnist.x_train, mnist.y_train, mnist.x_test, mnist.y_test)]
         total = sum(a.size for a in arrays)
 
@@ -349,16 +341,12 @@ def _read_npz(path):
             return {k: npz[k] for k in IDX_FILES}
     except DataError:
         raise
-    except ValueError as e:
-        if "pickle" in str(e):
+    except Exception as e:  # zipfile.BadZipFile, zlib.error, ...: any unreadable archive
+        if isinstance(e, ValueError) and "pickle" in str(e):
             raise DataError(
                 f"{path}: holds pickled Python objects, which bnmnist refuses to load; "
                 "use plain numeric arrays (a Keras mnist.npz)"
             ) from None
-        raise DataError(f"{path}: not a readable .npz file ({e}); download or copy it again") from None
-    except (OSError, EOFError, zlib.error, KeyError) as e:
-        raise DataError(f"{path}: not a readable .npz file ({e}); download or copy it again") from None
-    except Exception as e:  # zipfile.BadZipFile and friends: any unreadable archive
         raise DataError(
             f"{path}: not a readable .npz file ({type(e).__name__}: {e}); download or copy it again"
         ) from None

@@ -1,8 +1,6 @@
-"""The book's network as a TF1 graph: :func:`build_graph` makes a fresh ``tf.Graph`` with the
-book's names and returns its :class:`Handles`. The math is :mod:`bnmnist.network`'s; this module
-wires it: the placeholders, the variables (with TF1's seeds), batch norm's ``cond`` on
-``training`` and ``UPDATE_OPS``, the optimizer, the max-norm clips, and the reuse cells' imported
-graphs. The tensor names users fetch are listed in README.md and :data:`TENSOR_NAMES`.
+"""The book's network as a TF1 graph, with the book's names (:data:`TENSOR_NAMES`): the math is
+:mod:`bnmnist.network`'s; this module wires it with placeholders, variables with TF1's seeds,
+batch norm's ``cond`` on ``training`` and ``UPDATE_OPS``, the optimizer and the max-norm clips.
 """
 
 from __future__ import annotations
@@ -53,12 +51,8 @@ class Handles:
 
 
 def build_graph(config, train_op=True):
-    """A fresh graph for ``config``, the way the book's cell builds it, seeded per ``config.seeding``.
-
-    Without ``train_op`` the ``train`` scope (the optimizer and its gradients) is left out,
-    for graphs that only evaluate (a restored model, the epoch-end copy, the export); the
-    variables, their seeds and every other name are the same.
-    """
+    """A fresh graph for ``config``, as the book's cell builds it. Without ``train_op`` the
+    ``train`` scope is left out, for graphs that only evaluate; every other name and seed stays."""
     graph = tf.Graph()
     with graph.as_default():
         # the book's reset_graph(seed): graph-level seed (the NumPy seed is the trainer's business)
@@ -121,10 +115,9 @@ def build_graph(config, train_op=True):
 
 
 def training_graph(config, resume=False):
-    """The graph a run trains: :func:`build_graph`'s; or, for a reuse cell that imports its
-    source run's ``.meta`` file, that graph, as the cell does: ``reuse_model`` trains it as it is
-    (the same graph :func:`build_graph` makes for the source's network), ``reuse_lower_imported``
-    puts new layers on its ``hidden3``. A resumed run rebuilds the same network by code."""
+    """The graph a run trains: :func:`build_graph`'s, or, for the cells that import their source
+    run's ``.meta`` file, that graph, trained as it is (``reuse_model``) or with new layers on its
+    ``hidden3`` (``reuse_lower_imported``). A resumed run rebuilds the same network by code."""
     if config.reuse not in ("model", "lower_imported") or resume:
         return build_graph(config)
     graph = tf.Graph()
@@ -148,9 +141,8 @@ def training_graph(config, resume=False):
 
 
 def _new_layers_on_imported(config, graph, variables):
-    """The new layers of ``config`` from ``config.new_layers_from`` on, on the imported graph's
-    hidden layer below them, with the cell's ``new_loss``, ``new_eval`` and ``new_train`` scopes;
-    their kernels seeded after every op of the imported graph, as TF1 seeded them."""
+    """``config``'s layers from ``new_layers_from`` on, on the imported graph, in the cell's
+    ``new_*`` scopes, seeded after every op of the imported graph, as TF1 seeded them."""
     from . import runs
 
     clock = TF1OpClock(graph, config.seeding)
@@ -173,9 +165,8 @@ def _new_layers_on_imported(config, graph, variables):
 
 
 def _training_op(config, loss):
-    """``optimizer.minimize(loss)``, as compute_gradients and apply_gradients so that the
-    gradient-clipping cell's ``clip_by_value`` fits between them; with the learning-rate cell's
-    ``exponential_decay`` of a ``global_step``."""
+    """``optimizer.minimize(loss)`` in two halves, for the clipping cell's ``clip_by_value``
+    between them; with the learning-rate cell's ``exponential_decay``."""
     learning_rate, global_step = config.learning_rate, None
     if config.decay_steps:
         global_step = tf1.Variable(0, trainable=False, name="global_step")
@@ -193,8 +184,7 @@ def _training_op(config, loss):
 
 
 def _max_norm_clips(config, variables):
-    """The max-norm cells' ``tf.assign(weights, tf.clip_by_norm(weights, threshold, axes=1))``
-    for each hidden kernel, run after every training step; in the collection ``max_norm``."""
+    """The max-norm cells' clip assigns for each hidden kernel, run after every step."""
     clips = []
     with tf.name_scope("max_norm"):
         for layer in network.max_norm_layers(config):
@@ -205,8 +195,7 @@ def _max_norm_clips(config, variables):
 
 
 def set_input_statistics(sess, h, X_train):
-    """The SELU cell's ``means`` and ``stds`` of the training set, computed as the cell does,
-    into the graph's input-statistics variables (``h.input_statistics``, which it must have)."""
+    """The SELU cell's ``means`` and ``stds`` of the training set, into ``h.input_statistics``."""
     means = X_train.mean(axis=0, keepdims=True)
     stds = X_train.std(axis=0, keepdims=True) + 1e-10
     for variable, value in zip(h.input_statistics, (means[0], stds[0])):
@@ -214,17 +203,14 @@ def set_input_statistics(sess, h, X_train):
 
 
 def kernel_initializer(kind, seed):
-    if kind == "he":
-        # tf.variance_scaling_initializer() with TF1 defaults: scale 1, fan_in, truncated normal
+    if kind == "he":  # tf.variance_scaling_initializer() with TF1's defaults
         return tf1.initializers.variance_scaling(scale=1.0, mode="fan_in", distribution="truncated_normal", seed=seed)
-    if kind == "glorot_uniform":
-        return tf1.initializers.glorot_uniform(seed=seed)  # tf.layers' default kernel initializer
-    raise ValueError(f"unknown initializer {kind!r}")
+    return tf1.initializers.glorot_uniform(seed=seed)  # tf.layers' default kernel initializer
 
 
 def _variables(config, clock, start=0):
-    """Every variable of the network (from layer ``start`` on), name -> variable, in the order
-    the book's tf.layers code creates them; the clock hands each kernel the op seed TF1 gave it."""
+    """The network's variables from layer ``start`` on, by name, in tf.layers' order, each
+    kernel with the op seed TF1 gave it (``clock``)."""
     variables = {}
 
     def variable(name, shape, initializer, trainable=True):
@@ -260,10 +246,8 @@ def _variables(config, clock, start=0):
 
 
 def _batch_norm_statistics(z, training, variables, name, momentum):
-    """TF1's non-fused batch norm on 2-D inputs: the batch moments (biased variance) when
-    ``training``, else the moving statistics, picked by a ``cond``; the moving averages
-    ``moving -= (moving - batch_stat) * (1 - momentum)`` in ``cond``s that only assign when
-    ``training`` is True, added to ``UPDATE_OPS``."""
+    """TF1's non-fused batch norm: the batch moments when ``training``, else the moving statistics,
+    by a ``cond``; the moving averages' updates, in ``cond``s on ``training``, in ``UPDATE_OPS``."""
     moving_mean, moving_variance = variables[f"{name}/moving_mean"], variables[f"{name}/moving_variance"]
     batch_mean, batch_variance = tf1.nn.moments(z, [0])
     mean = tf1.cond(training, lambda: batch_mean, lambda: tf.identity(moving_mean.value()))

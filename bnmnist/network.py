@@ -1,10 +1,7 @@
 """The network's math, written once: the forward pass, the loss and accuracy, the batch-norm
 moving averages, the gradient-descent step, clipping, l1 and max-norm, and the pixel scaling.
-
-Every path takes its math from here and supplies only what differs: the TF1 graph
-(``graph.py``: variables, a ``cond`` on ``training``, ``UPDATE_OPS``), the XLA epoch loop
-(``xla_loop.py``: :func:`sgd_step` on carried values) and the SavedModel export (``restored.py``:
-the moving statistics). :func:`layers` names the layers as the book's ``tf.layers`` code does.
+The TF1 graph (``graph.py``), the XLA loop (``xla_loop.py``) and the export (``restored.py``)
+supply only what differs: variables or carried values, and the statistics batch norm uses.
 """
 
 from __future__ import annotations
@@ -83,10 +80,8 @@ def variable_shapes(config):
     """Variable name -> shape, for every variable :func:`variable_names` lists."""
     shapes, n_in = {}, config.n_inputs
     for layer in layers(config):
-        shapes[f"{layer.dense}/kernel"], shapes[f"{layer.dense}/bias"] = [n_in, layer.units], [layer.units]
-        for name in layer.variables[2:]:
-            shapes[name] = [layer.units]
-        n_in = layer.units
+        shapes.update({name: [layer.units] for name in layer.variables})
+        shapes[f"{layer.dense}/kernel"], n_in = [n_in, layer.units], layer.units
     if config.standardize_inputs:
         shapes[INPUT_MEAN] = shapes[INPUT_STD] = [config.n_inputs]
     return shapes
@@ -99,9 +94,8 @@ def leaky_relu(z, name=None):
 
 @tf.custom_gradient
 def elu_as_cpu_kernel(z):
-    """``tf.nn.elu`` as TensorFlow's CPU kernel computes it, ``z < 0 ? exp(z) - 1 : z``, with the
-    kernel's gradient. Under XLA, ``tf.nn.elu`` is lowered through ``expm1`` instead, whose last
-    bits differ from the per-step loops' kernel."""
+    """``tf.nn.elu`` as TensorFlow's CPU kernel computes it, ``z < 0 ? exp(z) - 1 : z``, with its
+    gradient: XLA lowers ``tf.nn.elu`` through ``expm1``, whose last bits differ."""
     a = tf.where(z < 0, tf.exp(z) - 1, z)
     return a, lambda grad: tf.raw_ops.EluGrad(gradients=grad, outputs=a)
 
@@ -118,10 +112,8 @@ SELU_SCALE = (
 
 
 def selu(z, scale=SELU_SCALE, alpha=SELU_ALPHA, elu=tf.nn.elu):
-    """The SELU cell's ``selu()``. The cell's source passes them as ``scale=alpha_0_1,
-    alpha=scale_0_1``, but its printed table was made with each in its right place: with them
-    swapped the book's own code prints 0.9388 at epoch 0, in place 0.9232 (the notebook: 0.923).
-    bnmnist reproduces the printed table."""
+    """The SELU cell's ``selu()``, with scale and alpha in their places: the cell's source swaps
+    them, but its printed table (epoch 0: 0.923) was made without the swap (0.9388 with it)."""
     return scale * tf1.where(z >= 0.0, z, alpha * elu(z))
 
 
@@ -131,31 +123,19 @@ def activation(config, elu_as_cpu_kernel_=False):
 
 
 def standardize(config, X, params):
-    """The SELU cell's input scaling, ``(X - means) / stds``, with the training set's per-pixel
-    mean and std + 1e-10 held as variables (each element as NumPy computes it)."""
+    """The SELU cell's ``(X - means) / stds``; the training set's statistics are variables."""
     if not config.standardize_inputs:
         return X
     return (X - params(INPUT_MEAN)) / params(INPUT_STD)
 
 
 def forward(config, X, params, statistics, *, dropout=None, outputs=None, start=0, elu_as_cpu_kernel=False):
-    """The logits of ``config``'s network for the inputs ``X``.
-
-    ``params(name)`` gives the value of a variable (``"hidden1/kernel"``); ``statistics(layer, z)``
-    gives the ``(mean, variance)`` that normalise ``z``, the output of ``layer``'s dense product,
-    at a batch-norm layer. ``X`` may hold only some of the pixel columns when ``params`` gives the
-    first kernel's matching rows: the products and sums are the same.
-
-    ``dropout(name, z)``, when given, applies the dropout layer ``name`` to ``z`` (the inputs, and
-    each hidden layer after its activation, when ``config.dropout_rate``); without it, as at
-    inference, dropout is the identity.
-
-    ``outputs``, a dict, receives each hidden layer's output by name (``"hidden2"``), before the
-    ``tf.stop_gradient`` that ``config.stop_gradient_after`` puts after one of them. With
-    ``start``, ``X`` is the output of layer ``start - 1`` and only the layers above it are added.
-
-    ``elu_as_cpu_kernel`` computes ELU as TensorFlow's CPU kernel does (:func:`elu_as_cpu_kernel`),
-    for code that XLA compiles."""
+    """The logits of ``config``'s network for the inputs ``X``. ``params(name)`` gives a variable's
+    value (``"hidden1/kernel"``); ``statistics(layer, z)`` the ``(mean, variance)`` that normalise
+    ``z`` at a batch-norm layer; ``dropout(name, z)``, when training, applies a dropout layer.
+    ``outputs`` receives each hidden layer's output by name, before any ``tf.stop_gradient``. From
+    ``start`` on, ``X`` is layer ``start - 1``'s output. ``X`` may hold only some pixel columns
+    when ``params`` gives the first kernel's matching rows."""
     act = activation(config, elu_as_cpu_kernel)
     z = X if start else standardize(config, X, params)
     if dropout and config.dropout_rate and not start:
@@ -193,9 +173,8 @@ def tf1_dropout(z, rate, seed):
 
 
 def l1_penalty(config, params):
-    """The l1 cells' penalty: the hand-written ``scale * (sum|W1| + sum|W2| + ...)`` over every
-    kernel, or tf.layers' ``kernel_regularizer`` terms ``scale * sum|W|``, one per layer, for
-    ``add_n``. Returns ``(kind, value)``; ``value`` is a tensor or a list of them."""
+    """The l1 cells' penalty: the hand-written ``scale * (sum|W1| + sum|W2| + ...)``, or tf.layers'
+    ``kernel_regularizer`` terms ``scale * sum|W|``, a list of one per layer, for ``add_n``."""
     kernels = [params(f"{layer.dense}/kernel") for layer in layers(config)]
     if config.l1_form == "loss":
         total = tf.reduce_sum(tf.abs(kernels[0]))
@@ -222,8 +201,8 @@ def max_norm_layers(config):
 
 
 def moving_average_delta(moving, batch_stat, momentum):
-    """``(moving - batch_stat) * (1 - momentum)``, with 1 - momentum taken in Python double and
-    then float32, as TF1 did. The moving statistic is then ``assign_sub``-ed by it."""
+    """``(moving - batch_stat) * (1 - momentum)``, 1 - momentum in Python double, then float32, as
+    TF1 did; the moving statistic is ``assign_sub``-ed by it."""
     decay = tf.convert_to_tensor(1.0 - momentum, dtype=tf.float32, name="decay")
     return (moving - batch_stat) * decay
 
@@ -241,8 +220,7 @@ def loss(config, y, logits, params):
 
 
 def accuracy_and_predictions(logits, y):
-    """The book's ``reduce_mean(cast(in_top_k(logits, y, 1)))``, named ``accuracy``, and the
-    arg-max class, named ``predictions``."""
+    """The book's ``reduce_mean(cast(in_top_k(logits, y, 1)))`` and the arg-max class, named."""
     accuracy = tf.reduce_mean(tf.cast(tf1.nn.in_top_k(logits, y, 1), tf.float32), name="accuracy")
     return accuracy, tf.argmax(logits, axis=1, name="predictions")
 
@@ -267,9 +245,8 @@ def scale_pixels(pixels, divisor):
 
 
 def sgd_step(config, params, X, y, elu_as_cpu_kernel=True):
-    """One gradient-descent step on ``(X, y)`` from ``params`` (variable name -> value): the
-    gradients of :func:`loss` (clipped by value where the cell clips), ``var -= lr * grad``, and
-    the moving averages with this batch's moments. Returns the batch's mean loss and the values."""
+    """One gradient-descent step on ``(X, y)`` from ``params`` (name -> value), clipped where the
+    cell clips, and the moving averages moved. Returns the batch's mean loss and the new values."""
     moments = []
 
     def statistics(layer, z):  # the batch's, which also move the moving averages

@@ -27,29 +27,28 @@ CKPT_BASENAME = "model.ckpt"
 DATA_FILE = "data.json"
 RESULTS_FILE = "results.json"
 _RUN_RE = re.compile(r"^run-\d{14}(-\d+)?$")
+_EXAMPLES = (
+    "; pass a folder like tf_logs/run-20261127084929 or a checkpoint like tf_logs/run-20261127084929/model.ckpt-19"
+)
 
 
 def check_logdir(logdir, create=True):
-    """Create ``logdir`` if needed and prove it writable, before any training starts. With
-    ``create=False`` only what can be seen without creating anything: the nearest existing
-    folder on the path must be a writable folder."""
+    """Create ``logdir`` if needed and prove it writable. With ``create=False``, only what can be
+    seen without creating anything: the nearest existing folder on the path must be writable."""
     if os.path.exists(logdir) and not os.path.isdir(logdir):
         raise RunFolderError(f"log folder {logdir} is not a folder; choose another with --logdir")
-    if not create:
-        existing = os.path.abspath(logdir)
-        while not os.path.exists(existing):
-            existing = os.path.dirname(existing)
-        if not os.path.isdir(existing):
-            raise RunFolderError(
-                f"cannot create log folder {logdir} ({existing} is a file); choose another with --logdir"
-            )
-        if not os.access(existing, os.W_OK | os.X_OK):
-            raise RunFolderError(
-                f"cannot write in log folder {logdir} (no write permission on "
-                f"{existing}); choose another with --logdir or fix its permissions"
-            )
-        return
-    make_writable(logdir, "log folder", "choose another with --logdir or fix its permissions")
+    if create:
+        return make_writable(logdir, "log folder", "choose another with --logdir or fix its permissions")
+    existing = os.path.abspath(logdir)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise RunFolderError(f"cannot create log folder {logdir} ({existing} is a file); choose another with --logdir")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise RunFolderError(
+            f"cannot write in log folder {logdir} (no write permission on "
+            f"{existing}); choose another with --logdir or fix its permissions"
+        )
 
 
 def make_writable(folder, name, what_to_do):
@@ -73,30 +72,29 @@ def new_run_dir(logdir, now=None):
     base = os.path.join(logdir, "run-" + now.strftime("%Y%m%d%H%M%S"))
     for n in range(10000):
         path = base if n == 0 else f"{base}-{n}"
-        try:
+        with contextlib.suppress(FileExistsError):
             os.mkdir(path)
             return path
-        except FileExistsError:
-            continue
     raise RunFolderError(f"could not find a free run folder name under {logdir}")
 
 
 _held_locks = {}  # run folder (real path) -> the open folder this process locked
 
 
-def lock_run(run_dir):
-    """Take the run folder's training lock for this process: an exclusive ``flock`` on the folder
-    itself (no file is made), which the kernel drops when the process ends, ``kill -9`` included.
-    A second process that tries to train the same run (a resume started while the run still
-    trains) is refused. Returns True if this call took the lock, False if this process already
-    held it. Where ``fcntl`` does not exist (Windows) runs are not locked."""
+@contextlib.contextmanager
+def run_lock(run_dir):
+    """The run's training lock for the block: an exclusive ``flock`` on the folder itself, which
+    the kernel drops when the process ends (``kill -9`` included), so a second process that tries
+    to train the run is refused. Nested blocks share it; yields whether this block took it.
+    Where ``fcntl`` does not exist (Windows) runs are not locked."""
     key = os.path.realpath(run_dir)
-    if key in _held_locks:
-        return False
     try:
         import fcntl
     except ImportError:
-        return False
+        fcntl = None
+    if fcntl is None or key in _held_locks:
+        yield False
+        return
     fd = os.open(key, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -107,85 +105,50 @@ def lock_run(run_dir):
             "finish (or stop it with Ctrl-C) before resuming it"
         ) from None
     _held_locks[key] = fd
-    return True
-
-
-@contextlib.contextmanager
-def run_lock(run_dir):
-    """Hold the run's training lock (:func:`lock_run`) for the block; the one way bnmnist takes it.
-    Nested blocks in the same process share it; the outermost releases it."""
-    took = lock_run(run_dir)
     try:
-        yield
+        yield True
     finally:
-        if took:
-            unlock_run(run_dir)
-
-
-def unlock_run(run_dir):
-    fd = _held_locks.pop(os.path.realpath(run_dir), None)
-    if fd is not None:
-        os.close(fd)
+        os.close(_held_locks.pop(key))
 
 
 def is_run_dir(path):
     return os.path.isdir(path) and os.path.isfile(os.path.join(path, CONFIG_FILE))
 
 
-def list_runs(logdir):
-    if not os.path.isdir(logdir):
-        return []
-    return sorted(
-        (
-            os.path.join(logdir, d)
-            for d in os.listdir(logdir)
-            if _RUN_RE.match(d) and is_run_dir(os.path.join(logdir, d))
-        ),
-        key=lambda p: (os.path.basename(p)[:18], _suffix(p)),
-    )
-
-
-def _suffix(path):
-    tail = os.path.basename(path)[18:]
-    return int(tail[1:]) if tail else 0
-
-
 def latest_run(logdir="tf_logs", preset=None):
     """The newest run folder that holds a checkpoint (of ``preset``, when given): a run killed in
     its first epoch, or one still in it, has nothing to restore and is passed over."""
-    folders = list_runs(logdir)
-    restorable = [r for r in folders if read_state(r)]
-    if preset:
-        restorable = [r for r in restorable if _preset_of(r) == preset]
-    if not restorable:
-        where = "" if os.path.isabs(logdir) else f" (relative to this folder: {os.path.abspath(logdir)})"
-        of = f" of {preset}" if preset else ""
-        what = (
-            f"none of the {len(folders)} run folder(s) under {logdir}/ holds a checkpoint{of} yet"
-            if folders
-            else f"no runs under {logdir}/"
-        )
-        train = f"python scripts/train.py{f' --preset {preset}' if preset else ''}"
-        raise RunFolderError(
-            f"{what}{where}; train one with `{train}`, or say "
-            "where the runs are (--logdir, or logdir=... in bnmnist.restore)"
-        )
-    return restorable[-1]
+    names = os.listdir(logdir) if os.path.isdir(logdir) else []
+    folders = [os.path.join(logdir, d) for d in names if _RUN_RE.match(d) and is_run_dir(os.path.join(logdir, d))]
+    folders.sort(key=lambda p: (os.path.basename(p)[:18], int(os.path.basename(p)[19:] or 0)))
+    restorable = [r for r in folders if read_state(r) and (not preset or _json(r, CONFIG_FILE).get("preset") == preset)]
+    if restorable:
+        return restorable[-1]
+    where = "" if os.path.isabs(logdir) else f" (relative to this folder: {os.path.abspath(logdir)})"
+    of = f" of {preset}" if preset else ""
+    what = (
+        f"none of the {len(folders)} run folder(s) under {logdir}/ holds a checkpoint{of} yet"
+        if folders
+        else f"no runs under {logdir}/"
+    )
+    train = f"python scripts/train.py{f' --preset {preset}' if preset else ''}"
+    raise RunFolderError(
+        f"{what}{where}; train one with `{train}`, or say where the "
+        "runs are (--logdir, or logdir=... in bnmnist.restore)"
+    )
 
 
-def _preset_of(run_dir):
+def _json(run_dir, name):
+    """The run's JSON file ``name``, or {} when it is missing or unreadable."""
     try:
-        return read_json(os.path.join(run_dir, CONFIG_FILE)).get("preset")
+        return read_json(os.path.join(run_dir, name))
     except (OSError, ValueError):
-        return None
+        return {}
 
 
 def read_results(run_dir):
     """The finished run's results.json, or None when the run has not finished (or it is unreadable)."""
-    try:
-        return read_json(os.path.join(run_dir, RESULTS_FILE))
-    except (OSError, ValueError):
-        return None
+    return _json(run_dir, RESULTS_FILE) or None
 
 
 def read_config(run_dir):
@@ -213,26 +176,18 @@ def read_data_record(run_dir):
         ) from None
 
 
-def require_existing(path):
-    """Refuse, before anything else, a path that names nothing: neither a file or folder, nor a
-    checkpoint prefix, nor a checkpoint's name inside a run folder (which gets its own message,
-    naming the checkpoints the run keeps)."""
-    prefix = strip_checkpoint_suffix(path)
-    if os.path.exists(path) or os.path.exists(prefix + ".index") or is_run_dir(os.path.dirname(prefix) or "."):
-        return
-    raise CheckpointError(f"{path}: no such file or folder")
-
-
 def resolve(path, logdir="tf_logs", *, newest=True):
     """(run folder, checkpoint prefix, its Config) for a run folder, a checkpoint of one (its
     prefix or any of its files) or ``"latest"``; the checkpoint's index file must be there. A run
-    folder gives its newest checkpoint, or with ``newest=False`` None (a resume takes the newest
-    itself and has its own words for a run without one). Needs no TensorFlow."""
+    folder gives its newest checkpoint, or with ``newest=False`` None. Needs no TensorFlow."""
     path = str(path).rstrip("/") or "/"
     if path == "latest":
         path = latest_run(logdir)
-    require_existing(path)
-    path = strip_checkpoint_suffix(path)
+    prefix = strip_checkpoint_suffix(path)
+    # a checkpoint's name inside a run folder gets its own message, naming the ones it keeps
+    if not (os.path.exists(path) or os.path.exists(prefix + ".index") or is_run_dir(os.path.dirname(prefix) or ".")):
+        raise CheckpointError(f"{path}: no such file or folder")
+    path = prefix
     if os.path.isdir(path):
         if not is_run_dir(path):
             raise CheckpointError(f"{path} is not a bnmnist run folder (no {CONFIG_FILE}){_EXAMPLES}")
@@ -246,11 +201,6 @@ def resolve(path, logdir="tf_logs", *, newest=True):
     if prefix is not None:
         require_checkpoint(prefix)
     return run_dir, prefix, read_config(run_dir)
-
-
-_EXAMPLES = (
-    "; pass a folder like tf_logs/run-20261127084929 or a checkpoint like tf_logs/run-20261127084929/model.ckpt-19"
-)
 
 
 def newest_prefix(run_dir):
@@ -326,12 +276,11 @@ def read_state(run_dir):
     names, newest = [], None
     with open(path, encoding="utf-8") as f:
         for line in f:
-            m = re.match(r'^all_model_checkpoint_paths:\s*"(.*)"\s*$', line.strip())
-            if m:
-                names.append(m.group(1))
-            m = re.match(r'^model_checkpoint_path:\s*"(.*)"\s*$', line.strip())
-            if m:
-                newest = m.group(1)
+            m = re.match(r'^(all_model_checkpoint_paths|model_checkpoint_path):\s*"(.*)"\s*$', line.strip())
+            if m and m.group(1).startswith("all_"):
+                names.append(m.group(2))
+            elif m:
+                newest = m.group(2)
     if newest is not None and (not names or names[-1] != newest):
         names.append(newest)
     return [p if os.path.isabs(p) else os.path.join(run_dir, p) for p in names]
@@ -342,15 +291,6 @@ def write_state(run_dir, prefixes):
     rel = [os.path.basename(p) for p in prefixes]
     text = f'model_checkpoint_path: "{rel[-1]}"\n' + "".join(f'all_model_checkpoint_paths: "{r}"\n' for r in rel)
     write_bytes_atomic(os.path.join(run_dir, STATE_FILE), text.encode("utf-8"))
-
-
-def checkpoint_files(prefix):
-    folder, base = os.path.split(prefix)
-    return [
-        os.path.join(folder, f)
-        for f in os.listdir(folder)
-        if f == base + ".index" or f == base + ".meta" or f.startswith(base + ".data-")
-    ]
 
 
 def link_meta(run_dir, prefix):
@@ -369,8 +309,10 @@ def commit_checkpoint(run_dir, prefix, keep):
     dropped, kept = kept[:-keep], kept[-keep:]
     write_state(run_dir, kept)
     for old in dropped:
-        for f in checkpoint_files(old):
-            os.remove(f)
+        folder, base = os.path.split(old)
+        for f in os.listdir(folder):
+            if f in (base + ".index", base + ".meta") or f.startswith(base + ".data-"):
+                os.remove(os.path.join(folder, f))
 
 
 def stored_shapes(prefix):
@@ -404,16 +346,12 @@ def check_compatible(prefix, variables):
     for v in variables:
         name, want = v.op.name, v.shape.as_list()
         if name not in shapes:
-            raise CheckpointError(
-                f"{prefix}: has no variable {name}; it was saved from another "
-                "architecture (check the run's config.json)"
-            )
-        if list(shapes[name]) != want:
-            raise CheckpointError(
-                f"{prefix}: variable {name} has shape {list(shapes[name])} in the "
-                f"checkpoint but {want} in this network; it was saved from another "
-                "architecture (check the run's config.json)"
-            )
+            why = f"has no variable {name}"
+        elif list(shapes[name]) != want:
+            why = f"variable {name} has shape {list(shapes[name])} in the checkpoint but {want} in this network"
+        else:
+            continue
+        raise CheckpointError(f"{prefix}: {why}; it was saved from another architecture (check the run's config.json)")
 
 
 def restore_checkpoint(sess, saver, prefix, variables):
@@ -430,18 +368,11 @@ def restore_checkpoint(sess, saver, prefix, variables):
         ) from None
 
 
-_TF_NOISE = ("Graph execution error", "Detected at node", "Node:")
-
-
 def first_line(e):
-    """The line of an exception's message that says what went wrong, for one-line errors.
-    TensorFlow's run to pages: "Graph execution error:", where the node was defined (indented),
-    then the cause ("Read less bytes than requested"); the cause is the line wanted."""
+    """The line of an exception's message that says what went wrong. TensorFlow's run to pages:
+    "Graph execution error:", where the node was defined (indented), then the cause."""
     text = getattr(e, "message", None) or getattr(e, "strerror", None) or str(e)
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    causes = [
-        line.strip()
-        for line in text.splitlines()
-        if line.strip() and not line[0].isspace() and not line.startswith(_TF_NOISE)
-    ]
+    noise = ("Graph execution error", "Detected at node", "Node:")
+    causes = [line.strip() for line in text.splitlines() if line[:1].strip() and not line.startswith(noise)]
     return (causes or lines or [type(e).__name__])[0][:300]

@@ -1,19 +1,13 @@
-"""TF1's op seeds on TF 2.x: the one rule, for bnmnist's graphs and for the book's own code.
+"""TF1's op seeds on TF 2.x. The rule: in a graph with a seed, TF 1.x gave a random op made
+without its own seed the op seed ``graph._last_id``, the number of ops in the graph then; TF 2.x
+counts random ops instead, so ``set_random_seed(42)`` draws other weights.
 
-The rule: in a graph with a graph-level seed, TF 1.x gave a random op made without a seed of its
-own the op seed ``graph._last_id``, the number of ops in the graph at that moment. TF 2.x's
-``tf.compat.v1`` counts random ops instead, so the same ``set_random_seed(42)`` draws other
-weights and prints another table.
-
-* bnmnist's graphs hold other ops than TF1's (resource variables, functional ``cond``), so
-  :class:`TF1OpClock` counts the ops TF1's ``tf.layers`` code would have made for each construct
-  and hands each initializer, and each dropout op, the count TF1 had when it drew its seed
-  (``tests/test_seeding.py`` checks the counts against tf-keras's legacy layers).
-* The book's own code gets the rule through :data:`tf1_seeds`, which patches the one function
-  every random op of TF's Python API asks for its seeds.
-* Beyond the graph: the shuffling is NumPy's ``RandomState(seed)``, saved in every checkpoint, and
-  dropout's random streams live in the Session, so a resume replays them
-  (``TrainingSession._replay_dropout``).
+* bnmnist's graphs hold other ops than TF1's, so :class:`TF1OpClock` counts the ops TF1's
+  ``tf.layers`` code made for each construct and hands each initializer and dropout its seed.
+* The book's own code gets the rule from :data:`tf1_seeds`, which patches the function every
+  random op asks for its seeds.
+* The shuffling is NumPy's ``RandomState(seed)``, saved in every checkpoint; dropout's streams live
+  in the Session, so a resume replays them (``TrainingSession._replay_dropout``).
 """
 
 from __future__ import annotations
@@ -29,8 +23,6 @@ SMALL_CONSTANT = 1000  # array_ops.zeros/ones make a single Const below this man
 RANDOM_INITIALIZER_OPS = {"he": (3, 3), "glorot_uniform": (3, 4)}
 DENSE_OPS = 2  # MatMul, BiasAdd
 BATCH_NORM_OPS = 8 + 2 * 7 + 2 * 13 + 8
-
-
 # ops an activation adds: Elu; the Const 0.01, Mul and Maximum of tf.maximum(0.01 * z, z); Relu;
 # the chapter's selu(): Const 0.0, GreaterEqual, Elu, Const alpha, Mul, Select, Const scale, Mul
 ACTIVATION_OPS = {"elu": 1, "leaky_relu": 3, "relu": 1, "selu": 8}
@@ -38,12 +30,6 @@ ACTIVATION_OPS = {"elu": 1, "leaky_relu": 3, "relu": 1, "selu": 8}
 REGULARIZER_OPS = {"l1": 5, "max_norm": 18}
 DROPOUT_OPS = (8, 8)  # the dropout cond's ops before its random op draws the seed, and after
 STOP_GRADIENT_OPS = 1
-
-
-def constant_initializer_ops(n_elements):
-    return 1 if n_elements < SMALL_CONSTANT else 3
-
-
 # the rest of the book's saved gradient-clipping graph, after its network (see imported_training_graph)
 LOSS_OPS, EVAL_OPS, INIT_OPS = 4, 5, 1
 GRADIENT_OPS = {"loss": 21, "dense": 9, "relu": 1}
@@ -81,7 +67,7 @@ class TF1OpClock:
         return seed
 
     def constant_variable(self, n_elements):
-        self.count(constant_initializer_ops(n_elements) + VARIABLE_OPS)
+        self.count((1 if n_elements < SMALL_CONSTANT else 3) + VARIABLE_OPS)
 
     def dense(self, name, units, initializer, regularizer=None):
         seed = self.random_variable(name + "/kernel", initializer)
@@ -95,8 +81,7 @@ class TF1OpClock:
         self.count(ACTIVATION_OPS[kind])
 
     def imported_training_graph(self, source):
-        """Count the graph ``import_meta_graph`` brings back from the book's gradient-clipping
-        cell saved with ``source``'s architecture (relu layers, clipped gradient descent)."""
+        """Count the graph ``import_meta_graph`` brings back from the gradient-clipping cell's run."""
         self.count(2)  # X, y
         sizes = (*source.hidden, source.n_outputs)
         for i, units in enumerate(sizes):
@@ -157,12 +142,9 @@ def _random_seed_module():
 
 
 def _tf1_op_seed(tf):
-    """TF1's op seed for a random op about to be made without one, or None when TF 2.x's rule
-    applies (eager code, no graph-level seed)."""
-    if tf.executing_eagerly():
-        return None
-    graph = tf.compat.v1.get_default_graph()
-    if graph.seed is None:
+    """TF1's op seed for a random op about to be made without one; None where TF 2.x's rule applies."""
+    graph = None if tf.executing_eagerly() else tf.compat.v1.get_default_graph()
+    if graph is None or graph.seed is None:
         return None
     return len(graph.get_operations())  # TF1: graph._last_id, ids counting from 1
 
@@ -196,8 +178,8 @@ def _self_test(tf, random_seed, original):
 
 
 def enable() -> None:
-    """Give graphs built from now on TF1's op seeds (see the module docstring); for notebooks.
-    Raises :class:`TF1SeedsError` if the installed TensorFlow lacks what the patch relies on."""
+    """Give graphs built from now on TF1's op seeds. Raises :class:`TF1SeedsError` if the
+    installed TensorFlow lacks what the patch relies on."""
     if _installed:
         return
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # tf.layers from tf-keras: TF1's ops

@@ -1,11 +1,7 @@
 """The book's training cell as one function, :func:`train`, and the per-step stepping it runs.
-
-Chapter 11's cell shuffles the training set each epoch (``shuffle_batch``), runs
-``sess.run([training_op, extra_update_ops], feed_dict={training: True, X: X_batch, y: y_batch})``
-per mini-batch, then prints ``epoch, "Validation accuracy:", accuracy_val`` and saves a
-checkpoint. :func:`_book_loop` is that cell line for line. How the steps run plugs in as a
-:class:`Steps`: :class:`BookSteps` here, one Session call per step, or the XLA loop's whole
-epochs (``xla_loop.py``); the Session, checkpoints and validation are ``training_session.py``'s.
+:func:`_book_loop` is chapter 11's cell line for line; its steps plug in as a :class:`Steps`:
+:class:`BookSteps`, one Session call per step, or the XLA loop's whole epochs (``xla_loop.py``).
+The Session, checkpoints and validation are ``training_session.py``'s.
 """
 
 from __future__ import annotations
@@ -40,9 +36,8 @@ class TrainingInterrupted(Exception):
 
 
 def shuffle_batch(X, y, batch_size, rng=np.random) -> Iterator:
-    """The book's helper: a fresh permutation per epoch, split into ``len(X) // batch_size``
-    nearly equal batches by ``np.array_split`` (no example dropped; some batches one larger).
-    The same NumPy calls as the book, hence the same batches for the same random state."""
+    """The book's helper, with its NumPy calls: a fresh permutation per epoch, split into
+    ``len(X) // batch_size`` nearly equal batches (none dropped; some one larger)."""
     for batch_idx in batch_indices(len(X), batch_size, rng):
         yield X[batch_idx], y[batch_idx]
 
@@ -56,12 +51,9 @@ def train(
     config: Config, split: Split, run_dir: str, *, resume: bool | str = False, dry_run: bool = False,
     out=sys.stdout, data_info: dict | None = None, progress: bool = False, before_first_step=None,
 ) -> Result:  # fmt: skip
-    """Train ``config`` on ``split`` in ``run_dir`` (made by :func:`runs.new_run_dir`, or an
-    existing run when ``resume``, which may also name one of its checkpoints to go back to).
-    Raises :class:`TrainingInterrupted` on Ctrl-C or SIGTERM, :class:`NumericalError` when the
-    loss or a variable stops being finite, :class:`WriteError` when a file cannot be written.
-    ``progress`` shows a bar over each epoch's steps on a terminal (tqdm); ``before_first_step()``
-    is called once the start-up is over."""
+    """Train ``config`` on ``split`` in ``run_dir`` (a new run folder, or with ``resume`` an existing
+    run, or one of its checkpoints to go back to). Raises :class:`TrainingInterrupted`,
+    :class:`NumericalError` or :class:`WriteError`. ``progress``: a tqdm bar on a terminal."""
     with runs.run_lock(run_dir):
         if not resume:
             runs.write_records(run_dir, config, data_info)
@@ -118,9 +110,8 @@ class Steps(Protocol):
 
 
 class BookSteps:
-    """The book's loop: one ``sess.run([training_op, extra_update_ops], feed_dict=...)`` per
-    batch, through ``make_callable``, which works out the feeds and fetches once: the same
-    executor runs the same kernels, so the values are the ``sess.run`` loop's, bit for bit."""
+    """The book's loop: one ``sess.run([training_op, extra_update_ops], feed_dict=...)`` per batch,
+    through ``make_callable`` (the same executor and kernels: the same values, bit for bit)."""
 
     chunk = 1  # Ctrl-C and the progress bar see every step
 
@@ -173,8 +164,7 @@ def make_steps(sess, h, config, split) -> Steps:
 
 
 class StopOnSignal:
-    """Turns Ctrl-C and SIGTERM into a flag checked between steps, so no step or checkpoint stops
-    half-way. ``signum`` is the signal's number once one came (0 before)."""
+    """Ctrl-C and SIGTERM as a flag checked between steps (``signum``, 0 until one comes)."""
 
     def __init__(self):
         self.signum = 0
@@ -200,8 +190,7 @@ class StopOnSignal:
 
 
 def progress_bar(wanted: bool, note=None) -> bool:
-    """A tqdm bar over each epoch's steps: when wanted, on a terminal, with tqdm (the 'progress'
-    extra) installed; ``note()`` is called when only tqdm is missing."""
+    """A tqdm bar: when wanted, on a terminal, with tqdm installed (else ``note()`` is called)."""
     if not wanted or not sys.stdout.isatty():
         return False
     try:
@@ -214,9 +203,8 @@ def progress_bar(wanted: bool, note=None) -> bool:
 
 
 def run_epoch(steps: Steps, batches, epoch: int, stop: StopOnSignal, bar: bool, run_dir: str) -> list[float]:
-    """The epoch's ``batches`` through ``steps``; returns their losses. Raises
-    :class:`NumericalError` at the first loss that is not finite (nothing after it is computed)
-    and :class:`TrainingInterrupted` when a stop signal came first (the epoch is left unsaved)."""
+    """The epoch's ``batches`` through ``steps``; returns their losses. Raises :class:`NumericalError`
+    at the first loss that is not finite, :class:`TrainingInterrupted` when a stop signal came."""
     n = len(batches)
     progress = None
     if bar:

@@ -1,11 +1,7 @@
 """What a run holds while it trains: the Session, the Saver and its run state, the TensorBoard
-writer, and the copy of the network that validates each epoch while the next one trains.
-
-Every checkpoint holds everything that decides the rest of the run: the variables, the moving
-statistics, and, in the ``run_state`` variable, the NumPy random state that drives shuffling, the
-epoch and the table so far. A run killed at any moment and resumed ends bit-identical to one
-that never stopped. The validating copy (:class:`EpochEnd`) is a second graph of the same
-network, loaded with the epoch's exact values, so its accuracy is the training graph's.
+writer, and :class:`EpochEnd`, a copy of the network that validates each epoch while the next
+trains. A checkpoint holds all that decides the rest of the run (variables, moving statistics, and
+in ``run_state`` the shuffling's NumPy state and the table), so a resumed run ends bit-identical.
 """
 
 from __future__ import annotations
@@ -28,11 +24,8 @@ RUN_STATE = "run_state"
 
 
 def session_config(threads=(1, 2)):
-    """(intra-op, inter-op) threads; 0 means TensorFlow's default (one per core). The default
-    (1, 2) lets independent ops, such as a layer's two gradient matmuls, run at once, while
-    single-threaded kernels skip Eigen's sharding overhead at batch 200. The bn network's values
-    do not depend on them; some of the chapter's batch-50 networks' do, so their presets keep
-    TensorFlow's defaults, as the book."""
+    """(intra-op, inter-op) threads; 0 means TensorFlow's default (one per core). (1, 2) runs
+    independent ops, such as a layer's two gradient matmuls, at once, with unsharded kernels."""
     intra, inter = threads
     return tf1.ConfigProto(intra_op_parallelism_threads=intra, inter_op_parallelism_threads=inter)
 
@@ -133,13 +126,14 @@ class TrainingSession:
             runs.write_config(self.run_dir, saved.replace(epochs=self.config.epochs))
         state = json.loads(self.sess.run(self.run_state).decode())
         self._replay_dropout(state["epoch"])
-        self.rng.set_state(_rng_from_json(state["rng"]))
+        name, keys, *rest = state["rng"]
+        self.rng.set_state((name, np.array(keys, dtype=np.uint32), *rest))
         result.accuracies = [np.float32(a) for a in state["accuracies"]]
         result.losses = state["losses"]
         result.epoch_seconds = state["epoch_seconds"]
         if self.out is not None:
             for epoch, acc in enumerate(result.accuracies):
-                if printed_epoch(self.config, epoch):
+                if epoch % self.config.print_every == 0:
                     print(epoch, "Validation accuracy:", acc, "(from checkpoint)", file=self.out, flush=True)
         # TensorBoard drops what this run wrote from here on before the kill (it is rewritten)
         self.writer.add_session_log(tf1.SessionLog(status=tf1.SessionLog.START), len(result.accuracies))
@@ -151,10 +145,8 @@ class TrainingSession:
         return state["epoch"]
 
     def _replay_dropout(self, epochs):
-        """Dropout's random ops keep their place in their streams inside the Session, not in the
-        checkpoint: bring them to where ``epochs`` epochs of steps left them, by running the
-        network forward with ``training`` on as many batches of the same sizes (their values do
-        not matter), so that the resumed run draws the masks an unbroken one would."""
+        """Dropout's random streams live in the Session, not the checkpoint: run as many forward
+        passes with ``training`` on, on batches of the same sizes, as ``epochs`` epochs made."""
         h = self.h
         if not self.config.dropout_rate or not epochs:
             return
@@ -189,9 +181,10 @@ class TrainingSession:
         self.wait_for_validation()  # the previous epoch's accuracy belongs to the state
         result.losses.append(float(np.mean(losses)))
         result.epoch_seconds.append(seconds)
+        name, keys, pos, has_gauss, cached = self.rng.get_state()
         state = {
             "epoch": epoch + 1,
-            "rng": _rng_to_json(self.rng.get_state()),
+            "rng": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
             "accuracies": [float(a) for a in result.accuracies],
             "losses": result.losses,
             "epoch_seconds": result.epoch_seconds,
@@ -263,21 +256,6 @@ class TrainingSession:
         return WriteError(f"could not write {what} in {self.run_dir} ({reason}); {kept}", resumable=bool(newest))
 
 
-def _rng_to_json(state):
-    name, keys, pos, has_gauss, cached = state
-    return [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]
-
-
-def _rng_from_json(s):
-    name, keys, pos, has_gauss, cached = s
-    return (name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached)
-
-
-def histogram_summaries(h):
-    with h.graph.as_default(), tf.name_scope("histograms"):
-        return tf1.summary.merge([tf1.summary.histogram(v.op.name, v) for v in h.model_variables])
-
-
 class EpochEnd:
     """``submit(...)`` queues one epoch's validation and summaries; ``wait()`` returns its
     validation accuracy once done (None when nothing was queued), re-raising its error, if any.
@@ -292,19 +270,18 @@ class EpochEnd:
         self.prepared = False
 
     def prepare(self):
-        """Build the copy graph, its session and its three Session calls in the background
-        thread, so that none of it happens during training. The trainer calls it once its own
-        loop is traced, before XLA compiles it: a graph built during the tracing would change
-        TensorFlow's process-wide name counters, hence XLA's fingerprint, and the compile cache
-        would miss. :meth:`submit` starts it if nothing has, and raises its error."""
+        """Build the copy, its session and Session calls in the background thread. The trainer
+        calls it after tracing its loop: a graph built during the tracing would change TensorFlow's
+        name counters, hence XLA's fingerprint, and the compile cache would miss."""
         if not self.prepared:
             self.prepared = True
             self.pending = self.pool.submit(self._prepare)
 
     def _prepare(self):
         h = build_graph(self.config, train_op=False)
-        histograms = histogram_summaries(h)
         with h.graph.as_default():
+            with tf.name_scope("histograms"):
+                histograms = tf1.summary.merge([tf1.summary.histogram(v.op.name, v) for v in h.model_variables])
             values_in = [tf1.placeholder(v.dtype.base_dtype, v.shape) for v in h.model_variables]
             load = tf.group([v.assign(p) for v, p in zip(h.model_variables, values_in)])
         self.sess = tf1.Session(graph=h.graph, config=self.session_config)
@@ -313,9 +290,8 @@ class EpochEnd:
         self._histograms = self.sess.make_callable(histograms)
 
     def submit(self, epoch, values, mean_loss, seconds, note=None, last_batch=None):
-        """``values``: the model variables after ``epoch``, in the training
-        graph's order. The printed line ends with ``note`` in brackets, by default the epoch's time;
-        ``last_batch``, the indices of the epoch's last batch, for a cell that prints its accuracy."""
+        """``values``: the model variables after ``epoch``, in the training graph's order. The line
+        ends with ``note``, else the epoch's time; ``last_batch`` for a cell that prints its accuracy."""
         self.prepare()
         if self.wait() is not None:
             raise RuntimeError("an epoch's accuracy was not collected: wait() before the next submit()")
@@ -334,7 +310,7 @@ class EpochEnd:
     def _end(self, epoch, values, mean_loss, seconds, note, last_batch):
         self._load(*values)
         acc = self._accuracy(self.split.X_valid, self.split.y_valid)
-        if self.out is not None and printed_epoch(self.config, epoch):
+        if self.out is not None and epoch % self.config.print_every == 0:
             batch = []
             if self.config.batch_accuracy and last_batch is not None:
                 X, y = self.split.X_train[last_batch], self.split.y_train[last_batch]
@@ -357,11 +333,6 @@ class EpochEnd:
         except (RuntimeError, OSError) as e:  # the writer's thread failed: disk full, folder gone
             raise EventFileError(str(e).splitlines()[0]) from None
         return acc
-
-
-def printed_epoch(config, epoch):
-    """Whether the cell prints ``epoch``'s line: every epoch, or every ``print_every``-th."""
-    return epoch % config.print_every == 0
 
 
 class EventFileError(OSError):

@@ -1,12 +1,7 @@
-"""The default loop: a whole epoch of the book's steps in one XLA-compiled Session call.
-
-The steps run in a ``tf.while_loop`` over the epoch's batches (the rows ``shuffle_batch`` would
-feed), each :func:`bnmnist.network.sgd_step` on the values the previous one left, assigned to the
-variables at the end. The training set lives in the graph as raw uint8 pixels; the pixels that are
-0 in every training image are left out (their kernel rows would only ever move by
-``-lr * 0``). XLA orders some float sums its own way, so the variables' last bits differ from the
-per-step loop's while the printed table is the book's. Each batch size gets its own static-shape
-call, compiled before the first step.
+"""The default loop: a whole epoch of the book's steps in one XLA-compiled Session call, a
+``tf.while_loop`` of :func:`bnmnist.network.sgd_step` over the epoch's batches on carried values.
+The training set lives in the graph as uint8 pixels, without those 0 in every image (their kernel
+rows never move). XLA orders some sums its own way: the last bits differ, the printed table not.
 """
 
 from __future__ import annotations
@@ -23,9 +18,8 @@ tf1 = tf.compat.v1
 
 
 def _load_data(sess, arrays):
-    """Each of ``arrays`` (name -> array) held in the graph, all loaded by one Session call: as
-    local variables, not global ones, so the Saver never writes the data set into checkpoints, and
-    of no fixed shape, so they can be emptied. Returns the variables, in the same order."""
+    """``arrays`` (name -> array) as local variables of no fixed shape, loaded by one Session call:
+    the Saver never writes them, and they can be emptied. Returns the variables, in order."""
     variables, feeds = [], {}
     for name, array in arrays.items():
         value = tf1.placeholder(tf.as_dtype(array.dtype), [None] * np.ndim(array), name=name + "_in")
@@ -40,11 +34,7 @@ def _load_data(sess, arrays):
 
 
 class XlaEpochLoop:
-    """Runs steps ``start..stop-1`` of the current epoch in one Session call per batch size.
-
-    ``start_epoch(batches)`` takes the epoch's index arrays (``trainer.batch_indices``);
-    ``run(start, stop)`` returns the steps' losses, ending early right after the first
-    non-finite one (nothing after it is computed)."""
+    """The XLA loop as a :class:`bnmnist.trainer.Steps`: one Session call per batch size."""
 
     chunk = None  # whole epochs per call
     # The step's two shortcuts, each leaving the values as they are (benchmarks/ab_step.py times
@@ -117,10 +107,8 @@ class XlaEpochLoop:
         self.groups = []
 
     def compile(self, n_train, batch_size):
-        """Compile for the index-matrix shapes of an epoch (the same every epoch) with calls that
-        run no step; returns the seconds it took. The calls fetch what :meth:`run` fetches, so the
-        Session also prepares the executor the steps will use, which the first epoch would pay
-        for otherwise. Draws nothing from the shuffling random state."""
+        """Compile, and prepare the executor, for an epoch's shapes by calls that run no step and
+        draw nothing from the shuffling's random state; returns the seconds it took."""
         t = time.perf_counter()
         self.start_epoch(np.array_split(np.arange(n_train), n_train // batch_size))
         with compile_cache.compiling():

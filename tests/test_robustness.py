@@ -549,8 +549,8 @@ def test_a_resume_while_the_run_still_trains_is_refused_before_tensorflow(tiny_m
     assert len(lines) == 1 and "is being trained by another process" in lines[0], attempts[0].stderr
     assert attempts[0].stdout.split()[0] == "NO_TF"
     assert len(runs.read_state(run_dir)) == 2  # the run went on, undisturbed
-    assert runs.lock_run(run_dir)  # and let go of the run when it ended
-    runs.unlock_run(run_dir)
+    with runs.run_lock(run_dir) as took:  # and let go of the run when it ended
+        assert took
 
 
 def test_extending_a_finished_run_with_epochs_equals_a_longer_run(tiny_run, tiny_mnist, tmp_path, six_epoch_run):
