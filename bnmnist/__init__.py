@@ -1,11 +1,10 @@
 """bnmnist: the batch-norm MNIST network of Hands-On ML (1st ed., ch. 11) as TF1 code on TF 2.x.
-
-Importing the package does not import TensorFlow; ``restore``, ``build_graph`` and ``train`` do,
-when first used.
+Importing it does not import TensorFlow; ``restore``, ``build_graph`` and ``train`` do.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING
 
 from . import data
@@ -13,7 +12,9 @@ from .config import PRESETS, Config
 from .seeds import tf1_seeds
 
 if TYPE_CHECKING:
-    from .restored import RestoredModel
+    from .graph import build_graph
+    from .restored import restore
+    from .trainer import train
 
 __version__ = "0.1.0"
 __all__ = [
@@ -29,13 +30,6 @@ __all__ = [
 ]
 
 
-def restore(path: str = "latest", logdir: str = "tf_logs") -> RestoredModel:
-    """Open a trained run in its own graph and session; see :mod:`bnmnist.restored`."""
-    from .restored import restore as _restore
-
-    return _restore(path, logdir)
-
-
 def checkpoint_path(run: str = "latest", logdir: str = "tf_logs") -> str:
     """The checkpoint prefix (``.../model.ckpt-N``) of a run folder, a checkpoint or ``"latest"``:
     what the book's ``import_meta_graph`` recipe and ``saver.restore`` take."""
@@ -44,13 +38,10 @@ def checkpoint_path(run: str = "latest", logdir: str = "tf_logs") -> str:
     return resolve(run, logdir)[1]
 
 
+_NEED_TENSORFLOW = {"build_graph": "graph", "restore": "restored", "train": "trainer"}
+
+
 def __getattr__(name):  # the parts that need TensorFlow, imported on first use
-    if name == "build_graph":
-        from .graph import build_graph
-
-        return build_graph
-    if name == "train":
-        from .trainer import train
-
-        return train
-    raise AttributeError(f"module 'bnmnist' has no attribute {name!r}")
+    if name not in _NEED_TENSORFLOW:
+        raise AttributeError(f"module 'bnmnist' has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_NEED_TENSORFLOW[name]}", __name__), name)

@@ -11,14 +11,12 @@ import shutil
 
 
 def write_bytes_atomic(path, data):
-    """Write to a temporary name, flush to disk, then rename over ``path``: readers (and a
-    process killed half-way) see the old file or the new one, never a partial one."""
     write_atomic(path, lambda f: f.write(data))
 
 
 def write_atomic(path, write, sync=True):
-    """``write(f)`` into a temporary file beside ``path``, then rename it over ``path``. Without
-    ``sync`` the data is not forced to disk first, for files whose reader checks them anyway."""
+    """``write(f)`` into a temporary file beside ``path``, forced to disk unless not ``sync`` (for
+    files their reader checks), then renamed over ``path``."""
     folder, base = os.path.split(path)
     tmp = os.path.join(folder, f".{base}.tmp-{os.getpid()}")
     try:
@@ -43,14 +41,8 @@ def read_json(path):
         return json.load(f)
 
 
-def read_text(path):
-    with open(path, encoding="utf-8") as f:
-        return f.read()
-
-
 def cache_folder(env, name):
-    """Where one of bnmnist's caches lives: the folder the environment variable ``env`` names, by
-    default ``$XDG_CACHE_HOME/bnmnist/NAME`` (``~/.cache``); None when ``env`` turns it ``off``."""
+    """The folder ``$env`` names, by default ``$XDG_CACHE_HOME/bnmnist/NAME``; None when ``off``."""
     setting = os.environ.get(env, "")
     if setting.lower() in ("off", "0", "no", "false"):
         return None
@@ -80,9 +72,8 @@ CACHE_MIN_FREE_BYTES = 256 * 2**20  # beyond an entry itself: the disk's last ro
 
 
 class CacheFolder:
-    """One of bnmnist's caches: a folder where an entry is published whole (written, or moved in,
-    by a rename) and then a record beside it, ``NAME.json``, holding its SHA-256 and whatever else
-    its owner needs. A reader trusts an entry only when its digest is the recorded one."""
+    """A cache: entries published whole, by a rename, then their record, ``NAME.json``, with their
+    SHA-256 and whatever else the owner needs. A reader trusts an entry whose digest matches."""
 
     def __init__(self, folder):
         self.folder = folder
@@ -111,8 +102,7 @@ class CacheFolder:
         return shutil.disk_usage(path).free >= nbytes + CACHE_MIN_FREE_BYTES
 
     def publish(self, name, sha256, *, move=None, write=None, **record):
-        """The entry ``name``: the finished file ``move`` renamed into the folder, or ``write(f)``
-        into a temporary file renamed in place; then its record. Raises OSError."""
+        """The entry ``name``, the file ``move`` or ``write(f)``'s, then its record. Raises OSError."""
         target = self.path(name)
         if move is not None:
             os.replace(move, target)

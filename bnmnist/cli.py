@@ -19,7 +19,7 @@ import threading
 import time
 
 from . import compile_cache, data, runs
-from .config import LOOPS, PRESETS, RULES, SEEDINGS
+from .config import CHOICES, PRESETS, RULES
 from .errors import BnmnistError, NumericalError, WriteError
 
 EXIT_USAGE, EXIT_NUMERICAL, EXIT_WRITE, EXIT_PIPE = 2, 3, 4, 141
@@ -111,13 +111,13 @@ def build_parser():
     )
     p.add_argument(
         "--seeding",
-        choices=SEEDINGS,
+        choices=CHOICES["seeding"],
         help=f"tf1: the op seeds TF 1.x gave the book's graph (reproduces the book); tf2: TF 2.x's own "
         f"({_default('seeding')})",
     )
     p.add_argument(
         "--loop",
-        choices=LOOPS,
+        choices=CHOICES["loop"],
         help="xla: whole epochs of the book's steps compiled by XLA; feed_dict: the "
         f"book's own loop, one Session call per step ({_default('loop')})",
     )
@@ -200,21 +200,15 @@ def prepare(argv):
     else:
         cfg = config_from_args(args)
     cfg.validated()
-    if not args.resume:
-        runs.check_logdir(args.logdir, create=False)  # quick, before the data is read
     if args.resume:  # the copy the run was trained on, as its data.json records it
         mnist = data.load_recorded(runs.read_data_record(run_dir), args.data, owner=run_dir)
     else:
+        runs.check_logdir(args.logdir, create=False)  # quick, before the data is read
         mnist = data.load(args.data)
     cfg.validated(n_train=data.n_train(mnist))
     split = data.split(mnist)
-    info = {
-        "source": mnist.source,
-        "sha256": mnist.fingerprint(),
-        "n_train": split.n_train,
-        "n_valid": len(split.X_valid),
-        "n_test": len(split.X_test),
-    }
+    info = {"source": mnist.source, "sha256": mnist.fingerprint(), "n_train": split.n_train}
+    info.update(n_valid=len(split.X_valid), n_test=len(split.X_test))
     if args.resume:
         return cfg, split, info, None, run_dir, args
     runs.check_logdir(args.logdir)
@@ -234,7 +228,7 @@ def _check_resumable(run_dir, cfg, epochs_flag, start):
             )
         raise BnmnistError(f"{run_dir} has no completed epoch to resume from; start a new run")
     results = runs.read_results(run_dir)
-    if results is not None and results.get("dry_run"):
+    if (results or {}).get("dry_run"):
         raise BnmnistError(f"{run_dir} was a --dry-run (a couple of steps), not a run to go on with; start a new run")
     if epochs_flag is not None and epochs_flag < done:
         raise BnmnistError(
@@ -316,9 +310,8 @@ def _main(argv, run):
     t0 = time.perf_counter()
     try:
         cfg, split, info, logdir, resume_dir, args = prepare(argv)
-        with contextlib.ExitStack() as held:
-            if resume_dir:  # a run another process still trains is refused here, before TensorFlow
-                held.enter_context(runs.run_lock(resume_dir))
+        # a run another process still trains is refused here, before TensorFlow
+        with runs.run_lock(resume_dir) if resume_dir else contextlib.nullcontext():
             return _train(t0, cfg, split, info, logdir, resume_dir, args, run)
     except BnmnistError as e:  # bad input: nothing trained
         print(f"bnmnist-train: error: {e}", file=sys.stderr)

@@ -11,13 +11,18 @@ from dataclasses import dataclass
 from .atomic import read_json
 from .errors import ConfigError
 
-ACTIVATIONS = ("elu", "leaky_relu", "relu", "selu")
-OPTIMIZERS = ("gradient_descent", "momentum")
-L1_FORMS = ("loss", "regularizer")
-MAX_NORM_FORMS = ("assign", "regularizer")
-INITIALIZERS = ("he", "glorot_uniform")
-SEEDINGS = ("tf1", "tf2")
-LOOPS = ("xla", "feed_dict")
+# field -> its allowed values; reuse: how the "Reusing Pretrained Layers" cells start from a run
+CHOICES = {
+    "activation": ("elu", "leaky_relu", "relu", "selu"),
+    "initializer": ("he", "glorot_uniform"),
+    "seeding": ("tf1", "tf2"),
+    "loop": ("xla", "feed_dict"),
+    "optimizer": ("gradient_descent", "momentum"),
+    "l1_form": ("loss", "regularizer"),
+    "max_norm_form": ("assign", "regularizer"),
+    "reuse": ("", "model", "model_rebuilt", "lower_imported", "lower", "freeze_var_list", "freeze_stop_gradient",
+              "cache_frozen"),
+}  # fmt: skip
 
 
 _int = lambda v: isinstance(v, int) and not isinstance(v, bool)
@@ -52,10 +57,6 @@ CHAPTER_FIELDS = (
 )  # fmt: skip
 # The chapter constructs the XLA loop's step computes too.
 XLA_CONSTRUCTS = ("standardize_inputs", "clip_gradients", "l1_scale")
-# How the chapter's "Reusing Pretrained Layers" cells start from a trained gradient_clipping run.
-REUSE_FORMS = (
-    "", "model", "model_rebuilt", "lower_imported", "lower", "freeze_var_list", "freeze_stop_gradient", "cache_frozen",
-)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -127,7 +128,7 @@ class Config:
     # Print every print_every-th epoch (the SELU cell: every 5th, with the last batch's accuracy).
     print_every: int = 1
     batch_accuracy: bool = False
-    # "Reusing Pretrained Layers": the form (REUSE_FORMS; "" = none), the source checkpoint and its
+    # "Reusing Pretrained Layers": the form (CHOICES; "" = none), the source checkpoint and its
     # data file's SHA-256, the variables restored (a pattern, as the book's scope="hidden[123]";
     # "" = all), those trained ("" = all trainable), the layer tf.stop_gradient follows, and
     # whether the layers up to it are computed once and cached.
@@ -195,18 +196,11 @@ class Config:
         threads = self.run.threads
         if len(threads) != 2 or not all(_int(t) and t >= 0 for t in threads):
             raise ConfigError(f"threads must be two non-negative integers (intra, inter), got {threads!r}")
-        for name, value, allowed in (
-            ("activation", self.activation, ACTIVATIONS),
-            ("initializer", self.initializer, INITIALIZERS),
-            ("seeding", self.seeding, SEEDINGS),
-            ("loop", self.run.loop, LOOPS),
-            ("optimizer", self.optimizer, OPTIMIZERS),
-            ("l1 form", self.l1_form, L1_FORMS),
-            ("max norm form", self.max_norm_form, MAX_NORM_FORMS),
-            ("reuse", self.reuse, REUSE_FORMS),
-        ):
-            if value not in allowed:
-                raise ConfigError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+        for name, allowed in CHOICES.items():
+            if self.value(name) not in allowed:
+                raise ConfigError(
+                    f"{name.replace('_', ' ')} must be one of {', '.join(allowed)}; got {self.value(name)!r}"
+                )
         if self.reuse and not self.reuse_from:
             raise ConfigError(
                 f"the {self.preset} preset starts from a trained run; pass --from RUN (a gradient_clipping run)"

@@ -1,9 +1,5 @@
-"""The package's own exceptions: each carries one line saying what is wrong and what to do.
-
-The command line turns any of them into that line on stderr and an exit code (2 for bad input,
-3 for divergence, 4 when a run's files could not be written), with no traceback;
-in a notebook they are ordinary exceptions (``ValueError`` subclasses where the input is bad) that
-Jupyter shows as that one line.
+"""The package's own exceptions: each carries one line saying what is wrong and what to do, which
+the command line prints with an exit code and Jupyter shows without a traceback.
 """
 
 

@@ -94,22 +94,19 @@ def build_graph(config, train_op=True):
         # the network's variables, and the optimizer's slots and global step, if any
         init = tf1.variables_initializer(tf1.global_variables(), name="init")
         extra_update_ops = tf1.get_collection(tf1.GraphKeys.UPDATE_OPS)
+    statistics = tuple(variables[n] for n in (network.INPUT_MEAN, network.INPUT_STD) if n in variables)
+    tensors = dict(X=X, y=y, training=training, logits=logits, probabilities=probabilities, predictions=predictions)
     return Handles(
         graph=graph,
-        X=X,
-        y=y,
-        training=training,
-        logits=logits,
-        probabilities=probabilities,
-        predictions=predictions,
+        **tensors,
         loss=loss,
         accuracy=accuracy,
         training_op=training_op,
-        extra_update_ops=extra_update_ops,
         init=init,
+        extra_update_ops=extra_update_ops,
         model_variables=model_variables,
         after_step=after_step,
-        input_statistics=tuple(variables[n] for n in (network.INPUT_MEAN, network.INPUT_STD) if n in variables),
+        input_statistics=statistics,
         layer_outputs=layer_outputs,
     )
 

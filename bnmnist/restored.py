@@ -1,8 +1,6 @@
 """A trained run, opened again: ``bnmnist.restore(path)`` in its own graph and session, and
-:func:`export_saved_model`, a plain TF2 SavedModel of it.
-
-Both rebuild the network from the package and the run's ``config.json`` and read only variables
-from the checkpoint; nothing is imported from a ``.meta`` file, which could carry arbitrary ops.
+:func:`export_saved_model`, a plain TF2 SavedModel of it. Both rebuild the network from the run's
+``config.json`` and read only variables: a ``.meta`` file could carry arbitrary ops.
 """
 
 from __future__ import annotations

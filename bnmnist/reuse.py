@@ -1,36 +1,22 @@
-"""Reusing pretrained layers, in the vocabulary of the chapter's section of that name.
-
-A network grows from a trained run the way the book's cells grow it:
-
-* :func:`new_layers`: the source network's lower layers, with new layers on top (the book keeps
-  ``hidden1``-``hidden3`` of the gradient-clipping network and adds a 20-unit ``hidden4``);
-* :func:`restore_layers`: restore only the variables whose names match a pattern, the book's
-  ``tf.train.Saver(tf.get_collection(GLOBAL_VARIABLES, scope="hidden[123]"))``;
-* :func:`freeze`: keep layers from training, through the optimizer's ``var_list`` or
-  ``tf.stop_gradient``;
-* :func:`cache_outputs`: a frozen layer's outputs, computed once to train the layers above on.
-
-``python scripts/train.py --preset reuse_lower --from RUN`` and the other reuse presets run the
-chapter's cells with these pieces. Only ``reuse_model`` and ``reuse_lower_imported``, as their
-cells, import a graph from a file: the ``.meta`` file the user's own source run wrote.
+"""Reusing pretrained layers, in the words of the chapter's section: :func:`new_layers` on a
+source's lower ones, :func:`restore_layers` matching a pattern (``scope="hidden[123]"``),
+:func:`freeze` by ``var_list`` or ``tf.stop_gradient``, and :func:`cache_outputs` of a frozen
+layer. The reuse presets (``--preset reuse_lower --from RUN``) run the cells with these pieces.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 from typing import TYPE_CHECKING
 
 from . import runs
+from .atomic import sha256_file
 from .errors import CheckpointError, RunFolderError
 
 if TYPE_CHECKING:
     import numpy as np
 
     from .config import Config
-
-# source() and sha256() run before TensorFlow loads (the command line's checks); the rest
-# imports the TensorFlow-side modules when called.
 
 
 def source(path: str, logdir: str = "tf_logs", preset: str | None = None) -> tuple[str, Config]:
@@ -47,17 +33,12 @@ def source(path: str, logdir: str = "tf_logs", preset: str | None = None) -> tup
 
 def sha256(prefix: str) -> str:
     """SHA-256 of a checkpoint's data file, recorded by the run that reuses it."""
-    digest = hashlib.sha256()
-    with open(prefix + ".data-00000-of-00001", "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_file(prefix + ".data-00000-of-00001")
 
 
 def new_layers(source_config: Config, keep: int, hidden: tuple, preset: str = "reuse_lower") -> Config:
-    """The book's "reuse the lower layers" network: ``source_config``'s first ``keep`` hidden
-    layers, restored from the source (``hidden[123]`` for 3), then new hidden layers of the sizes
-    ``hidden`` and new outputs, trained by plain gradient descent (no clipping) as the cell does."""
+    """The book's "reuse the lower layers" network: ``source_config``'s first ``keep`` hidden layers,
+    restored, then new ones of the sizes ``hidden`` and new outputs, trained without clipping."""
     kept = tuple(source_config.hidden[:keep])
     return source_config.replace(
         preset=preset,
@@ -69,8 +50,7 @@ def new_layers(source_config: Config, keep: int, hidden: tuple, preset: str = "r
 
 
 def freeze(config: Config, layers: tuple[str, ...], how: str = "var_list") -> Config:
-    """``config`` with the hidden layers ``layers`` (``("hidden1", "hidden2")``, the lowest ones)
-    frozen: left out of the optimizer's ``var_list``, or below a ``tf.stop_gradient``."""
+    """``config`` with its lowest hidden ``layers`` frozen, by ``var_list`` or ``stop_gradient``."""
     from . import network
 
     names = [layer.dense for layer in network.layers(config)]
@@ -87,15 +67,13 @@ def freeze(config: Config, layers: tuple[str, ...], how: str = "var_list") -> Co
 
 
 def matching(variables, scope):
-    """The variables whose names match ``scope`` as ``tf.get_collection(..., scope=)`` matches:
-    ``re.match`` from the start of the name; every one for an empty scope."""
+    """The variables whose names match ``scope`` as ``tf.get_collection(..., scope=)`` does."""
     return [v for v in variables if not scope or re.match(scope, v.op.name)]
 
 
 def check_source(prefix, config):
-    """Refuse, in one line naming the layer and both shapes, a source checkpoint that lacks a
-    variable ``config`` restores from it or holds it in another shape."""
-    from . import network, runs
+    """Refuse a source checkpoint that lacks a variable ``config`` restores, or has another shape."""
+    from . import network
 
     stored = runs.stored_shapes(prefix)
     shapes = network.variable_shapes(config)
@@ -110,26 +88,20 @@ def check_source(prefix, config):
 
 
 def restore_layers(sess, prefix: str, variables: list, scope: str = "hidden[123]") -> list[str]:
-    """Restore the ``variables`` whose names match ``scope`` from the checkpoint ``prefix``, the
-    rest staying as initialised: the book's partial restore. Returns the restored names."""
+    """The book's partial restore: the ``variables`` matching ``scope``, from ``prefix``. Returns
+    their names."""
     import tensorflow as tf
-
-    from . import runs
 
     chosen = matching(variables, scope)
     if not chosen:
-        raise CheckpointError(f"no variable matches {scope!r}; the layers are {network_names(variables)}")
+        layers = ", ".join(sorted({v.op.name.split("/")[0] for v in variables}))
+        raise CheckpointError(f"no variable matches {scope!r}; the layers are {layers}")
     with sess.graph.as_default():  # graph mode, even in an eager notebook
         saver = tf.compat.v1.train.Saver(var_list=chosen)
         runs.restore_checkpoint(sess, saver, prefix, chosen)
     return [v.op.name for v in chosen]
 
 
-def network_names(variables):
-    return ", ".join(sorted({v.op.name.split("/")[0] for v in variables}))
-
-
 def cache_outputs(sess, h, layer: str, X: np.ndarray) -> np.ndarray:
-    """``layer``'s outputs (``"hidden2"``) for the inputs ``X``, in one Session call, as the
-    caching cell computes them: ``sess.run(hidden2, feed_dict={X: X_train})``."""
+    """The caching cell's ``sess.run(hidden2, feed_dict={X: X_train})``, for ``layer``."""
     return sess.run(h.layer_outputs[layer], {h.X: X})

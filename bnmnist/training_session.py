@@ -318,16 +318,9 @@ class EpochEnd:
             suffix = f"({note or f'epoch {seconds:.2f} s'})"
             print(epoch, *batch, "Validation accuracy:", acc, suffix, file=self.out, flush=True)
         try:
-            self.writer.add_summary(
-                tf1.Summary(
-                    value=[
-                        tf1.Summary.Value(tag="validation_accuracy", simple_value=float(acc)),
-                        tf1.Summary.Value(tag="training_loss", simple_value=mean_loss),
-                        tf1.Summary.Value(tag="epoch_seconds", simple_value=seconds),
-                    ]
-                ),
-                epoch,
-            )
+            scalars = {"validation_accuracy": float(acc), "training_loss": mean_loss, "epoch_seconds": seconds}
+            values = [tf1.Summary.Value(tag=tag, simple_value=value) for tag, value in scalars.items()]
+            self.writer.add_summary(tf1.Summary(value=values), epoch)
             self.writer.add_summary(self._histograms(), epoch)
             self.writer.flush()
         except (RuntimeError, OSError) as e:  # the writer's thread failed: disk full, folder gone

@@ -20,9 +20,9 @@ import shutil
 import sys
 import tempfile
 import threading
+from pathlib import Path
 
 from bnmnist import data, runs
-from bnmnist.atomic import read_text
 from bnmnist.cli import path_arg
 from bnmnist.config import PRESETS
 from bnmnist.errors import BnmnistError
@@ -291,7 +291,7 @@ def uncapped_values(path):
 
 def uncapped_table(path):
     """preset -> {epoch: the value bnmnist printed}, from the uncapped section of ``path``."""
-    text = read_text(path) if os.path.exists(path) else ""
+    text = Path(path).read_text(encoding="utf-8") if os.path.exists(path) else ""
     if "<!-- chapter -->" not in text:
         return {}
     values, preset = {}, None

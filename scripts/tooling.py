@@ -12,11 +12,11 @@ import math
 import os
 import re
 import sys
+from pathlib import Path
 
 import numpy as np
 
 from bnmnist import atomic, runs
-from bnmnist.atomic import read_text
 from bnmnist.cli import field_type
 from bnmnist.config import BOOK_TABLE
 from bnmnist.errors import RunFolderError
@@ -314,7 +314,7 @@ def write_markdown_section(path, key, text):
     replacing what a previous run wrote there and keeping the rest (the file is made if missing)."""
     start, end = f"<!-- {key} -->", f"<!-- /{key} -->"
     block = f"{start}\n{text.strip()}\n{end}\n"
-    old = read_text(path) if os.path.exists(path) else ""
+    old = Path(path).read_text(encoding="utf-8") if os.path.exists(path) else ""
     if start in old and end in old:
         new = old[: old.index(start)] + block + old[old.index(end) + len(end) + 1 :]
     else:

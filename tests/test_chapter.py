@@ -8,13 +8,13 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from bnmnist import data, network
-from bnmnist.atomic import read_text
 from bnmnist.config import PRESETS
 from bnmnist.errors import ConfigError
 from bnmnist.graph import build_graph, set_input_statistics
@@ -275,7 +275,7 @@ def book_code_first_epoch(mnist_dir, book_notebook, notebook_cells, tmp_path_fac
         section_script = script
         if section in NOTEBOOK_STATE:
             first, state = NOTEBOOK_STATE[section]
-            source = read_text(script)
+            source = Path(script).read_text(encoding="utf-8")
             assert source.count(first) == 1, f"notebook_cells.py no longer sets {first}"
             section_script = str(folder / f"notebook_cells_{section}.py")
             with open(section_script, "w", encoding="utf-8") as f:

@@ -12,10 +12,11 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from bnmnist.atomic import read_json, read_text
+from bnmnist.atomic import read_json
 
 from helpers import BOOK_TABLE, ROOT, table_from, train_env
 
@@ -28,7 +29,7 @@ BOOK_SECTION = "Running the book's own code"
 def readme_blocks():
     """(section heading, language, code) of every fenced block, in order."""
     blocks, heading, lang, lines = [], None, None, None
-    for line in read_text(README).splitlines():
+    for line in Path(README).read_text(encoding="utf-8").splitlines():
         if lines is None and line.startswith("## "):
             heading = line[3:].strip()
         elif lines is None and line.startswith("```"):

@@ -14,11 +14,10 @@ import sys
 import termios
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
-
-from bnmnist.atomic import read_text
 
 import tooling
 from helpers import (
@@ -187,7 +186,7 @@ def child_pids(pid):
     children = []
     for stat in os.listdir("/proc"):
         try:
-            fields = read_text(f"/proc/{stat}/stat").rsplit(")", 1)[1].split()
+            fields = Path(f"/proc/{stat}/stat").read_text(encoding="utf-8").rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue
         if fields[1] == str(pid):  # the field after the state is the parent's pid
