@@ -20,7 +20,7 @@ import time
 
 from . import compile_cache, data, runs
 from .config import CHOICES, PRESETS, RULES
-from .errors import BnmnistError, NumericalError, WriteError
+from .errors import BnmnistError, NumericalError, TrainingInterrupted, WriteError
 
 EXIT_USAGE, EXIT_NUMERICAL, EXIT_WRITE, EXIT_PIPE = 2, 3, 4, 141
 # Flags that keep a resumed run the run it was: anything else would change its result.
@@ -278,10 +278,6 @@ def stopped_by(signum):
     return "stopped by SIGTERM" if signum == signal.SIGTERM else "interrupted"
 
 
-def _stopped_by(interrupt):
-    return stopped_by(exit_code(interrupt) - 128)
-
-
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     try:
@@ -317,7 +313,7 @@ def _main(argv, run):
         print(f"bnmnist-train: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt as e:
-        print(f"bnmnist-train: {_stopped_by(e)} before training started", file=sys.stderr)
+        print(f"bnmnist-train: {stopped_by(exit_code(e) - 128)} before training started", file=sys.stderr)
         return exit_code(e)
 
 
@@ -331,7 +327,7 @@ def _train(t0, cfg, split, info, logdir, resume_dir, args, run):
     try:
         _import_tensorflow_without_keras()
         _quiet_event_writer_thread()
-        from .trainer import TrainingInterrupted, progress_bar, train
+        from .trainer import progress_bar, train
 
         t_tf = time.perf_counter()
         if cfg.reuse and not resume_dir:  # the source has the layers and shapes, before a folder is made
@@ -351,20 +347,17 @@ def _train(t0, cfg, split, info, logdir, resume_dir, args, run):
             progress=progress_bar(not args.quiet, note=_no_tqdm_note),
             before_first_step=startup.end,
         )
-    except TrainingInterrupted as e:
-        if not e.epochs_done:  # a resume command would be refused: there is nothing to go on from
-            print(f"\nbnmnist-train: {_stopped_by(e)} before the first epoch finished ({run_dir})", file=sys.stderr)
-            return exit_code(e)
-        said = _stopped_by(e)
-        print(
-            f"\n{said[0].upper()}{said[1:]}: {e.epochs_done} completed epoch(s) are saved in {e.run_dir}.\n"
-            f"Resume with: python scripts/train.py --resume {e.run_dir}",
-            file=sys.stderr,
-        )
-        return exit_code(e)
-    except KeyboardInterrupt as e:
-        where = f" ({run_dir})" if run_dir else ""
-        print(f"\nbnmnist-train: {_stopped_by(e)} before the first epoch finished{where}", file=sys.stderr)
+    except (TrainingInterrupted, KeyboardInterrupt) as e:
+        said = stopped_by(exit_code(e) - 128)
+        if getattr(e, "epochs_done", 0):
+            print(
+                f"\n{said[0].upper()}{said[1:]}: {e.epochs_done} completed epoch(s) are saved in {e.run_dir}.\n"
+                f"Resume with: python scripts/train.py --resume {e.run_dir}",
+                file=sys.stderr,
+            )
+        else:  # a resume command would be refused: there is nothing to go on from
+            where = f" ({run_dir})" if run_dir else ""
+            print(f"\nbnmnist-train: {said} before the first epoch finished{where}", file=sys.stderr)
         return exit_code(e)
     except NumericalError as e:
         print(f"bnmnist-train: error: {e}; try a smaller --learning-rate (now {cfg.learning_rate})", file=sys.stderr)

@@ -55,13 +55,13 @@ def machine_key():
         "tensorflow": _tensorflow_build(),
         "cpu": _cpu_description(),
         "cores": os.cpu_count(),
-        "env": {k: v for k, v in sorted(os.environ.items()) if _changes_codegen(k)},
+        "env": {
+            k: v
+            for k, v in sorted(os.environ.items())
+            if k.startswith(("XLA_", "TF_XLA_", "ONEDNN_", "DNNL_")) or k == "TF_ENABLE_ONEDNN_OPTS"
+        },
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _changes_codegen(name):
-    return name.startswith(("XLA_", "TF_XLA_", "ONEDNN_", "DNNL_")) or name == "TF_ENABLE_ONEDNN_OPTS"
 
 
 def _tensorflow_build():
@@ -165,21 +165,14 @@ class _Cache:
     def publish(self):
         """Move the entries TensorFlow wrote into the shared folder, whole, with their SHA-256;
         returns how many there were."""
-        written = 0
-        for path in sorted(glob.glob(os.path.join(self.private, "*.pb"))):
-            name = os.path.basename(path)
-            if name in self.linked:
-                continue
-            written += 1
+        written = [
+            p for p in sorted(glob.glob(os.path.join(self.private, "*.pb"))) if os.path.basename(p) not in self.linked
+        ]
+        for path in written:
             with contextlib.suppress(OSError):
-                self.cache.publish(name, atomic.sha256_file(path), move=path)
-                self.linked.add(name)
-        return written
-
-    def forget(self):
-        """Remove the entries this run loaded: XLA could not use them."""
-        for name in self.linked:
-            self.cache.remove(name)
+                self.cache.publish(os.path.basename(path), atomic.sha256_file(path), move=path)
+                self.linked.add(os.path.basename(path))
+        return len(written)
 
     def close(self):
         shutil.rmtree(self.private, ignore_errors=True)
@@ -206,8 +199,9 @@ def compiling():
                 f"could not write XLA's compile cache in {_active.folder} ({full[0]}); {ENV}=off runs without it"
             ) from None
         reason = first_line(e)
-        if _active.linked:
-            _active.forget()
+        if _active.linked:  # remove the entries this run loaded: XLA could not use them
+            for name in _active.linked:
+                _active.cache.remove(name)
             raise BnmnistError(
                 f"XLA could not use its compile cache in {_active.folder} ({reason}); the entries are "
                 f"removed: run the command again (or set {ENV}=off)"

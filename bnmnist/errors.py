@@ -2,6 +2,8 @@
 the command line prints with an exit code and Jupyter shows without a traceback.
 """
 
+import signal
+
 
 class BnmnistError(Exception):
     """Base class: a problem the user can fix; ``str(err)`` is the whole message."""
@@ -24,6 +26,14 @@ class RunFolderError(BnmnistError):
 
 class CheckpointError(BnmnistError, ValueError):
     """A checkpoint that is missing, truncated, or belongs to another architecture."""
+
+
+class TrainingInterrupted(Exception):
+    """Ctrl-C or SIGTERM (``signum``) stopped the run cleanly after its last completed epoch."""
+
+    def __init__(self, run_dir: str, epochs_done: int, signum: int = signal.SIGINT):
+        super().__init__(f"interrupted; {epochs_done} epoch(s) saved in {run_dir}")
+        self.run_dir, self.epochs_done, self.signum = run_dir, epochs_done, signum
 
 
 class NumericalError(BnmnistError):

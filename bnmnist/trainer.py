@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from . import runs
-from .errors import NumericalError
+from .errors import NumericalError, TrainingInterrupted
 from .training_session import Result, TrainingSession
 
 if TYPE_CHECKING:
@@ -25,14 +25,6 @@ if TYPE_CHECKING:
 __all__ = ["Result", "TrainingInterrupted", "batch_indices", "shuffle_batch", "train"]
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C; timeout, kill, containers, job schedulers
 STEPS_PER_CALL = None  # steps of one call of a whole-epoch loop; None: the epoch (a twentieth with a bar)
-
-
-class TrainingInterrupted(Exception):
-    """Ctrl-C or SIGTERM (``signum``) stopped the run cleanly after its last completed epoch."""
-
-    def __init__(self, run_dir: str, epochs_done: int, signum: int = signal.SIGINT):
-        super().__init__(f"interrupted; {epochs_done} epoch(s) saved in {run_dir}")
-        self.run_dir, self.epochs_done, self.signum = run_dir, epochs_done, signum
 
 
 def shuffle_batch(X, y, batch_size, rng=np.random) -> Iterator:

@@ -129,8 +129,7 @@ class TrainingSession:
         name, keys, *rest = state["rng"]
         self.rng.set_state((name, np.array(keys, dtype=np.uint32), *rest))
         result.accuracies = [np.float32(a) for a in state["accuracies"]]
-        result.losses = state["losses"]
-        result.epoch_seconds = state["epoch_seconds"]
+        result.losses, result.epoch_seconds = state["losses"], state["epoch_seconds"]
         if self.out is not None:
             for epoch, acc in enumerate(result.accuracies):
                 if epoch % self.config.print_every == 0:
@@ -147,16 +146,14 @@ class TrainingSession:
     def _replay_dropout(self, epochs):
         """Dropout's random streams live in the Session, not the checkpoint: run as many forward
         passes with ``training`` on, on batches of the same sizes, as ``epochs`` epochs made."""
-        h = self.h
         if not self.config.dropout_rate or not epochs:
             return
         n = self.split.n_train
         sizes = [len(b) for b in np.array_split(np.arange(n), n // self.config.batch_size)]
-        forward = self.sess.make_callable(h.logits, feed_list=[h.X, h.training])
+        forward = self.sess.make_callable(self.h.logits, feed_list=[self.h.X, self.h.training])
         zeros = {n: np.zeros((n, self.config.n_inputs), np.float32) for n in set(sizes)}
-        for _ in range(epochs):
-            for n in sizes:
-                forward(zeros[n], True)
+        for n in sizes * epochs:
+            forward(zeros[n], True)
 
     def started(self, compile_seconds):
         self.result.compile_seconds = compile_seconds
@@ -164,8 +161,8 @@ class TrainingSession:
         self.result.startup_seconds = self.t_train - self.t_start
 
     def checked_variables(self, epoch):
-        """The loss can stay finite while a moving variance overflows: check every variable before
-        anything of the epoch is written. Returns their values."""
+        """Every variable's value, checked finite before the epoch is saved (a moving variance can
+        overflow while the loss stays finite)."""
         values = self.sess.run(self.h.model_variables)
         for v, value in zip(self.h.model_variables, values):
             if not np.all(np.isfinite(value)):
@@ -175,8 +172,7 @@ class TrainingSession:
         return values
 
     def save(self, epoch, losses, seconds):
-        """``saver.save`` of ``epoch`` with the run state, committed only once complete; before the
-        next epoch starts."""
+        """``saver.save`` of ``epoch`` with the run state, committed once complete."""
         result = self.result
         self.wait_for_validation()  # the previous epoch's accuracy belongs to the state
         result.losses.append(float(np.mean(losses)))
@@ -208,8 +204,7 @@ class TrainingSession:
             self.wait_for_validation()
 
     def wait_for_validation(self):
-        """Until the pending epoch's validation and TensorBoard summaries are done; its accuracy
-        joins the table here, in the training thread."""
+        """Until the pending epoch's validation is done; its accuracy joins the table here."""
         try:
             accuracy = self.epoch_end.wait()
         except EventFileError as e:
@@ -247,11 +242,9 @@ class TrainingSession:
         reason = reason.replace(f"{self.run_dir}/", "")  # the folder is named once, below
         if not runs.is_run_dir(self.run_dir):  # removed (TensorBoard may remake it empty)
             return WriteError(f"could not write {what}: the run folder {self.run_dir} is gone ({reason})")
-        newest = runs.read_state(self.run_dir)
+        newest = [os.path.basename(p) for p in runs.read_state(self.run_dir)]
         kept = (
-            f"the newest complete checkpoint is still {os.path.basename(newest[-1])}"
-            if newest
-            else "no epoch of this run is saved yet"
+            f"the newest complete checkpoint is still {newest[-1]}" if newest else "no epoch of this run is saved yet"
         )
         return WriteError(f"could not write {what} in {self.run_dir} ({reason}); {kept}", resumable=bool(newest))
 

@@ -354,6 +354,29 @@ def test_sigterm_before_the_first_epoch_ends_says_so_and_prints_no_resume_comman
     assert "Resume with" not in err  # nothing to resume: the command would be refused
 
 
+# The CLI in-process, with the signal sent to itself at the moment TensorFlow's import starts.
+SIGNAL_DURING_IMPORT = (
+    "import os, signal, sys; sys.path.insert(0, sys.argv[1]); import bnmnist.cli as cli;"
+    "cli._import_tensorflow_without_keras = lambda: os.kill(os.getpid(), int(sys.argv[2]));"
+    "sys.exit(cli.main(sys.argv[3:]))"
+)
+
+
+@pytest.mark.parametrize("signum, said", [(signal.SIGTERM, "stopped by SIGTERM"), (signal.SIGINT, "interrupted")])
+def test_a_stop_signal_while_tensorflow_loads_gives_one_line_and_no_run(signum, said, tiny_mnist, tmp_path):
+    argv = ["--data", tiny_mnist, "--logdir", str(tmp_path / "logs")]
+    p = subprocess.run(
+        [sys.executable, "-c", SIGNAL_DURING_IMPORT, ROOT, str(int(signum)), *argv],
+        capture_output=True,
+        text=True,
+        env=train_env(),
+        timeout=60,
+    )
+    assert p.returncode == 128 + signum, p.stderr
+    assert p.stderr.strip() == f"bnmnist-train: {said} before the first epoch finished", p.stderr
+    assert not os.listdir(tmp_path / "logs")  # no run folder was made
+
+
 def test_a_run_under_timeout_stops_cleanly_and_resumes_as_printed(tiny_mnist, tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
 
