@@ -309,12 +309,9 @@ def _read_idx(path, ndim):
     return np.frombuffer(raw, np.uint8, offset=header).reshape(dims)
 
 
-def _sniff_npz(path):
-    """Refuse, by its first bytes, a file that is not a zip archive before NumPy guesses at it
-    (NumPy takes any unknown file for a pickle)."""
+def _read_npz(path):
+    # a file that is not a zip archive is refused by its first bytes: NumPy takes any for a pickle
     head = _read_bytes(path, limit=8)
-    if head.startswith(b"PK"):
-        return
     if head.startswith(b"\x93NUMPY"):
         raise DataError(
             f"{path}: a single NumPy array (.npy), not an .npz archive; pass a Keras "
@@ -325,11 +322,8 @@ def _sniff_npz(path):
             f"{path}: one IDX file, not the data set; pass the folder that holds all four "
             f"({', '.join(n + '.gz' for n in IDX_FILES.values())})"
         )
-    raise DataError(f"{path}: neither an .npz archive nor a folder; {HOW_TO_PASS}")
-
-
-def _read_npz(path):
-    _sniff_npz(path)
+    if not head.startswith(b"PK"):
+        raise DataError(f"{path}: neither an .npz archive nor a folder; {HOW_TO_PASS}")
     try:
         with np.load(path, allow_pickle=False) as npz:
             missing = [k for k in IDX_FILES if k not in npz.files]

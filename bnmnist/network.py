@@ -49,16 +49,9 @@ def layers(config):
             regularizer = "l1"
         elif config.max_norm and config.max_norm_form == "regularizer" and not last:
             regularizer = "max_norm"  # the chapter leaves the logits unclipped
-        result.append(
-            Layer(
-                name,
-                ("batch_normalization" + (f"_{i}" if i else "")) if config.batch_norm else None,
-                units,
-                last,
-                f"dropout_{i + 1}" if config.dropout_rate and not last else None,
-                regularizer,
-            )
-        )
+        bn = ("batch_normalization" + (f"_{i}" if i else "")) if config.batch_norm else None
+        dropout = f"dropout_{i + 1}" if config.dropout_rate and not last else None
+        result.append(Layer(name, bn, units, last, dropout, regularizer))
     return result
 
 

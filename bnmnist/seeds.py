@@ -128,11 +128,8 @@ def _random_seed_module():
 
     try:
         from tensorflow.python.framework import random_seed
-    except ImportError as e:
-        raise TF1SeedsError(
-            f"TensorFlow {tf.__version__} has no tensorflow.python.framework."
-            f"random_seed ({e}); TF1's seeds cannot be given on this version"
-        ) from None
+    except ImportError:
+        random_seed = None
     if not callable(getattr(random_seed, "get_seed", None)):
         raise TF1SeedsError(
             f"TensorFlow {tf.__version__} has no {PATCH_POINT}, the function "
