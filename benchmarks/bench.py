@@ -267,7 +267,8 @@ def measure(args, given, scratch):
     print(f"matmul floor for {args.epochs} epochs: {floor:.2f} s ({step_flops / 1e6:.2f} MFLOP per step)", flush=True)
     samples = {name: [] for name in contenders}
     for r in range(args.rounds):
-        for name, (cmd, parse) in contenders.items():
+        for name in round_order(list(contenders), r):
+            cmd, parse = contenders[name]
             # the baseline keeps caches of its own: another version's entries are not its to read
             own = {k: v + "-baseline" for k, v in env.items() if k in CACHES} if name == "bnmnist (baseline)" else {}
             out, wall, rss, rc = run_measured(cmd, {**env, **own})
@@ -305,6 +306,14 @@ def measure(args, given, scratch):
     return 0
 
 
+def round_order(names, r):
+    """The order of round ``r`` (from 0): each round starts one contender later, so that over as
+    many rounds as contenders each runs once in every position, and none always runs after the
+    same neighbour or at the same point of a round."""
+    k = r % len(names)
+    return names[k:] + names[:k]
+
+
 def baseline_commit(checkout):
     """The commit a --baseline checkout is at, for the record (None without git or a checkout)."""
     if not checkout:
@@ -324,8 +333,8 @@ def summary(samples, args, floor):
     book = statistics.median(s[0] for s in samples[BOOK_PEER])
     book_process = statistics.median(s[1] for s in samples[BOOK_PEER])
     lines = [
-        f"{args.rounds} interleaved rounds, {args.epochs} epochs; matmul floor {floor:.2f} s (min of two "
-        "measurements). Medians; peak is the largest of the rounds.",
+        f"{args.rounds} interleaved rounds (each starting one contender later), {args.epochs} epochs; "
+        f"matmul floor {floor:.2f} s (min of two measurements). Medians; peak is the largest of the rounds.",
         "",
         "| implementation | loop s | min-max | loop / book | floor / loop | table = book | process s "
         "| process / book | peak MiB | start-up s (parts) | compile s | loop + compile / book |",

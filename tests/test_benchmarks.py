@@ -2,6 +2,7 @@
 finds its peers in benchmarks/peers, leaves out one without its Python in one line, and leaves no
 temporary folder behind, also when stopped."""
 
+import importlib.util
 import os
 import signal
 import subprocess
@@ -72,3 +73,15 @@ def test_a_stopped_bench_exits_128_plus_the_signal_and_leaves_no_temporary_folde
     assert len(lines) == 1 and "nothing was written, and its temporary folders are removed" in lines[0], err
     assert os.listdir(tmp_path / "tmp") == []
     assert subprocess.run(["git", "-C", ROOT, "worktree", "list"], capture_output=True, text=True).stdout == worktrees
+
+
+def test_rounds_rotate_so_each_contender_runs_once_in_every_position():
+    spec = importlib.util.spec_from_file_location("bench", BENCH)
+    bench_module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_module)
+    names = ["bnmnist (default)", "bnmnist --feed-dict", "bnmnist (baseline)", "book_tf1"]
+    orders = [bench_module.round_order(names, r) for r in range(len(names))]
+    assert orders[0] == names  # round 1 as listed: bnmnist's default first, into empty caches
+    assert all(sorted(order) == sorted(names) for order in orders)
+    assert all({order[i] for order in orders} == set(names) for i in range(len(names)))
+    assert bench_module.round_order(names, len(names)) == names
