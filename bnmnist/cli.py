@@ -23,6 +23,10 @@ from .config import CHOICES, PRESETS, RULES
 from .errors import BnmnistError, NumericalError, TrainingInterrupted, WriteError
 
 EXIT_USAGE, EXIT_NUMERICAL, EXIT_WRITE, EXIT_PIPE = 2, 3, 4, 141
+NO_TQDM = (
+    "bnmnist-train: note: no progress bar: tqdm is not installed (pip install tqdm, or "
+    "install bnmnist with its [progress] extra); --quiet hides this note"
+)
 # Flags that keep a resumed run the run it was: anything else would change its result.
 RESUME_ALLOWED = {"epochs", "data", "logdir", "quiet", "resume", "threads"}
 
@@ -344,7 +348,7 @@ def _train(t0, cfg, split, info, logdir, resume_dir, args, run):
             resume=resume,
             dry_run=args.dry_run,
             data_info=info,
-            progress=progress_bar(not args.quiet, note=_no_tqdm_note),
+            progress=progress_bar(not args.quiet, note=lambda: print(NO_TQDM, file=sys.stderr)),
             before_first_step=startup.end,
         )
     except (TrainingInterrupted, KeyboardInterrupt) as e:
@@ -433,14 +437,6 @@ def _quiet_event_writer_thread():
 
     threading.excepthook = hook
     logging.getLogger("tensorflow").addFilter(lambda r: "EventFileWriter writer thread error" not in r.getMessage())
-
-
-def _no_tqdm_note():
-    print(
-        "bnmnist-train: note: no progress bar: tqdm is not installed (pip install tqdm, or "
-        "install bnmnist with its [progress] extra); --quiet hides this note",
-        file=sys.stderr,
-    )
 
 
 def _resumed_epochs(result):

@@ -97,15 +97,12 @@ def _cpu_description():
 
 def host_features():
     """This CPU's instruction set extensions, in LLVM's names."""
-    features = set()
-    for flag in cpuinfo().get("flags", "").split():
-        name = _LLVM_NAMES.get(flag) or (f"amx-{flag[4:]}" if flag.startswith("amx_") else flag.replace("_", ""))
-        features.add(name)
-    if "sse4.2" in features:
-        features.add("crc32")
-    if "avx512f" in features:
-        features.add("evex512")
-    return features
+    features = {
+        _LLVM_NAMES.get(flag) or (f"amx-{flag[4:]}" if flag.startswith("amx_") else flag.replace("_", ""))
+        for flag in cpuinfo().get("flags", "").split()
+    }
+    implied = {"sse4.2": "crc32", "avx512f": "evex512"}  # features LLVM names apart, /proc/cpuinfo not
+    return features | {implied[f] for f in features & implied.keys()}
 
 
 def missing_instruction_sets(entry, host):
@@ -129,9 +126,7 @@ def enable():
     off (TensorFlow imported, the flag set, ``off``, an unwritable folder, a disk short of room)."""
     global _active
     root = atomic.cache_folder(ENV, "xla")
-    if _active or root is None or "tensorflow" in sys.modules:
-        return None
-    if FLAG in os.environ.get("TF_XLA_FLAGS", ""):
+    if _active or root is None or "tensorflow" in sys.modules or FLAG in os.environ.get("TF_XLA_FLAGS", ""):
         return None
     cache = atomic.CacheFolder(os.path.join(root, machine_key()))
     try:
@@ -159,19 +154,18 @@ def enable():
 class _Cache:
     def __init__(self, cache, private, linked):
         self.cache, self.private, self.linked = cache, private, linked
-        self.folder = cache.folder
-        self.loaded = False
+        self.folder, self.loaded = cache.folder, False
 
     def publish(self):
         """Move the entries TensorFlow wrote into the shared folder, whole, with their SHA-256;
         returns how many there were."""
-        written = [
-            p for p in sorted(glob.glob(os.path.join(self.private, "*.pb"))) if os.path.basename(p) not in self.linked
-        ]
-        for path in written:
+        names = os.listdir(self.private) if os.path.isdir(self.private) else []  # closed: nothing new
+        written = [n for n in sorted(names) if n.endswith(".pb") and n not in self.linked]
+        for name in written:
             with contextlib.suppress(OSError):
-                self.cache.publish(os.path.basename(path), atomic.sha256_file(path), move=path)
-                self.linked.add(os.path.basename(path))
+                path = os.path.join(self.private, name)
+                self.cache.publish(name, atomic.sha256_file(path), move=path)
+                self.linked.add(name)
         return len(written)
 
     def close(self):
@@ -198,12 +192,11 @@ def compiling():
             raise WriteError(
                 f"could not write XLA's compile cache in {_active.folder} ({full[0]}); {ENV}=off runs without it"
             ) from None
-        reason = first_line(e)
         if _active.linked:  # remove the entries this run loaded: XLA could not use them
             for name in _active.linked:
                 _active.cache.remove(name)
             raise BnmnistError(
-                f"XLA could not use its compile cache in {_active.folder} ({reason}); the entries are "
+                f"XLA could not use its compile cache in {_active.folder} ({first_line(e)}); the entries are "
                 f"removed: run the command again (or set {ENV}=off)"
             ) from None
         raise

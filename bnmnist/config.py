@@ -240,110 +240,59 @@ BOOK_TABLE = [
 # gradient_clipping too, as the reuse cells print the book's chain only from its last bits.
 _RELU = dict(batch_norm=False, activation="relu", initializer="glorot_uniform", run=Run("feed_dict", threads=(0, 0)))
 _RELU_XLA = dict(_RELU, run=Run())
+_MOMENTUM_50 = dict(optimizer="momentum", batch_size=50)
+# the cell prints every fifth epoch, with its last batch's accuracy
+_EVERY_5TH = dict(epochs=40, batch_size=50, print_every=5, batch_accuracy=True)
 PRESETS = {
     "bn": Config(),
-    "plain": Config(
-        preset="plain",
-        batch_norm=False,
-        activation="leaky_relu",
-        initializer="glorot_uniform",
-        batch_size=50,
-        epochs=40,
-        print_every=5,  # the cell prints every fifth epoch, with its last batch's accuracy
-        batch_accuracy=True,
-    ),
-    # "SELU": standardised inputs, every 5th epoch printed with the last batch's accuracy. The
-    # printed table was made with selu()'s scale and alpha in their right places (network.selu).
-    "selu": Config(
-        preset="selu",
-        **{**_RELU_XLA, "activation": "selu"},
-        standardize_inputs=True,
-        epochs=40,
-        batch_size=50,
-        print_every=5,
-        batch_accuracy=True,
-    ),  # fmt: skip
+    "plain": Config(batch_norm=False, activation="leaky_relu", initializer="glorot_uniform", **_EVERY_5TH),
+    # "SELU": standardised inputs. The printed table was made with selu()'s scale and alpha in their
+    # right places (network.selu).
+    "selu": Config(**{**_RELU_XLA, "activation": "selu"}, standardize_inputs=True, **_EVERY_5TH),
     # "Gradient Clipping": five hidden ReLU layers, gradients clipped by value to [-1, 1].
-    "gradient_clipping": Config(preset="gradient_clipping", **_RELU, hidden=(300, 50, 50, 50, 50), clip_gradients=1.0),
+    "gradient_clipping": Config(**_RELU, hidden=(300, 50, 50, 50, 50), clip_gradients=1.0),
     # "Learning Rate Scheduling": momentum 0.9, learning rate 0.1 decayed by 10 every 10,000 steps.
     "lr_schedule": Config(
-        preset="lr_schedule",
-        **_RELU,
-        hidden=(300, 50),
-        optimizer="momentum",
-        learning_rate=0.1,
-        decay_steps=10000,
-        decay_rate=1 / 10,
-        epochs=5,
-        batch_size=50,
-    ),  # fmt: skip
-    # "l1 and l2 regularization": the hand-written penalty, one hidden layer ...
-    "l1": Config(preset="l1", **_RELU_XLA, hidden=(300,), l1_scale=0.001, l1_form="loss"),
-    # ... and tf.layers' kernel_regularizer=l1_regularizer(0.001), two hidden layers.
-    "l1_regularizer": Config(
-        preset="l1_regularizer", **_RELU_XLA, hidden=(300, 50), l1_scale=0.001, l1_form="regularizer"
+        **_RELU, **_MOMENTUM_50, hidden=(300, 50), learning_rate=0.1, decay_steps=10000, decay_rate=1 / 10, epochs=5
     ),
+    # "l1 and l2 regularization": the hand-written penalty, one hidden layer ...
+    "l1": Config(**_RELU_XLA, hidden=(300,), l1_scale=0.001, l1_form="loss"),
+    # ... and tf.layers' kernel_regularizer=l1_regularizer(0.001), two hidden layers.
+    "l1_regularizer": Config(**_RELU_XLA, hidden=(300, 50), l1_scale=0.001, l1_form="regularizer"),
     # "Dropout": rate 0.5 on the inputs and both hidden layers, momentum 0.9, sized by n_hidden1 and
     # n_hidden2 from earlier cells. Its execution counts follow the l1 cells' (97, then 98-101), so
     # it ran right after cell 163 set n_hidden2 = 50: 300-50. 300-100 prints the published epoch 0
     # (0.9264) natively on AVX-512, but that moves with float order (0.9272 oneDNN off, 0.9294 at
     # AVX2) and from epoch 1 sits about 0.006 above the table on every setting measured; 300-50
     # falls on both sides of it, within about 0.004. --hidden 300,100 runs the other size.
-    "dropout": Config(
-        preset="dropout",
-        **_RELU,
-        hidden=(300, 50),
-        dropout_rate=0.5,
-        optimizer="momentum",
-        epochs=20,
-        batch_size=50,
-    ),  # fmt: skip
+    "dropout": Config(**_RELU, **_MOMENTUM_50, hidden=(300, 50), dropout_rate=0.5),
     # "Max norm": the hidden kernels' rows clipped to norm 1 after each step, by explicit assign ops ...
-    "max_norm": Config(
-        preset="max_norm",
-        **_RELU,
-        hidden=(300, 50),
-        optimizer="momentum",
-        max_norm=1.0,
-        max_norm_form="assign",
-        batch_size=50,
-    ),  # fmt: skip
+    "max_norm": Config(**_RELU, **_MOMENTUM_50, hidden=(300, 50), max_norm=1.0, max_norm_form="assign"),
 }
-
-
+# ... or by the chapter's max_norm_regularizer() and its "max_norm" collection.
+PRESETS["max_norm_regularizer"] = PRESETS["max_norm"].replace(max_norm_form="regularizer")
 # "Reusing Pretrained Layers": each starts from a gradient_clipping run (--from RUN), with the
 # NumPy and graph seeds reset to 42 as the cells' reset_graph() does.
 _REUSED = dict(**_RELU, hidden=(300, 50, 50, 20), restore_scope="hidden[123]")
 PRESETS.update(
     {
-        # ... or by the chapter's max_norm_regularizer() and its "max_norm" collection.
-        "max_norm_regularizer": PRESETS["max_norm"].replace(preset="max_norm_regularizer", max_norm_form="regularizer"),
         # "Reusing a TensorFlow Model": the whole network, trained on; its graph imported from the
         # source run's .meta file as the cell does, or rebuilt by code.
-        "reuse_model": PRESETS["gradient_clipping"].replace(preset="reuse_model", reuse="model"),
-        "reuse_model_rebuilt": PRESETS["gradient_clipping"].replace(
-            preset="reuse_model_rebuilt", reuse="model_rebuilt"
-        ),
+        "reuse_model": PRESETS["gradient_clipping"].replace(reuse="model"),
+        "reuse_model_rebuilt": PRESETS["gradient_clipping"].replace(reuse="model_rebuilt"),
         # hidden1-3 of the source's imported graph, with new_hidden4 and new_outputs on top.
-        "reuse_lower_imported": Config(
-            preset="reuse_lower_imported", **_REUSED, reuse="lower_imported", new_layers_from=3
-        ),
+        "reuse_lower_imported": Config(**_REUSED, reuse="lower_imported", new_layers_from=3),
         # hidden1-3 restored from the source, a new 20-unit hidden4 and outputs on top.
-        "reuse_lower": Config(preset="reuse_lower", **_REUSED, reuse="lower"),
+        "reuse_lower": Config(**_REUSED, reuse="lower"),
         # "Freezing the Lower Layers": the optimizer's var_list leaves hidden1-2 out ...
-        "freeze_var_list": Config(
-            preset="freeze_var_list", **_REUSED, reuse="freeze_var_list", train_scope="hidden[34]|outputs"
-        ),
+        "freeze_var_list": Config(**_REUSED, reuse="freeze_var_list", train_scope="hidden[34]|outputs"),
         # ... or tf.stop_gradient after hidden2.
-        "freeze_stop_gradient": Config(
-            preset="freeze_stop_gradient", **_REUSED, reuse="freeze_stop_gradient", stop_gradient_after="hidden2"
-        ),
+        "freeze_stop_gradient": Config(**_REUSED, reuse="freeze_stop_gradient", stop_gradient_after="hidden2"),
         # "Caching the Frozen Layers": hidden2's outputs computed once, the rest trained on them.
-        "cache_frozen": Config(
-            preset="cache_frozen", **_REUSED, reuse="cache_frozen", stop_gradient_after="hidden2", cache_frozen=True
-        ),
+        "cache_frozen": Config(**_REUSED, reuse="cache_frozen", stop_gradient_after="hidden2", cache_frozen=True),
     }
 )
+PRESETS = {name: cell.replace(preset=name) for name, cell in PRESETS.items()}  # each records its name
 
 
 def load_config(path):

@@ -116,12 +116,8 @@ def keras_cache_path():
 
 def resolve(path=None):
     """The local path to read (without reading it), or None when only a download remains."""
-    if path:
-        return str(path)
-    if os.environ.get(ENV_VAR):
-        return os.environ[ENV_VAR]
-    cached = keras_cache_path()
-    return cached if os.path.isfile(cached) else None
+    cached = keras_cache_path() if os.path.isfile(keras_cache_path()) else None
+    return str(path) if path else os.environ.get(ENV_VAR) or cached
 
 
 def load(path: str | None = None, download: bool = True) -> Mnist:
@@ -156,25 +152,17 @@ def load_recorded(record: dict, path: str | None = None, owner: str = "the run")
         return same_data(path)
     if not source and not os.environ.get(ENV_VAR):
         raise DataError(f"{owner} records no MNIST copy; {HOW_TO_PASS}")
-    problem = (
-        f"the MNIST copy at {source} has changed since {owner} was trained on it; "
-        f"pass the copy it was trained on with --data PATH or {ENV_VAR}"
-    )
+    problem = f"the MNIST copy at {source} has changed since {owner} was trained on it; pass the copy it was trained on"
     try:
         mnist = load(source, download=False) if source else None
     except DataError as e:
-        mnist, problem = (
-            None,
-            (
-                f"{owner} was trained on the MNIST copy at {source}, which cannot be read "
-                f"now ({e}); pass that copy with --data PATH or {ENV_VAR}"
-            ),
-        )
+        mnist = None
+        problem = f"{owner} was trained on the MNIST copy at {source}, which cannot be read now ({e}); pass that copy"
     if mnist is not None and mnist.fingerprint() == sha:
         return mnist
     if os.environ.get(ENV_VAR):
         return same_data(os.environ[ENV_VAR])
-    raise DataError(problem)
+    raise DataError(f"{problem} with --data PATH or {ENV_VAR}")
 
 
 @functools.lru_cache(maxsize=4)
@@ -204,30 +192,26 @@ class _DecodedCache:
     @classmethod
     def for_sources(cls, files):
         folder = atomic.cache_folder(CACHE_ENV, "mnist")
-        if folder is None:
-            return None
         try:
             stats = [os.stat(f) for f in files]
         except OSError:
             return None  # decoding says what is wrong with the file
         named = [(f, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev) for f, st in zip(files, stats)]
-        return cls(atomic.CacheFolder(folder), hashlib.sha256(json.dumps(named).encode()).hexdigest()[:32])
+        key = hashlib.sha256(json.dumps(named).encode()).hexdigest()[:32]
+        return cls(atomic.CacheFolder(folder), key) if folder else None
 
     def read(self, source):
         """The cached arrays as an :class:`Mnist` of ``source``, or None."""
         record = self.cache.record(self.name)
-        try:
+        try:  # any error (a DataError is a ValueError) leaves the entry unused
             n_train, n_test = int(record["n_train"]), int(record["n_test"])
             flat = np.load(self.cache.path(self.name), allow_pickle=False)
+            if flat.dtype != np.uint8 or flat.shape != ((n_train + n_test) * 785,):
+                return None
+            x_train, y_train, x_test, y_test = np.split(flat, np.cumsum([n_train * 784, n_train, n_test * 784]))
+            x_train, x_test = x_train.reshape(n_train, 28, 28), x_test.reshape(n_test, 28, 28)
+            mnist = _checked(dict(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test), source)
         except (OSError, ValueError, EOFError, KeyError, TypeError):
-            return None
-        if flat.dtype != np.uint8 or flat.shape != ((n_train + n_test) * 785,):
-            return None
-        x_train, y_train, x_test, y_test = np.split(flat, np.cumsum([n_train * 784, n_train, n_test * 784]))
-        arrays = dict(x_train=x_train.reshape(n_train, 28, 28), y_train=y_train, x_test=x_test.reshape(n_test, 28, 28))
-        try:
-            mnist = _checked({**arrays, "y_test": y_test}, source)
-        except DataError:
             return None
         return mnist if mnist.fingerprint() == record["sha256"] else None
 

@@ -222,13 +222,9 @@ def _variables(config, clock, start=0):
         variable(f"{layer.dense}/bias", [layer.units], tf1.zeros_initializer())
         if layer.batch_norm:
             clock.batch_norm(layer.units)
-            for stat, init, trainable in (
-                ("gamma", tf1.ones_initializer(), True),
-                ("beta", tf1.zeros_initializer(), True),
-                ("moving_mean", tf1.zeros_initializer(), False),
-                ("moving_variance", tf1.ones_initializer(), False),
-            ):
-                variable(f"{layer.batch_norm}/{stat}", [layer.units], init, trainable)
+            for stat in ("gamma", "beta", "moving_mean", "moving_variance"):
+                init = tf1.ones_initializer() if stat in ("gamma", "moving_variance") else tf1.zeros_initializer()
+                variable(f"{layer.batch_norm}/{stat}", [layer.units], init, trainable=not stat.startswith("moving"))
         if not layer.last:
             clock.activation(config.activation)
         if layer.dropout:

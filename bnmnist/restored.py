@@ -21,11 +21,10 @@ def as_model_input(images: np.ndarray) -> np.ndarray:
     if a.dtype == np.uint8 and a.ndim == 3 and a.shape[1:] == (28, 28):
         return data.scale_images(a)
     if np.issubdtype(a.dtype, np.floating) and a.ndim == 2 and a.shape[1] == 784:
-        if a.size:
-            if not np.all(np.isfinite(a)):
-                raise ValueError("images must not hold NaN or infinite values")
-            if a.min() < 0 or a.max() > 1:
-                raise ValueError("images must be scaled to [0, 1] (pixels / 255) when given as floats")
+        if a.size and not np.all(np.isfinite(a)):
+            raise ValueError("images must not hold NaN or infinite values")
+        if a.size and (a.min() < 0 or a.max() > 1):
+            raise ValueError("images must be scaled to [0, 1] (pixels / 255) when given as floats")
         return a.astype(np.float32, copy=False)
     hint = "; for one image pass images[None]" if a.shape in ((28, 28), (784,)) else ""
     raise ValueError(

@@ -55,13 +55,10 @@ def make_writable(folder, name, what_to_do):
     """Create ``folder`` if needed and prove a file can be written in it."""
     try:
         os.makedirs(folder, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
     except OSError as e:
-        raise RunFolderError(f"cannot create {name} {folder} ({e.strerror}); {what_to_do}") from None
-    try:
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as e:
-        raise RunFolderError(f"cannot write in {name} {folder} ({e.strerror}); {what_to_do}") from None
+        verb = "write in" if os.path.isdir(folder) else "create"
+        raise RunFolderError(f"cannot {verb} {name} {folder} ({e.strerror}); {what_to_do}") from None
 
 
 def new_run_dir(logdir, now=None):
@@ -223,10 +220,7 @@ def checkpoint_epoch(prefix):
 def saved_checkpoints(run_dir):
     """Every checkpoint prefix with an index file in the folder, oldest epoch first, whatever the
     state file says (for telling the user what is there when it is damaged)."""
-    try:
-        names = os.listdir(run_dir)
-    except OSError:
-        return []
+    names = os.listdir(run_dir) if os.path.isdir(run_dir) else []
     prefixes = [os.path.join(run_dir, n[: -len(".index")]) for n in names if n.endswith(".index")]
     return sorted((p for p in prefixes if checkpoint_epoch(p) is not None), key=checkpoint_epoch)
 
@@ -273,16 +267,11 @@ def read_state(run_dir):
     path = os.path.join(run_dir, STATE_FILE)
     if not os.path.isfile(path):
         return []
-    names, newest = [], None
     with open(path, encoding="utf-8") as f:
-        for line in f:
-            m = re.match(r'^(all_model_checkpoint_paths|model_checkpoint_path):\s*"(.*)"\s*$', line.strip())
-            if m and m.group(1).startswith("all_"):
-                names.append(m.group(2))
-            elif m:
-                newest = m.group(2)
-    if newest is not None and (not names or names[-1] != newest):
-        names.append(newest)
+        text = f.read()
+    names = re.findall(r'^\s*all_model_checkpoint_paths:\s*"(.*)"\s*$', text, re.M)
+    newest = re.findall(r'^\s*model_checkpoint_path:\s*"(.*)"\s*$', text, re.M)
+    names += newest[-1:] if newest[-1:] != names[-1:] else []
     return [p if os.path.isabs(p) else os.path.join(run_dir, p) for p in names]
 
 
@@ -295,12 +284,11 @@ def write_state(run_dir, prefixes):
 
 def link_meta(run_dir, prefix):
     """Give a checkpoint its ``.meta`` (the book's ``import_meta_graph`` recipe needs one)."""
-    src, dst = os.path.join(run_dir, GRAPH_META), prefix + ".meta"
-    tmp = dst + ".tmp"
-    if os.path.lexists(tmp):
+    tmp = prefix + ".meta.tmp"
+    with contextlib.suppress(FileNotFoundError):
         os.remove(tmp)
-    link_or_copy(src, tmp)
-    os.replace(tmp, dst)
+    link_or_copy(os.path.join(run_dir, GRAPH_META), tmp)
+    os.replace(tmp, prefix + ".meta")
 
 
 def commit_checkpoint(run_dir, prefix, keep):

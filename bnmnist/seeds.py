@@ -167,10 +167,9 @@ def _self_test(tf, random_seed, original):
     taken = op.get_attr("seed2")
     if not given or given[-1] is None or taken != given[-1]:
         raise TF1SeedsError(
-            f"TensorFlow {tf.__version__}: random ops no longer take their seeds "
-            f"from {PATCH_POINT} (a test op took op seed {taken}, the patch gave "
-            f"{given[-1] if given else 'none'}); TF1's seeds cannot be given on this "
-            "version"
+            f"TensorFlow {tf.__version__}: random ops no longer take their seeds from {PATCH_POINT} (a test op "
+            f"took op seed {taken}, the patch gave {given[-1] if given else 'none'}); TF1's seeds cannot be given "
+            "on this version"
         )
 
 

@@ -108,9 +108,8 @@ class BookSteps:
     chunk = 1  # Ctrl-C and the progress bar see every step
 
     def __init__(self, sess, h, split, cache_layer=""):
-        self.sess, self.h, self.split = sess, h, split
+        self.sess, self.h, self.split, self.cache_layer = sess, h, split, cache_layer
         self.batches = []
-        self.cache_layer = cache_layer
         self.inputs, self.X_train = h.X, None
         self.step = self.after_step = None
 
@@ -165,13 +164,10 @@ class StopOnSignal:
     def __enter__(self):
         for signum in STOP_SIGNALS:
             try:
-                self.previous[signum] = signal.signal(signum, self._handle)
+                self.previous[signum] = signal.signal(signum, lambda s, _: setattr(self, "signum", s))
             except ValueError:  # not the main thread: leave the signals alone
                 break
         return self
-
-    def _handle(self, signum, _frame):
-        self.signum = signum
 
     def __exit__(self, *exc):
         for signum, previous in self.previous.items():

@@ -57,9 +57,8 @@ class TrainingSession:
         with h.graph.as_default():
             # an imported graph has its source run's; this run's state takes its place
             existing = [v for v in tf1.global_variables() if v.op.name == RUN_STATE]
-            self.run_state = (
-                existing[0] if existing else tf1.Variable("", trainable=False, name=RUN_STATE, dtype=tf.string)
-            )
+            run_state = existing or [tf1.Variable("", trainable=False, name=RUN_STATE, dtype=tf.string)]
+            self.run_state = run_state[0]
             self.run_state_in = tf1.placeholder(tf.string, shape=(), name="run_state_in")
             self.set_run_state = self.run_state.assign(self.run_state_in)
             self.saver = tf1.train.Saver(max_to_keep=None, save_relative_paths=True)
@@ -255,11 +254,9 @@ class EpochEnd:
     The thread touches only the copy, the writer and the printed line."""
 
     def __init__(self, config, split, writer, out, session_config):
-        self.config, self.split, self.writer, self.out = config, split, writer, out
-        self.session_config = session_config
+        self.config, self.split, self.writer, self.out, self.session_config = config, split, writer, out, session_config
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="bnmnist-epoch-end")
-        self.pending = None
-        self.sess = None
+        self.pending = self.sess = None
         self.prepared = False
 
     def prepare(self):
