@@ -116,8 +116,9 @@ def keras_cache_path():
 
 def resolve(path=None):
     """The local path to read (without reading it), or None when only a download remains."""
-    cached = keras_cache_path() if os.path.isfile(keras_cache_path()) else None
-    return str(path) if path else os.environ.get(ENV_VAR) or cached
+    if path or os.environ.get(ENV_VAR):
+        return str(path or os.environ[ENV_VAR])
+    return keras_cache_path() if os.path.isfile(keras_cache_path()) else None
 
 
 def load(path: str | None = None, download: bool = True) -> Mnist:

@@ -57,8 +57,7 @@ class TrainingSession:
         with h.graph.as_default():
             # an imported graph has its source run's; this run's state takes its place
             existing = [v for v in tf1.global_variables() if v.op.name == RUN_STATE]
-            run_state = existing or [tf1.Variable("", trainable=False, name=RUN_STATE, dtype=tf.string)]
-            self.run_state = run_state[0]
+            self.run_state = (existing or [tf1.Variable("", trainable=False, name=RUN_STATE, dtype=tf.string)])[0]
             self.run_state_in = tf1.placeholder(tf.string, shape=(), name="run_state_in")
             self.set_run_state = self.run_state.assign(self.run_state_in)
             self.saver = tf1.train.Saver(max_to_keep=None, save_relative_paths=True)
