@@ -196,7 +196,7 @@ def set_input_statistics(sess, h, X_train):
     means = X_train.mean(axis=0, keepdims=True)
     stds = X_train.std(axis=0, keepdims=True) + 1e-10
     for variable, value in zip(h.input_statistics, (means[0], stds[0])):
-        variable.load(value, sess)
+        sess.run(variable.initializer, {variable.initializer.inputs[1]: value})  # Variable.load, unwarned
 
 
 def kernel_initializer(kind, seed):

@@ -21,7 +21,7 @@ from bnmnist.graph import build_graph, set_input_statistics
 from bnmnist.trainer import train
 
 import tooling
-from helpers import ROOT, assert_full_disk_said_in_one_line, chapter_epoch_0, fill_disk, tmpfs
+from helpers import ROOT, assert_full_disk_said_in_one_line, chapter_epoch_0, fill_disk, run_train, tmpfs
 
 tf1 = tf.compat.v1
 CHAPTER = [p for p in tooling.NOTEBOOK_CELLS if p not in ("bn", "plain") and not PRESETS[p].reuse]
@@ -186,6 +186,15 @@ def test_a_resumed_chapter_run_ends_bit_identical_to_an_unbroken_one(preset, tin
     whole_results = json.load(open(os.path.join(whole, "results.json")))
     broken_results = json.load(open(os.path.join(broken, "results.json")))
     assert whole_results["validation_accuracy"] == broken_results["validation_accuracy"]
+
+
+@pytest.mark.parametrize("loop", [[], ["--feed-dict"]])
+def test_the_selu_preset_prints_no_tensorflow_warning(loop, tiny_mnist, tmp_path):
+    """Loading the training set's statistics once went through a deprecated call, whose warning a
+    reader takes for a fault."""
+    p = run_train("--preset", "selu", *loop, "--epochs", "1", "--batch-size", "100", "--data", tiny_mnist,
+                  "--logdir", tmp_path)  # fmt: skip
+    assert p.returncode == 0 and "WARNING:tensorflow" not in p.stdout + p.stderr, p.stderr[-2000:]
 
 
 @pytest.mark.slow
