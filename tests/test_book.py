@@ -17,6 +17,12 @@ import book_notebooks
 import tooling
 from helpers import ROOT, chapter_epoch_0, run_train, table_from
 
+# scripts/train.py, with the SELU cell's selu() as its source has it: scale and alpha swapped
+SELU_AS_WRITTEN = """import functools, sys
+from bnmnist import cli, network
+network.selu = functools.partial(network.selu, scale=network.SELU_ALPHA, alpha=network.SELU_SCALE)
+"""
+
 
 def python(code, cwd, env=None, timeout=300):
     """Run ``code`` in a fresh interpreter in ``cwd``; returns the CompletedProcess."""
@@ -273,18 +279,21 @@ def test_every_other_training_cell_prints_what_its_preset_prints_here(
     """On the same machine the notebook's cells and bnmnist's presets start from the same weights
     and print the same epoch 0, the reuse cells from a gradient_clipping base of the same length.
     A preset that runs the XLA loop is compared in the book's per-step loop and TensorFlow's
-    default threads, the notebook's own: XLA orders some float sums its way. SELU is the
-    exception: the preset computes what the notebook printed, with selu()'s scale and alpha in
-    their places, while the cell's source swaps them (docs/chapter11.md)."""
+    default threads, the notebook's own: XLA orders some float sums its way. The SELU preset
+    computes what the notebook printed, with selu()'s scale and alpha in their places; the
+    cell's source swaps them (docs/chapter11.md), so the preset runs here with them swapped."""
     cells = {r["cell"]: r for r in chapter_notebook_run}
     differ = {}
     for preset, (cell, _) in tooling.NOTEBOOK_CELLS.items():
-        if preset in ("bn", "l1", "l1_regularizer", "selu"):
+        if preset in ("bn", "l1", "l1_regularizer"):
             continue
         if PRESETS[preset].run.loop == "xla":
             # the notebook's own loop and Session threads (TensorFlow's defaults), as the cell runs
             flags = ["--feed-dict", "--threads", "0,0", "--epochs", "1", "--data", mnist_dir, "--logdir", tmp_path]
-            p = run_train("--preset", preset, *flags)
+            if preset == "selu":
+                p = python(SELU_AS_WRITTEN + f"sys.exit(cli.main({['--preset', 'selu', *map(str, flags)]!r}))", ROOT)
+            else:
+                p = run_train("--preset", preset, *flags)
             assert p.returncode == 0, p.stderr[-2000:]
             ours = table_from(p.stdout)[0]
         else:
