@@ -8,6 +8,11 @@ epoch-0 line next to the published one. ``--epochs N`` shortens the copy's ``n_e
 exercises' hyperparameter searches to one draw), as a reader short of time would; bnmnist never
 does. ``--markdown docs/book.md`` writes the same there.
 
+``--float-orders`` runs each notebook again under each of :data:`FLOAT_ORDERS` (oneDNN off, capped,
+one thread) and sets each training cell's epoch 0 side by side: a cell whose values move there
+depends on float order, so a printed value that differs from the published one need not be a
+seeding fault.
+
 Needs the notebooks of ``ageron/handson-ml`` at 2d5d735 (``--reference DIR``, or
 ``$BNMNIST_REFERENCE``), the ``book`` extra, and MNIST in ``$BNMNIST_DATA`` when offline.
 """
@@ -36,6 +41,13 @@ HELPER = "tensorflow_graph_in_jupyter.py"
 LOAD_LINE = "%load_ext bnmnist.book"
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 EPOCH_0 = re.compile(r"(?m)^(?:Epoch\s+)?0\b[\s:,].*$")
+# What moves the last bits of a float sum in a TensorFlow program, each on top of the environment
+FLOAT_ORDERS = {
+    "as run": {},
+    "oneDNN off": {"TF_ENABLE_ONEDNN_OPTS": "0"},
+    "oneDNN at AVX2": {"ONEDNN_MAX_CPU_ISA": "AVX2"},
+    "oneDNN off, 1 thread": {"TF_ENABLE_ONEDNN_OPTS": "0", "TF_NUM_INTRAOP_THREADS": "1"},
+}
 
 
 def checkout(reference: str, name: str, folder: str) -> str:
@@ -82,9 +94,11 @@ def prepared(nb: dict, epochs: int | None = None, until: str | None = None) -> d
     return nb
 
 
-def execute(path: str, epochs: int | None = None, until: str | None = None, timeout: int = 3600) -> dict:
-    """Run the notebook at ``path``, :func:`prepared`, in its folder; every cell runs, errors
-    recorded; the executed copy replaces it."""
+def execute(
+    path: str, epochs: int | None = None, until: str | None = None, timeout: int = 3600, env: dict | None = None
+) -> dict:
+    """Run the notebook at ``path``, :func:`prepared`, in its folder, its kernel's environment
+    this one's with ``env`` on top; every cell runs, errors recorded; the executed copy replaces it."""
     import nbclient
     import nbformat
 
@@ -98,7 +112,7 @@ def execute(path: str, epochs: int | None = None, until: str | None = None, time
         allow_errors=True,
         resources={"metadata": {"path": os.path.dirname(path)}},
     )
-    client.execute()
+    client.execute(env={**os.environ, **(env or {})})
     nbformat.write(nb, path)
     return json.loads(nbformat.writes(nb))
 
@@ -147,16 +161,17 @@ def last_number(line):
     return float(numbers[-1]) if numbers else None
 
 
-def run_notebook(notebook, epochs=None, keep=None, until=None):
+def run_notebook(notebook, epochs=None, keep=None, until=None, env=None):
     """Run ``notebook`` (beside the helper module, as in a checkout) in a checkout's layout:
-    (:func:`outcomes`, seconds). ``keep``: the folder to run in, left behind with the executed copy."""
+    (:func:`outcomes`, seconds). ``keep``: the folder to run in, left behind with the executed copy;
+    ``env``: as :func:`execute`."""
     folder = keep or tempfile.mkdtemp(prefix="bnmnist-book-")
     try:
         path = checkout(os.path.dirname(notebook), os.path.basename(notebook), folder)
         with open(path, encoding="utf-8") as f:
             published = json.load(f)
         t0 = time.perf_counter()
-        executed = execute(path, epochs, until)
+        executed = execute(path, epochs, until, env=env)
         return outcomes(published, executed), time.perf_counter() - t0
     finally:
         if keep is None:
@@ -184,12 +199,40 @@ def report(key, rows, seconds):
     return "\n".join(lines)
 
 
+def float_order_report(key, runs):
+    """The epoch-0 values of every training cell under each float order (``runs``: name -> the
+    :func:`outcomes` of a run), side by side."""
+    cells = {}
+    for name, rows in runs.items():
+        for r in rows:
+            if r["published"] or r["printed"]:
+                cells.setdefault(r["cell"], {"published": r["published"]})[name] = r["printed"]
+
+    def values(line):
+        return " ".join(NUMBER.findall(line or "")[1:]) or "-"
+
+    moved = [c for c, v in cells.items() if len({values(v.get(name)) for name in runs}) > 1]
+    lines = [
+        f"### {NOTEBOOKS[key]}",
+        "",
+        f"{len(moved)} of {len(cells)} training cells print another epoch 0 under another float order.",
+        "",
+        "| cell | published | " + " | ".join(runs) + " | moves |",
+        "| --- | --- | " + "--- | " * len(runs) + "--- |",
+    ]
+    for c, v in cells.items():
+        row = [values(v["published"]), *(values(v.get(name)) for name in runs), "yes" if c in moved else "no"]
+        lines.append(f"| {c} | " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     p = ScriptParser(description=__doc__.split("\n\n")[0])
     p.add_argument("notebooks", nargs="*", metavar="NN", help=f"which notebooks: {', '.join(NOTEBOOKS)} (default: all)")
     p.add_argument("--epochs", type=positive_int, help="shorten each n_epochs to at most this")
     p.add_argument("--reference", metavar="DIR", default=os.environ.get("BNMNIST_REFERENCE"))
     p.add_argument("--markdown", metavar="FILE", help="write the report into this Markdown file")
+    p.add_argument("--float-orders", action="store_true", help="run each notebook under each float order, side by side")
     args = p.parse_args(argv)
     unknown = [n for n in args.notebooks if n not in NOTEBOOKS]
     if unknown:
@@ -198,14 +241,19 @@ def main(argv=None):
         p.error("no notebooks: pass --reference DIR, a folder holding ageron/handson-ml's notebooks at 2d5d735")
     sections = []
     for key in args.notebooks or NOTEBOOKS:
-        rows, seconds = run_notebook(os.path.join(args.reference, NOTEBOOKS[key]), args.epochs)
-        sections.append(report(key, rows, seconds))
+        notebook = os.path.join(args.reference, NOTEBOOKS[key])
+        if args.float_orders:
+            runs = {name: run_notebook(notebook, args.epochs, env=env)[0] for name, env in FLOAT_ORDERS.items()}
+            sections.append(float_order_report(key, runs))
+        else:
+            sections.append(report(key, *run_notebook(notebook, args.epochs)))
         print(sections[-1], "\n", flush=True)
     if args.markdown:
         shortened = f"`n_epochs` at most {args.epochs}" if args.epochs else "at full length"
         command = " ".join(["python scripts/book_notebooks.py", *sys.argv[1:]])
         head = f"Measured {tooling.measured_on()}, by `{command}` ({shortened})."
-        tooling.write_markdown_section(args.markdown, "notebooks", "\n\n".join([head, *sections]))
+        section = "float-orders" if args.float_orders else "notebooks"
+        tooling.write_markdown_section(args.markdown, section, "\n\n".join([head, *sections]))
     return 0
 
 

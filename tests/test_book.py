@@ -2,6 +2,7 @@
 change TensorFlow's and NumPy's global state), the refusals in one line, and chapter 11's own
 notebook, Run All, against the published values and bnmnist's presets (slow)."""
 
+import json
 import os
 import re
 import subprocess
@@ -78,6 +79,36 @@ def test_the_notebook_copy_gets_the_one_line_and_only_the_shortening_asked_for()
         "%load_ext bnmnist.book",
         "n_epochs = 1\nfit(n_epochs=1, n_iter=1)",
     ]
+
+
+def test_the_float_order_table_flags_only_cells_whose_epoch_0_moves():
+    def run(*printed):
+        return [{"cell": c, "error": None, "published": f"0 Accuracy: {c}", "printed": v} for c, v in printed]
+
+    runs = {
+        "as run": run((3, "0 Accuracy: 0.5379"), (7, "0 Loss: 1.5 Accuracy: 0.9"), (9, None)),
+        "oneDNN off": run((3, "0 Accuracy: 0.9687"), (7, "0 Loss: 1.5 Accuracy: 0.9"), (9, None)),
+    }
+    table = book_notebooks.float_order_report("11", runs)
+    assert "1 of 3 training cells print another epoch 0 under another float order." in table
+    assert "| cell | published | as run | oneDNN off | moves |" in table
+    assert "| 3 | 3 | 0.5379 | 0.9687 | yes |" in table
+    assert "| 7 | 7 | 1.5 0.9 | 1.5 0.9 | no |" in table
+    assert "| 9 | 9 | - | - | no |" in table
+
+
+@pytest.mark.slow
+def test_a_float_order_reaches_the_notebooks_kernel(tmp_path):
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    (reference / book_notebooks.HELPER).write_text("")
+    cell = 'import os\nprint("0 oneDNN:", os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1"))'
+    code = {"cell_type": "code", "id": "probe", "metadata": {}, "source": cell, "outputs": [], "execution_count": None}
+    nb = {"cells": [code], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    (reference / "probe.ipynb").write_text(json.dumps(nb))
+    env = book_notebooks.FLOAT_ORDERS["oneDNN off"]
+    rows, _ = book_notebooks.run_notebook(str(reference / "probe.ipynb"), env=env)
+    assert [r["printed"] for r in rows] == ["0 oneDNN: 0"]
 
 
 def test_importing_the_module_changes_nothing():
