@@ -311,8 +311,8 @@ def test_every_other_training_cell_prints_what_its_preset_prints_here(
     and print the same epoch 0, the reuse cells from a gradient_clipping base of the same length.
     A preset that runs the XLA loop is compared in the book's per-step loop and TensorFlow's
     default threads, the notebook's own: XLA orders some float sums its way. The SELU preset
-    computes what the notebook printed, with selu()'s scale and alpha in their places; the
-    cell's source swaps them (docs/chapter11.md), so the preset runs here with them swapped."""
+    computes the published table, with selu()'s scale and alpha in their places; the cell's
+    source swaps them (docs/chapter11.md), so the preset runs here with them swapped."""
     cells = {r["cell"]: r for r in chapter_notebook_run}
     differ = {}
     for preset, (cell, _) in tooling.NOTEBOOK_CELLS.items():
